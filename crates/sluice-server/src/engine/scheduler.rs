@@ -1,0 +1,392 @@
+//! The scheduler thread: continuous batching over a [`StepModel`].
+//!
+//! Each iteration drains the command channel, drops requests whose client left or whose deadline
+//! passed, admits waiting requests into the running batch (bounded by the batch-size limit and
+//! the KV memory budget), runs one forward step for every running sequence — a newcomer feeds its
+//! whole prompt, the others one token — and streams the sampled tokens back. Finished sequences
+//! leave at once; their place is taken at the next token boundary.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::sequence::Sequence;
+use super::{Command, EngineError, EngineModel, Event, Job, Shared, Timings};
+use crate::memory;
+
+pub(super) fn spawn(rx: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>, initial: Option<(EngineModel, u64)>) {
+    let result = std::thread::Builder::new()
+        .name("sluice-engine".into())
+        .spawn(move || {
+            // Marks the engine dead however the thread ends, a panic included, so /health fails
+            // instead of a dead engine looking healthy.
+            let _alive = AliveGuard(shared.clone());
+            let (model, epoch) = match initial {
+                Some((m, e)) => (Some(m), e),
+                None => (None, 0),
+            };
+            Scheduler {
+                rx,
+                shared,
+                model,
+                epoch,
+                pending_swap: None,
+                waiting: VecDeque::new(),
+                running: Vec::new(),
+                next_id: 0,
+            }
+            .run();
+        });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "failed to start the engine thread");
+    }
+}
+
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!("the engine thread panicked; /health now fails");
+        }
+    }
+}
+
+struct Waiting {
+    job: Box<Job>,
+    span: tracing::Span,
+}
+
+struct Active {
+    id: u64,
+    job: Box<Job>,
+    seq: Sequence,
+    reserved: usize,
+    admitted_at: Instant,
+    span: tracing::Span,
+}
+
+struct Scheduler {
+    rx: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    model: Option<EngineModel>,
+    epoch: u64,
+    pending_swap: Option<(Option<EngineModel>, u64)>,
+    waiting: VecDeque<Waiting>,
+    running: Vec<Active>,
+    next_id: u64,
+}
+
+enum Outcome {
+    Cancelled,
+    Failed(EngineError),
+}
+
+/// How a running sequence left the batch this step (`None` in the list: the client went away).
+enum Finish {
+    Done,
+    Error(EngineError),
+}
+
+impl Scheduler {
+    fn run(&mut self) {
+        loop {
+            let idle = self.running.is_empty() && self.waiting.is_empty() && self.pending_swap.is_none();
+            if idle {
+                self.publish_gauges();
+                match self.rx.blocking_recv() {
+                    Some(cmd) => self.handle(cmd),
+                    None => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        if self.running.is_empty() && self.waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            if self.running.is_empty() {
+                if let Some((model, epoch)) = self.pending_swap.take() {
+                    self.model = model;
+                    self.epoch = epoch;
+                }
+            }
+            self.drop_waiting_that_cannot_run();
+            self.drop_running_that_left();
+            self.admit();
+            if !self.running.is_empty() {
+                self.step();
+            }
+            self.publish_gauges();
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Generate(job) => {
+                let span = tracing::info_span!(parent: &job.span, "queue_wait");
+                self.waiting.push_back(Waiting { job, span });
+            }
+            Command::Swap(model, epoch) => self.pending_swap = Some((model, epoch)),
+        }
+    }
+
+    fn finish_waiting(&self, w: Waiting, outcome: Outcome) {
+        self.record(&w.job, &outcome);
+        if let Outcome::Failed(e) = outcome {
+            let _ = w.job.events.send(Event::Error(e));
+        }
+    }
+
+    fn record(&self, job: &Job, outcome: &Outcome) {
+        let m = &self.shared.metrics;
+        match outcome {
+            Outcome::Cancelled => m.finish("cancelled", Some("cancelled")),
+            Outcome::Failed(EngineError::Timeout(_)) => m.finish("timeout", Some("timeout")),
+            Outcome::Failed(EngineError::InsufficientMemory { .. } | EngineError::NoModel | EngineError::ModelChanged | EngineError::ShuttingDown) => {
+                m.finish("error", Some("unavailable"))
+            }
+            Outcome::Failed(EngineError::Internal(_)) => m.finish("error", Some("internal")),
+        }
+        m.request_duration.observe(job.request.arrived.elapsed().as_secs_f64());
+    }
+
+    /// Queued requests whose client is gone, whose deadline passed, or that cannot run on the
+    /// current model leave the queue before they take a batch slot.
+    fn drop_waiting_that_cannot_run(&mut self) {
+        let now = Instant::now();
+        let swapping = self.pending_swap.is_some();
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        while let Some(w) = self.waiting.pop_front() {
+            let req = &w.job.request;
+            if w.job.events.is_closed() {
+                self.finish_waiting(w, Outcome::Cancelled);
+            } else if now >= req.deadline {
+                let limit = req.deadline - req.arrived;
+                self.finish_waiting(w, Outcome::Failed(EngineError::Timeout(limit)));
+            } else if swapping {
+                keep.push_back(w);
+            } else if self.model.is_none() {
+                self.finish_waiting(w, Outcome::Failed(EngineError::NoModel));
+            } else if req.model_epoch != self.epoch {
+                self.finish_waiting(w, Outcome::Failed(EngineError::ModelChanged));
+            } else {
+                keep.push_back(w);
+            }
+        }
+        self.waiting = keep;
+    }
+
+    fn drop_running_that_left(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.running.len() {
+            let a = &self.running[i];
+            let outcome = if a.job.events.is_closed() {
+                Some(Outcome::Cancelled)
+            } else if now >= a.job.request.deadline {
+                Some(Outcome::Failed(EngineError::Timeout(a.job.request.deadline - a.job.request.arrived)))
+            } else {
+                None
+            };
+            match outcome {
+                Some(o) => {
+                    let a = self.running.swap_remove(i);
+                    self.release(&a);
+                    self.record(&a.job, &o);
+                    if let Outcome::Failed(e) = o {
+                        let _ = a.job.events.send(Event::Error(e));
+                    }
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        if self.pending_swap.is_some() {
+            return;
+        }
+        let Some(model) = &self.model else { return };
+        let per_token = model.runner.kv_bytes_per_token();
+        let ctx = model.runner.context_length();
+        let capacity = (self.shared.memory_budget_bytes as usize).saturating_sub(model.runner.weight_bytes());
+        let max_batch = self.shared.limits.max_batch_size().max(1);
+        while self.running.len() < max_batch {
+            let Some(front) = self.waiting.front() else { break };
+            let req = &front.job.request;
+            let needed = (req.prompt_ids.len() + req.params.max_tokens).min(ctx) * per_token;
+            let reserved: usize = self.running.iter().map(|a| a.reserved).sum();
+            let in_use = reserved.max(model.runner.kv_bytes());
+            if in_use + needed > capacity {
+                if self.running.is_empty() {
+                    let w = self.waiting.pop_front().expect("front exists");
+                    let e = EngineError::InsufficientMemory {
+                        needed_mb: (needed >> 20) as u64,
+                        available_mb: (capacity >> 20) as u64,
+                    };
+                    self.finish_waiting(w, Outcome::Failed(e));
+                    continue;
+                }
+                break;
+            }
+            let w = self.waiting.pop_front().expect("front exists");
+            let now = Instant::now();
+            self.shared
+                .metrics
+                .queue_wait
+                .observe(now.duration_since(w.job.request.arrived).as_secs_f64());
+            drop(w.span);
+            let span = tracing::info_span!(parent: &w.job.span, "model_generate", prompt_tokens = w.job.request.prompt_ids.len());
+            self.shared.metrics.prompt_tokens.inc_by(w.job.request.prompt_ids.len() as u64);
+            self.next_id += 1;
+            self.running.push(Active {
+                id: self.next_id,
+                seq: Sequence::new(&w.job.request.params),
+                job: w.job,
+                reserved: needed,
+                admitted_at: now,
+                span,
+            });
+        }
+    }
+
+    fn release(&mut self, a: &Active) {
+        if let Some(m) = &mut self.model {
+            m.runner.release(a.id);
+        }
+    }
+
+    fn step(&mut self) {
+        let Some(model) = &mut self.model else { return };
+        let inputs: Vec<(u64, Vec<u32>)> = self
+            .running
+            .iter()
+            .map(|a| {
+                let tokens = if a.seq.prefilled {
+                    vec![*a.seq.generated.last().expect("a prefilled sequence has a token")]
+                } else {
+                    a.job.request.prompt_ids.clone()
+                };
+                (a.id, tokens)
+            })
+            .collect();
+        let prefill_spans: Vec<tracing::Span> = self
+            .running
+            .iter()
+            .filter(|a| !a.seq.prefilled)
+            .map(|a| tracing::info_span!(parent: &a.span, "prefill", tokens = a.job.request.prompt_ids.len(), batch = inputs.len()))
+            .collect();
+        let refs: Vec<(u64, &[u32])> = inputs.iter().map(|(id, t)| (*id, t.as_slice())).collect();
+        self.shared.metrics.batch_size.observe(refs.len() as f64);
+        let logits = model.runner.step(&refs);
+        drop(prefill_spans);
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, batch = refs.len(), "forward step failed");
+                let failed: Vec<Active> = self.running.drain(..).collect();
+                for a in failed {
+                    self.release(&a);
+                    let err = EngineError::Internal(e.to_string());
+                    self.record(&a.job, &Outcome::Failed(err.clone()));
+                    let _ = a.job.events.send(Event::Error(err));
+                }
+                return;
+            }
+        };
+        let ctx = model.runner.context_length();
+        let now = Instant::now();
+        let mut finished = Vec::new();
+        for (i, a) in self.running.iter_mut().enumerate() {
+            a.seq.prefilled = true;
+            let req = &a.job.request;
+            let used = req.prompt_ids.len() + a.seq.generated.len() + 1;
+            let row = logits.get(i).and_then(|row| {
+                a.seq
+                    .advance(&row, &model.tokenizer, &req.params, &model.eos, ctx.saturating_sub(used))
+            });
+            let outcome = match row {
+                Ok(o) => o,
+                Err(e) => {
+                    finished.push((i, Some(Finish::Error(EngineError::Internal(e.to_string())))));
+                    continue;
+                }
+            };
+            let m = &self.shared.metrics;
+            m.generated_tokens.inc();
+            match a.seq.last_token_at {
+                None => {
+                    m.ttft.observe(now.duration_since(req.arrived).as_secs_f64());
+                    a.seq.first_token_at = Some(now);
+                }
+                Some(prev) => m.tpot.observe(now.duration_since(prev).as_secs_f64()),
+            }
+            a.seq.last_token_at = Some(now);
+            let index = a.seq.generated.len() - 1;
+            let sent = a.job.events.send(Event::Token { index, id: outcome.id, text: outcome.text });
+            if sent.is_err() {
+                finished.push((i, None));
+                continue;
+            }
+            if let Some(reason) = outcome.finish {
+                let first = a.seq.first_token_at.unwrap_or(now);
+                let n = a.seq.generated.len();
+                let timings = Timings {
+                    queue_seconds: a.admitted_at.duration_since(req.arrived).as_secs_f64(),
+                    ttft_seconds: first.duration_since(req.arrived).as_secs_f64(),
+                    tpot_seconds: if n > 1 { now.duration_since(first).as_secs_f64() / (n - 1) as f64 } else { 0.0 },
+                    total_seconds: now.duration_since(req.arrived).as_secs_f64(),
+                };
+                let _ = a.job.events.send(Event::Done {
+                    finish_reason: reason,
+                    prompt_tokens: req.prompt_ids.len(),
+                    completion_tokens: n,
+                    timings,
+                });
+                m.finish("success", None);
+                m.request_duration.observe(timings.total_seconds);
+                finished.push((i, Some(Finish::Done)));
+            }
+        }
+        // Remove from the back so earlier indices stay valid.
+        finished.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, err) in finished {
+            let a = self.running.swap_remove(i);
+            self.release(&a);
+            match err {
+                Some(Finish::Done) => {}
+                Some(Finish::Error(e)) => {
+                    self.record(&a.job, &Outcome::Failed(e.clone()));
+                    let _ = a.job.events.send(Event::Error(e));
+                }
+                None => self.record(&a.job, &Outcome::Cancelled),
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let m = &self.shared.metrics;
+        m.queue_depth.set(self.waiting.len() as i64);
+        m.running.set(self.running.len() as i64);
+        let budget = self.shared.memory_budget_bytes as f64;
+        let (weights, kv) = self
+            .model
+            .as_ref()
+            .map(|m| (m.runner.weight_bytes() as f64, m.runner.kv_bytes() as f64))
+            .unwrap_or((0.0, 0.0));
+        m.set_memory("vram", weights + kv, budget);
+        m.set_memory("kv_cache", kv, (budget - weights).max(0.0));
+        m.set_memory("ram", memory::rss_bytes() as f64, memory::total_ram_bytes().unwrap_or(0) as f64);
+    }
+}

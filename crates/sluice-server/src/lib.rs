@@ -1,0 +1,7 @@
+//! `sluice-server`: the candle + axum inference server that Sluice deploys for every
+//! `InferenceService`, and the source of the SLIs the operator steers by.
+
+pub mod engine;
+pub mod memory;
+pub mod metrics;
+pub mod model;

@@ -1,0 +1,378 @@
+//! Models: where weights come from, how they are loaded, and the llama forward pass.
+
+pub mod chat;
+pub mod config;
+pub mod linear;
+pub mod llama;
+pub mod quant;
+pub mod tiny;
+pub mod tokenizer;
+pub mod weights;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use tokenizers::Tokenizer;
+
+use chat::ChatTemplate;
+use config::HfConfig;
+use llama::Llama;
+use quant::Quantization;
+use tiny::TinyShape;
+
+/// Failures while resolving or loading a model; each carries the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("failed to read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("failed to load {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("failed to load {path}: {source}")]
+    Tensor {
+        path: String,
+        source: candle_core::Error,
+    },
+    #[error("failed to resolve model {spec:?}: {message}")]
+    Resolve { spec: String, message: String },
+}
+
+impl ModelError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+    pub fn invalid(path: &Path, message: impl fmt::Display) -> Self {
+        Self::Invalid {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+    pub fn load(path: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Tensor {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Where a model comes from, as written on the command line or in `/model/load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `builtin:tiny` (or `builtin:tinyllama`, a 1.1B-shaped random model for benchmarks).
+    Builtin(TinyShape),
+    /// A directory with `config.json`, `*.safetensors` and `tokenizer.json`.
+    Directory(PathBuf),
+    /// A `.gguf` file.
+    Gguf(PathBuf),
+    /// `hf:ORG/NAME[@REVISION]`, read from the local Hugging Face cache; never downloaded.
+    HfCache { repo: String, revision: String },
+}
+
+impl FromStr for ModelSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(name) = s.strip_prefix("builtin:") {
+            return match name {
+                "tiny" => Ok(Self::Builtin(TinyShape::Tiny)),
+                "tinyllama" => Ok(Self::Builtin(TinyShape::Tinyllama)),
+                other => Err(format!("unknown built-in model {other:?} (expected tiny or tinyllama)")),
+            };
+        }
+        if let Some(spec) = s.strip_prefix("hf:") {
+            let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+            let valid = repo.split('/').count() == 2
+                && repo.split('/').all(|p| !p.is_empty() && !p.contains(".."))
+                && !revision.is_empty()
+                && !revision.contains("..")
+                && !revision.contains('/');
+            if !valid {
+                return Err(format!("invalid Hugging Face model {spec:?} (expected ORG/NAME[@REVISION])"));
+            }
+            return Ok(Self::HfCache {
+                repo: repo.into(),
+                revision: revision.into(),
+            });
+        }
+        if s.is_empty() {
+            return Err("model must not be empty".into());
+        }
+        let path = PathBuf::from(s);
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            Ok(Self::Gguf(path))
+        } else {
+            Ok(Self::Directory(path))
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Builtin(TinyShape::Tiny) => f.write_str("builtin:tiny"),
+            Self::Builtin(TinyShape::Tinyllama) => f.write_str("builtin:tinyllama"),
+            Self::Directory(p) | Self::Gguf(p) => write!(f, "{}", p.display()),
+            Self::HfCache { repo, revision } => write!(f, "hf:{repo}@{revision}"),
+        }
+    }
+}
+
+/// Finds a snapshot in the Hugging Face cache layout (`hub/models--ORG--NAME/snapshots/SHA`),
+/// where a revision is either a commit hash or a ref name recorded under `refs/`.
+pub fn resolve_hf_cache(hf_home: &Path, repo: &str, revision: &str) -> Result<PathBuf, ModelError> {
+    let spec = format!("hf:{repo}@{revision}");
+    let repo_dir = hf_home
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
+    if !repo_dir.is_dir() {
+        return Err(ModelError::Resolve {
+            spec,
+            message: format!("{} does not exist; the server never downloads, mount a populated cache", repo_dir.display()),
+        });
+    }
+    let sha = match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
+        Ok(sha) => sha.trim().to_string(),
+        Err(_) => revision.to_string(),
+    };
+    let snapshot = repo_dir.join("snapshots").join(&sha);
+    if snapshot.is_dir() {
+        Ok(snapshot)
+    } else {
+        Err(ModelError::Resolve {
+            spec,
+            message: format!("snapshot {} is not in the cache", snapshot.display()),
+        })
+    }
+}
+
+/// Facts about the loaded model, reported by `/v1/models` and metrics.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The name clients use in the OpenAI API.
+    pub served_name: String,
+    pub source: String,
+    /// The effective precision of the linear weights.
+    pub quantization: String,
+    pub device: String,
+    pub context_length: usize,
+    pub weight_bytes: usize,
+    pub kv_bytes_per_token: usize,
+    pub load_seconds: f64,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat: Arc<ChatTemplate>,
+    pub info: ModelInfo,
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub source: ModelSource,
+    pub quantization: Quantization,
+    pub device: Device,
+    pub served_name: Option<String>,
+    pub hf_home: Option<PathBuf>,
+}
+
+/// Loads weights, tokenizer and chat template. Blocking: run it off the async runtime.
+pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
+    let _span = tracing::info_span!("model_load", model = %spec.source, quantization = %spec.quantization).entered();
+    let started = Instant::now();
+    let device = &spec.device;
+    let auto_full = if device.is_cpu() { Quantization::F32 } else { Quantization::F16 };
+    let (model, tokenizer, chat, quantization, default_name) = match &spec.source {
+        ModelSource::Builtin(shape) => {
+            let cfg = tiny::hf_config(*shape)
+                .into_runtime()
+                .map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
+            let tensors = tiny::weights(*shape).map_err(|e| ModelError::load("builtin", e))?;
+            let q = if spec.quantization == Quantization::Auto { auto_full } else { spec.quantization };
+            let model = weights::load_hf(cfg, &tensors, q, device)
+                .map_err(|e| ModelError::load("builtin", e))?;
+            let tok = tiny::tokenizer().map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
+            let chat = ChatTemplate::default_template(tiny::BOS, tiny::EOS);
+            (model, tok, chat, q.to_string(), tiny::NAME.to_string())
+        }
+        ModelSource::Directory(dir) => load_dir(dir, spec, auto_full)?,
+        ModelSource::Gguf(path) => load_gguf(path, spec)?,
+        ModelSource::HfCache { repo, revision } => {
+            let home = spec
+                .hf_home
+                .clone()
+                .ok_or_else(|| ModelError::Resolve {
+                    spec: spec.source.to_string(),
+                    message: "no Hugging Face cache configured (--hf-home or HF_HOME)".into(),
+                })?;
+            let dir = resolve_hf_cache(&home, repo, revision)?;
+            let (m, t, c, q, _) = load_dir(&dir, spec, auto_full)?;
+            (m, t, c, q, repo.clone())
+        }
+    };
+    let cfg = model.config().clone();
+    let mut eos = cfg.eos_token_ids.clone();
+    for special in [tiny::EOS, "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>"] {
+        if let Some(id) = tokenizer.token_to_id(special) {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+    }
+    let info = ModelInfo {
+        served_name: spec.served_name.clone().unwrap_or(default_name),
+        source: spec.source.to_string(),
+        quantization,
+        device: device_name(device),
+        context_length: cfg.max_position_embeddings,
+        weight_bytes: model.weight_bytes(),
+        kv_bytes_per_token: cfg.kv_bytes_per_token(),
+        load_seconds: started.elapsed().as_secs_f64(),
+        eos_token_ids: eos,
+    };
+    tracing::info!(model = %info.source, quantization = %info.quantization, weight_mb = info.weight_bytes / (1 << 20), seconds = info.load_seconds, "model loaded");
+    Ok(LoadedModel {
+        model,
+        tokenizer: Arc::new(tokenizer),
+        chat: Arc::new(chat),
+        info,
+    })
+}
+
+type Parts = (Llama, Tokenizer, ChatTemplate, String, String);
+
+fn load_dir(dir: &Path, spec: &LoadSpec, auto_full: Quantization) -> Result<Parts, ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::invalid(dir, "not a directory or .gguf file"));
+    }
+    let has_safetensors = weights::safetensors_files(dir).is_ok();
+    if !has_safetensors {
+        // A directory holding one GGUF file (a PVC mount, say) is served as that file.
+        let ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .collect();
+        return match ggufs.as_slice() {
+            [one] => load_gguf(one, spec),
+            [] => Err(ModelError::invalid(dir, "no *.safetensors or *.gguf files")),
+            _ => Err(ModelError::invalid(dir, "several .gguf files; name one")),
+        };
+    }
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::invalid(&cfg_path, e))?;
+    let cfg = hf.into_runtime().map_err(|e| ModelError::invalid(&cfg_path, e))?;
+    let files = weights::safetensors_files(dir)?;
+    let st = weights::Safetensors::open(&files)?;
+    let q = if spec.quantization == Quantization::Auto { auto_full } else { spec.quantization };
+    let model = weights::load_hf(cfg, &st, q, &spec.device)
+        .map_err(|e| ModelError::load(dir.display().to_string(), e))?;
+    let tok = tokenizer::load_file(&dir.join("tokenizer.json"))?;
+    let chat = chat_for(dir, &tok)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    Ok((model, tok, chat, q.to_string(), name))
+}
+
+fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
+    let mut gguf = weights::Gguf::open(path)?;
+    let cfg = gguf.config()?;
+    let stored = gguf.stored_quantization();
+    let model = gguf
+        .load(cfg, spec.quantization, &spec.device)
+        .map_err(|e| ModelError::load(path.display().to_string(), e))?;
+    let beside = path.with_file_name("tokenizer.json");
+    let tok = if beside.exists() {
+        tokenizer::load_file(&beside)?
+    } else {
+        let mut tok = tokenizer::from_gguf(&gguf.content, path)?;
+        if let Some(bos) = model.config().bos_token_id {
+            let bos_str = tok.id_to_token(bos).unwrap_or_default();
+            let post = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single(format!("{bos_str} $A"))
+                .and_then(|b| b.special_tokens(vec![(bos_str.clone(), bos)]).build().map_err(|e| e.to_string()))
+                .map_err(|e| ModelError::invalid(path, e))?;
+            tok.with_post_processor(Some(post));
+        }
+        tok
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let chat = chat_for(dir, &tok)?;
+    let q = if spec.quantization == Quantization::Auto { stored } else { spec.quantization.to_string() };
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    Ok((model, tok, chat, q, name))
+}
+
+fn chat_for(dir: &Path, tok: &Tokenizer) -> Result<ChatTemplate, ModelError> {
+    let tc = dir.join("tokenizer_config.json");
+    if tc.exists() {
+        if let Some(t) = ChatTemplate::from_tokenizer_config(&tc).map_err(|e| ModelError::invalid(&tc, e))? {
+            return Ok(t);
+        }
+    }
+    let bos = tok.id_to_token(0).unwrap_or_default();
+    let eos = tok.id_to_token(1).unwrap_or_default();
+    Ok(ChatTemplate::default_template(&bos, &eos))
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+#[cfg(test)]
+mod load_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_sources_parse() {
+        assert_eq!("builtin:tiny".parse::<ModelSource>().unwrap(), ModelSource::Builtin(TinyShape::Tiny));
+        assert_eq!(
+            "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0@abc".parse::<ModelSource>().unwrap(),
+            ModelSource::HfCache { repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0".into(), revision: "abc".into() }
+        );
+        assert_eq!("/m/x.gguf".parse::<ModelSource>().unwrap(), ModelSource::Gguf("/m/x.gguf".into()));
+        assert_eq!("/models/llama".parse::<ModelSource>().unwrap(), ModelSource::Directory("/models/llama".into()));
+        assert!("builtin:huge".parse::<ModelSource>().is_err());
+        assert!("hf:noslash".parse::<ModelSource>().is_err());
+        assert!("hf:a/../b".parse::<ModelSource>().is_err());
+    }
+
+    #[test]
+    fn hf_cache_resolves_refs_and_reports_missing() {
+        let home = tempfile::tempdir().unwrap();
+        let repo = home.path().join("hub/models--org--m");
+        std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(resolve_hf_cache(home.path(), "org/m", "main").unwrap(), repo.join("snapshots/abc123"));
+        assert_eq!(resolve_hf_cache(home.path(), "org/m", "abc123").unwrap(), repo.join("snapshots/abc123"));
+        let err = resolve_hf_cache(home.path(), "org/other", "main").unwrap_err().to_string();
+        assert!(err.contains("never downloads"), "{err}");
+    }
+}

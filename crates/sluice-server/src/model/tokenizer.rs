@@ -1,0 +1,209 @@
+//! Tokenizers: loading `tokenizer.json`, rebuilding a byte-level BPE tokenizer from GGUF
+//! metadata (and writing that metadata), and incremental detokenization for streaming.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use tokenizers::Tokenizer;
+use tokenizers::models::bpe::BPE;
+
+use super::ModelError;
+
+pub fn load_file(path: &Path) -> Result<Tokenizer, ModelError> {
+    Tokenizer::from_file(path).map_err(|e| ModelError::invalid(path, e))
+}
+
+/// Rebuilds a `gpt2`-style (byte-level BPE) tokenizer from `tokenizer.ggml.*` metadata.
+///
+/// SentencePiece (`llama`) vocabularies carry scores rather than merges and cannot be rebuilt
+/// exactly; those files need a `tokenizer.json` beside them.
+pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer, ModelError> {
+    let md = &content.metadata;
+    let model = md
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .ok_or_else(|| ModelError::invalid(path, "no tokenizer.json beside it and no tokenizer.ggml.model metadata"))?;
+    if model != "gpt2" {
+        return Err(ModelError::invalid(
+            path,
+            format!("GGUF tokenizer model {model:?} cannot be rebuilt from metadata; put its tokenizer.json beside the file"),
+        ));
+    }
+    let strings = |key: &str| -> Result<Vec<String>, ModelError> {
+        md.get(key)
+            .ok_or_else(|| ModelError::invalid(path, format!("missing metadata {key}")))?
+            .to_vec()
+            .map_err(|e| ModelError::invalid(path, e))?
+            .iter()
+            .map(|v| v.to_string().cloned().map_err(|e| ModelError::invalid(path, e)))
+            .collect()
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let token_types: Vec<i32> = md
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().ok())
+        .map(|v| v.iter().filter_map(|t| t.to_i32().ok()).collect())
+        .unwrap_or_default();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| ModelError::invalid(path, e))?;
+    let mut tok = Tokenizer::new(bpe);
+    byte_level(&mut tok);
+    // Control tokens (type 3) are matched whole in the input and skipped when decoding.
+    let specials: Vec<tokenizers::AddedToken> = tokens
+        .iter()
+        .zip(token_types.iter())
+        .filter(|(_, ty)| **ty == 3)
+        .map(|(t, _)| tokenizers::AddedToken::from(t.clone(), true))
+        .collect();
+    tok.add_special_tokens(specials)
+        .map_err(|e| ModelError::invalid(path, e))?;
+    Ok(tok)
+}
+
+/// Byte-level pre-tokenizer and decoder, as GPT-2 and llama 3 use.
+pub fn byte_level(tok: &mut Tokenizer) {
+    use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevelDecoder::default()));
+}
+
+/// `tokenizer.ggml.*` metadata for a byte-level BPE tokenizer, for writing GGUF files.
+pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&tok.to_string(false).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let model = &json["model"];
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or("tokenizer has no BPE vocab")?;
+    let mut tokens = vec![String::new(); tok.get_vocab_size(true)];
+    for (t, id) in vocab {
+        let id = id.as_u64().ok_or("vocab id is not a number")? as usize;
+        if id < tokens.len() {
+            tokens[id] = t.clone();
+        }
+    }
+    let special: std::collections::HashSet<u32> = tok
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| *id)
+        .collect();
+    for (id, t) in tok.get_added_tokens_decoder() {
+        if (id as usize) < tokens.len() {
+            tokens[id as usize] = t.content.clone();
+        }
+    }
+    let merges: Vec<String> = model["merges"]
+        .as_array()
+        .ok_or("tokenizer has no BPE merges")?
+        .iter()
+        .filter_map(|m| match m {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(p) => Some(format!(
+                "{} {}",
+                p.first()?.as_str()?,
+                p.get(1)?.as_str()?
+            )),
+            _ => None,
+        })
+        .collect();
+    let types = (0..tokens.len() as u32)
+        .map(|i| Value::I32(if special.contains(&i) { 3 } else { 1 }))
+        .collect();
+    let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    let mut md = vec![
+        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens".to_string(), strs(tokens)),
+        ("tokenizer.ggml.merges".to_string(), strs(merges)),
+        ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
+    ];
+    if let Some(id) = tok.token_to_id(super::tiny::BOS) {
+        md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(id)));
+    }
+    if let Some(id) = tok.token_to_id(super::tiny::EOS) {
+        md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(id)));
+    }
+    Ok(md)
+}
+
+/// Turns a growing list of token ids into text deltas without splitting multi-byte characters.
+///
+/// Decoding token by token breaks UTF-8 sequences and byte-level merges, so each step decodes a
+/// short window and emits only what became stable (the approach of TGI and `DecodeStream`).
+#[derive(Debug, Default, Clone)]
+pub struct IncrementalDecoder {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl IncrementalDecoder {
+    /// Adds a token and returns the text it completed (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
+        self.ids.push(id);
+        let prefix = tok
+            .decode(&self.ids[self.prefix_offset..self.read_offset], true)
+            .unwrap_or_default();
+        let full = tok
+            .decode(&self.ids[self.prefix_offset..], true)
+            .unwrap_or_default();
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
+            let delta = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            delta
+        } else {
+            String::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_decoding_reassembles_the_full_text() {
+        let tok = super::super::tiny::tokenizer().unwrap();
+        let text = "Sluice keeps inference honest — naïve café, 日本語 too.";
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        let mut dec = IncrementalDecoder::default();
+        let streamed: String = ids.iter().map(|&id| dec.push(&tok, id)).collect();
+        assert_eq!(streamed, tok.decode(&ids, true).unwrap());
+        assert_eq!(streamed, text);
+    }
+
+    #[test]
+    fn gguf_metadata_round_trips_the_tokenizer() {
+        let tok = super::super::tiny::tokenizer().unwrap();
+        let md = gguf_metadata(&tok).unwrap();
+        let content = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: md.into_iter().collect(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        let rebuilt = from_gguf(&content, Path::new("mem.gguf")).unwrap();
+        for text in ["hello world", "<s>special</s> tokens", "ünïcode ✓"] {
+            assert_eq!(
+                tok.encode(text, false).unwrap().get_ids(),
+                rebuilt.encode(text, false).unwrap().get_ids(),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,1 +1,33 @@
-//! placeholder
+//! Custom resource types of Sluice: `InferenceService` in `sluice.dev/v1alpha1`.
+//!
+//! Types only: the schema (with CEL validation rules) is derived from them, and
+//! [`crd_yaml`] renders the CustomResourceDefinition that `crds/` and the Helm chart carry.
+//! No client code lives here.
+
+pub mod spec;
+pub mod status;
+
+pub use spec::{
+    BuiltinModel, Cooldowns, HuggingFaceCache, HuggingFaceModel, ImageModel, InferenceService,
+    InferenceServiceSpec, Knob, MaxTokensSpec, ModelFormat, ModelSpec, PvcModel, Quantization,
+    RemediationMode, RemediationSpec, ReplicaBounds, ResourcesSpec, SecretKeyRef, ServingSpec,
+    SloSpec,
+};
+pub use status::{
+    Bottleneck, BottleneckClass, Decision, DecisionOutcome, EffectiveSettings,
+    InferenceServiceStatus, Objective, ObjectiveState, ObjectiveStatus, SliSnapshot, SloStatus,
+    condition,
+};
+
+use kube::CustomResourceExt;
+
+/// File name of the generated CRD, in `crds/` and in the chart's `crds/`.
+pub const CRD_FILE_NAME: &str = "inferenceservices.sluice.dev.yaml";
+
+/// The CustomResourceDefinition as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&InferenceService::crd())?;
+    Ok(format!(
+        "# Generated from crates/sluice-api by `sluice-operator crd`; do not edit.\n{body}"
+    ))
+}

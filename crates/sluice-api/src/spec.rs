@@ -1,0 +1,609 @@
+//! The `InferenceService` spec: what the user declares (model, serving limits, replica bounds,
+//! SLOs and how far the operator may go to meet them). The operator never writes the spec; what it
+//! chooses lives in status and in the objects it owns.
+
+// Several printer columns share `type_ = "string"`; clippy mistakes them for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::InferenceServiceStatus;
+
+// The operator turns an InferenceService into pods of `sluice-server`, watches its SLIs and
+// remediates by moving replicas, quantization and the `max_tokens` cap within these bounds.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "InferenceService",
+    plural = "inferenceservices",
+    singular = "inferenceservice",
+    shortname = "sluicesvc",
+    category = "sluice",
+    namespaced,
+    cel,
+    status = "InferenceServiceStatus",
+    derive = "PartialEq",
+    doc = "An LLM inference service run by Sluice against declared SLOs.",
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "pods passing their readiness probe"
+    ),
+    printcolumn(
+        name = "Quant",
+        type_ = "string",
+        json_path = ".status.effective.quantization",
+        description = "quantization the operator applied"
+    ),
+    printcolumn(
+        name = "MaxTokens",
+        type_ = "integer",
+        json_path = ".status.effective.maxTokens",
+        description = "max_tokens cap the operator applied"
+    ),
+    printcolumn(
+        name = "SLO",
+        type_ = "string",
+        json_path = ".status.slo.state",
+        description = "whether every objective is met"
+    ),
+    printcolumn(
+        name = "Bottleneck",
+        type_ = "string",
+        json_path = ".status.slo.bottleneck.class",
+        description = "the classified bottleneck"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[doc = "Desired state: the model, how to serve it, and the objectives to keep."]
+pub struct InferenceServiceSpec {
+    /// Which model to serve and where its weights come from.
+    pub model: ModelSpec,
+    /// How the server runs: quantization ladder, token and admission limits, image, resources
+    /// and scheduling.
+    #[serde(default)]
+    pub serving: ServingSpec,
+    /// Bounds for the replica count; the operator chooses a value inside them.
+    #[serde(default)]
+    pub replicas: ReplicaBounds,
+    /// Service level objectives the operator keeps the service within.
+    #[serde(default)]
+    pub slo: SloSpec,
+    /// Whether and how the operator acts when an objective is violated.
+    #[serde(default)]
+    pub remediation: RemediationSpec,
+}
+
+/// The model to serve. Exactly one source (`builtin`, `image`, `pvc`, `huggingFace`) must be set.
+/// The operator never downloads weights: they are baked into the image, on a volume, or already in
+/// a Hugging Face cache volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("(has(self.builtin) ? 1 : 0) + (has(self.image) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.huggingFace) ? 1 : 0) == 1")
+        .message("exactly one of model.builtin, model.image, model.pvc or model.huggingFace must be set"),
+    validation = Rule::new("!has(self.format) || self.format != 'gguf' || (has(self.image) && self.image.path.endsWith('.gguf')) || (has(self.pvc) && self.pvc.path.endsWith('.gguf'))")
+        .message("model.format gguf needs model.image.path or model.pvc.path naming a .gguf file"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// A model compiled into the server. `tiny` is a small random-weight Llama-style model that
+    /// runs on any CPU; use it to try Sluice out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinModel>,
+    /// Weights baked into the server image (set `serving.image` to that image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageModel>,
+    /// Weights on a PersistentVolumeClaim, mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcModel>,
+    /// A Hugging Face repository resolved inside a pre-populated Hugging Face cache volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugging_face: Option<HuggingFaceModel>,
+    /// File format of the weights. `gguf` expects a path to a single `.gguf` file; `safetensors`
+    /// a directory with `config.json`, `*.safetensors` and `tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ModelFormat>,
+    /// Model name reported by the OpenAI-compatible API (`/v1/models`). Defaults to the
+    /// resource's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub served_name: Option<String>,
+}
+
+/// Models compiled into `sluice-server`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinModel {
+    /// Small random-weight model for demos and tests (CPU friendly).
+    Tiny,
+}
+
+/// Weights stored inside the server image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageModel {
+    /// Absolute path of the model directory or `.gguf` file inside the image.
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("model.image.path must be absolute"))]
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+/// Weights on a PersistentVolumeClaim in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcModel {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Path of the model directory or `.gguf` file relative to the volume root; empty means the
+    /// volume root itself.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')")
+        .message("model.pvc.path must be relative and must not contain '..'"))]
+    #[schemars(length(max = 4096))]
+    pub path: String,
+}
+
+/// A Hugging Face model read from a mounted cache (the layout `huggingface-cli download` writes).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HuggingFaceModel {
+    /// Repository id, `ORG/NAME`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')")
+        .message("model.huggingFace.repoId must look like ORG/NAME"))]
+    #[schemars(length(min = 3, max = 200))]
+    pub repo_id: String,
+    /// Branch, tag or commit to resolve in the cache. Pin a commit for reproducible rollouts.
+    #[serde(default = "default_revision")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/-]+$')")
+        .message("model.huggingFace.revision may only contain letters, digits, '.', '_', '/' and '-'"))]
+    #[schemars(length(min = 1, max = 255))]
+    pub revision: String,
+    /// The PersistentVolumeClaim that holds the Hugging Face cache (`HF_HOME`). It is mounted
+    /// read-only; populate it beforehand (for example with a Job running `huggingface-cli download`).
+    pub cache: HuggingFaceCache,
+}
+
+fn default_revision() -> String {
+    "main".to_owned()
+}
+
+/// Where the Hugging Face cache lives.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HuggingFaceCache {
+    /// Name of the PersistentVolumeClaim holding the cache.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// On-disk format of model weights.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// A directory with `config.json`, `*.safetensors` and `tokenizer.json`.
+    #[default]
+    Safetensors,
+    /// A single GGUF file (already quantized weights are used as they are).
+    Gguf,
+}
+
+/// Weight quantization levels `sluice-server` understands, spelled as its `--quantization` flag.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Quantization {
+    /// 32-bit floats.
+    #[serde(rename = "f32")]
+    F32,
+    /// 16-bit floats.
+    #[default]
+    #[serde(rename = "f16")]
+    F16,
+    /// bfloat16.
+    #[serde(rename = "bf16")]
+    Bf16,
+    /// 8-bit blocks (GGML q8_0).
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks (GGML q4_0).
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// 4-bit k-quants (GGML q4k).
+    #[serde(rename = "q4k")]
+    Q4K,
+}
+
+impl Quantization {
+    /// The value of `sluice-server --quantization`.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Q4K => "q4k",
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_flag())
+    }
+}
+
+/// How the server runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.quantization in self.quantizationLadder")
+        .message("serving.quantization must be one of serving.quantizationLadder"),
+    validation = Rule::new("self.quantizationLadder.all(q, self.quantizationLadder.filter(x, x == q).size() == 1)")
+        .message("serving.quantizationLadder must not repeat a level"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingSpec {
+    /// Quantization the service starts with.
+    #[serde(default)]
+    pub quantization: Quantization,
+    /// Quantization levels the operator may move between, from highest fidelity to most
+    /// compressed. Under memory pressure it steps right along this list; when healthy again it
+    /// steps back left.
+    #[serde(default = "default_ladder")]
+    #[schemars(length(min = 1, max = 6))]
+    pub quantization_ladder: Vec<Quantization>,
+    /// The `max_tokens` cap on generated tokens per request.
+    #[serde(default)]
+    pub max_tokens: MaxTokensSpec,
+    /// Requests the server admits at once; more get HTTP 429 with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65536")
+        .message("serving.maxConcurrentRequests must be between 1 and 65536"))]
+    pub max_concurrent_requests: u32,
+    /// Sequences decoded together in one batch.
+    #[serde(default = "default_max_batch")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1024")
+        .message("serving.maxBatchSize must be between 1 and 1024"))]
+    pub max_batch_size: u32,
+    /// How long the server drains in-flight requests after SIGTERM. The pod's termination grace
+    /// period is set above it.
+    #[serde(default = "default_drain")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('1h')")
+        .message("serving.drainTimeout must be positive and at most 1h"))]
+    #[schemars(length(max = 32))]
+    pub drain_timeout: Duration,
+    /// Server image override. Defaults to the operator's CPU image, or its CUDA image when GPUs
+    /// are requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// Names of Secrets used to pull the server image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<String>,
+    /// Secret key holding the API key clients must present; unset means no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Compute resources of each server pod.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods. When GPUs are requested and this is empty, a toleration for the
+    /// `nvidia.com/gpu` taint is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+impl Default for ServingSpec {
+    fn default() -> Self {
+        Self {
+            quantization: Quantization::default(),
+            quantization_ladder: default_ladder(),
+            max_tokens: MaxTokensSpec::default(),
+            max_concurrent_requests: default_max_concurrent(),
+            max_batch_size: default_max_batch(),
+            drain_timeout: default_drain(),
+            image: None,
+            image_pull_secrets: Vec::new(),
+            api_key_secret_ref: None,
+            resources: ResourcesSpec::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+        }
+    }
+}
+
+/// The seed ladder: full precision first, then 8-bit, then 4-bit.
+fn default_ladder() -> Vec<Quantization> {
+    vec![Quantization::F16, Quantization::Q8_0, Quantization::Q4_0]
+}
+
+fn default_max_concurrent() -> u32 {
+    64
+}
+
+fn default_max_batch() -> u32 {
+    16
+}
+
+fn default_drain() -> Duration {
+    std::time::Duration::from_secs(30).into()
+}
+
+/// Bounds of the `max_tokens` cap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.floor <= self.default")
+    .message("serving.maxTokens.floor must not exceed serving.maxTokens.default"))]
+#[serde(rename_all = "camelCase")]
+pub struct MaxTokensSpec {
+    /// The cap in normal operation.
+    #[serde(default = "default_max_tokens")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 131072")
+        .message("serving.maxTokens.default must be between 1 and 131072"))]
+    pub default: u32,
+    /// The lowest cap the operator may clamp to when shedding load.
+    #[serde(default = "default_max_tokens_floor")]
+    #[x_kube(validation = Rule::new("self >= 1").message("serving.maxTokens.floor must be at least 1"))]
+    pub floor: u32,
+}
+
+impl Default for MaxTokensSpec {
+    fn default() -> Self {
+        Self {
+            default: default_max_tokens(),
+            floor: default_max_tokens_floor(),
+        }
+    }
+}
+
+fn default_max_tokens() -> u32 {
+    256
+}
+
+fn default_max_tokens_floor() -> u32 {
+    64
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Compute resources of one server pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// NVIDIA GPUs per pod (`nvidia.com/gpu`); 0 runs on CPU.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 16").message("serving.resources.gpu must be between 0 and 16"))]
+    pub gpu: u32,
+    /// CPU request per pod (no CPU limit is set: throttling would show up as latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// Bounds of the replica count.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max"))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaBounds {
+    /// Fewest replicas; the service starts here.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 1").message("replicas.min must be at least 1"))]
+    pub min: i32,
+    /// Most replicas the operator may scale to.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self <= 1000").message("replicas.max must be at most 1000"))]
+    pub max: i32,
+}
+
+impl Default for ReplicaBounds {
+    fn default() -> Self {
+        Self { min: 1, max: 1 }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// Service level objectives. Defaults are the seed SLAs: TTFT P95 < 1 s, TPOT avg < 50 ms,
+/// VRAM < 85 %, error rate < 0.1 %.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// 95th percentile time to first token must stay below this.
+    #[serde(default = "default_ttft")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("slo.ttftP95 must be positive"))]
+    #[schemars(length(max = 32))]
+    pub ttft_p95: Duration,
+    /// Average time per output token must stay below this.
+    #[serde(default = "default_tpot")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("slo.tpotAvg must be positive"))]
+    #[schemars(length(max = 32))]
+    pub tpot_avg: Duration,
+    /// Accelerator memory in use must stay below this percentage of capacity.
+    #[serde(default = "default_vram")]
+    #[x_kube(validation = Rule::new("self > 0 && self <= 100").message("slo.vramMaxPercent must be in (0, 100]"))]
+    pub vram_max_percent: u32,
+    /// Fraction of requests that may fail (0.001 = 0.1 %).
+    #[serde(default = "default_error_rate")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("slo.errorRateMax must be a fraction in [0, 1]"))]
+    pub error_rate_max: f64,
+    /// Window the SLIs are evaluated over.
+    #[serde(default = "default_window")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')")
+        .message("slo.window must be between 30s and 24h"))]
+    #[schemars(length(max = 32))]
+    pub window: Duration,
+}
+
+impl Default for SloSpec {
+    fn default() -> Self {
+        Self {
+            ttft_p95: default_ttft(),
+            tpot_avg: default_tpot(),
+            vram_max_percent: default_vram(),
+            error_rate_max: default_error_rate(),
+            window: default_window(),
+        }
+    }
+}
+
+fn default_ttft() -> Duration {
+    std::time::Duration::from_secs(1).into()
+}
+
+fn default_tpot() -> Duration {
+    std::time::Duration::from_millis(50).into()
+}
+
+fn default_vram() -> u32 {
+    85
+}
+
+fn default_error_rate() -> f64 {
+    0.001
+}
+
+fn default_window() -> Duration {
+    std::time::Duration::from_secs(300).into()
+}
+
+/// Whether and how the operator acts on SLO violations.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationSpec {
+    /// `Off`: only report SLIs. `Advise`: also record what it would do, without acting.
+    /// `Auto`: act.
+    #[serde(default)]
+    pub mode: RemediationMode,
+    /// Minimum time between two moves of the same knob.
+    #[serde(default)]
+    pub cooldowns: Cooldowns,
+    /// Knobs the operator may move.
+    #[serde(default = "all_knobs")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 3))]
+    pub knobs: Vec<Knob>,
+}
+
+impl Default for RemediationSpec {
+    fn default() -> Self {
+        Self {
+            mode: RemediationMode::default(),
+            cooldowns: Cooldowns::default(),
+            knobs: all_knobs(),
+        }
+    }
+}
+
+fn all_knobs() -> Vec<Knob> {
+    vec![Knob::Replicas, Knob::Quantization, Knob::MaxTokens]
+}
+
+/// Remediation mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RemediationMode {
+    /// Observe and report only.
+    Off,
+    /// Record the decisions it would take, without acting.
+    Advise,
+    /// Act on violations.
+    #[default]
+    Auto,
+}
+
+/// A setting the operator may move.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Knob {
+    /// The replica count, within `replicas.min..=replicas.max`.
+    Replicas,
+    /// The quantization level, along `serving.quantizationLadder`.
+    Quantization,
+    /// The `max_tokens` cap, within `serving.maxTokens.floor..=serving.maxTokens.default`.
+    MaxTokens,
+}
+
+/// Cooldowns between moves, per knob and direction.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cooldowns {
+    /// After any move, before adding replicas.
+    #[serde(default = "default_scale_up")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("remediation.cooldowns.scaleUp must be positive"))]
+    #[schemars(length(max = 32))]
+    pub scale_up: Duration,
+    /// After any move, before removing replicas.
+    #[serde(default = "default_scale_down")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("remediation.cooldowns.scaleDown must be positive"))]
+    #[schemars(length(max = 32))]
+    pub scale_down: Duration,
+    /// Between quantization changes (each one reloads the model).
+    #[serde(default = "default_quant_cooldown")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("remediation.cooldowns.quantization must be positive"))]
+    #[schemars(length(max = 32))]
+    pub quantization: Duration,
+    /// Between `max_tokens` changes.
+    #[serde(default = "default_tokens_cooldown")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("remediation.cooldowns.maxTokens must be positive"))]
+    #[schemars(length(max = 32))]
+    pub max_tokens: Duration,
+}
+
+impl Default for Cooldowns {
+    fn default() -> Self {
+        Self {
+            scale_up: default_scale_up(),
+            scale_down: default_scale_down(),
+            quantization: default_quant_cooldown(),
+            max_tokens: default_tokens_cooldown(),
+        }
+    }
+}
+
+fn default_scale_up() -> Duration {
+    std::time::Duration::from_secs(120).into()
+}
+
+fn default_scale_down() -> Duration {
+    std::time::Duration::from_secs(600).into()
+}
+
+fn default_quant_cooldown() -> Duration {
+    std::time::Duration::from_secs(900).into()
+}
+
+fn default_tokens_cooldown() -> Duration {
+    std::time::Duration::from_secs(300).into()
+}

@@ -1,0 +1,262 @@
+//! Command line and process wiring: flags (each also an environment variable), logging, model
+//! load at start, the HTTP server, and draining on SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::{Engine, EngineModel, Limits, LlamaRunner};
+use crate::http::{AppState, HttpConfig, router};
+use crate::metrics::Metrics;
+use crate::model::quant::Quantization;
+use crate::model::tiny::{self, ExportOptions, TinyShape};
+use crate::model::{LoadSpec, ModelSource};
+
+/// The Sluice inference server: llama-architecture models on candle, continuous batching,
+/// OpenAI-compatible API, Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-server", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the built-in tiny model to disk as safetensors + config + tokenizer and as GGUF.
+    ExportTiny(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model to serve: `builtin:tiny`, a checkpoint directory, a `.gguf` file, or
+    /// `hf:ORG/NAME[@REVISION]` from the local Hugging Face cache.
+    #[arg(long, env = "SLUICE_MODEL", default_value = "builtin:tiny")]
+    pub model: String,
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "SLUICE_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Weight precision: auto, f32, f16, bf16, q8_0, q4_0 or q4k.
+    #[arg(long, env = "SLUICE_QUANTIZATION", default_value = "auto")]
+    pub quantization: Quantization,
+    /// Server-wide cap on generated tokens per request (changeable at run time).
+    #[arg(long, env = "SLUICE_MAX_TOKENS", default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Bearer token required on every endpoint except /health, /ready and /metrics.
+    #[arg(long, env = "SLUICE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests admitted at once (queued + running); more get 429 (changeable at run time).
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+    /// Sequences batched into one forward step; 1 disables batching (changeable at run time).
+    #[arg(long, env = "SLUICE_MAX_BATCH_SIZE", default_value_t = 16)]
+    pub max_batch_size: usize,
+    /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
+    #[arg(long, env = "SLUICE_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<u64>,
+    /// Deadline for one request, queueing included (e.g. `60s`, `2m`).
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Model name clients use in the OpenAI API; default derived from the model source.
+    #[arg(long, env = "SLUICE_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Compute device; cuda and metal need the matching cargo feature.
+    #[arg(long, env = "SLUICE_DEVICE", value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Hugging Face cache root for `hf:` models (read only; nothing is downloaded).
+    #[arg(long, env = "HF_HOME")]
+    pub hf_home: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, env = "SLUICE_EXPORT_OUT")]
+    pub out: PathBuf,
+    /// Model shape: the tiny test model, or TinyLlama-1.1B's shape for benchmarks.
+    #[arg(long, env = "SLUICE_EXPORT_SHAPE", value_enum, default_value = "tiny")]
+    pub shape: TinyShape,
+    /// Precision of the GGUF file's matrices (f32, f16, q8_0, q4_0, q4k).
+    #[arg(long, env = "SLUICE_EXPORT_GGUF_QUANTIZATION", default_value = "f32")]
+    pub gguf_quantization: Quantization,
+    /// Skip the safetensors file (the 1.1B shape is 4.4 GB in f32).
+    #[arg(long, env = "SLUICE_EXPORT_NO_SAFETENSORS")]
+    pub no_safetensors: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::ExportTiny(args)) => export(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let opts = ExportOptions {
+        shape: args.shape,
+        gguf: Some(args.gguf_quantization),
+        safetensors: !args.no_safetensors,
+    };
+    let files = tiny::export(&args.out, &opts).map_err(anyhow::Error::msg)?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn device(kind: DeviceKind) -> anyhow::Result<candle_core::Device> {
+    Ok(match kind {
+        DeviceKind::Cpu => candle_core::Device::Cpu,
+        DeviceKind::Cuda => candle_core::Device::new_cuda(0).context("failed to open CUDA device 0 (built with --features cuda?)")?,
+        DeviceKind::Metal => candle_core::Device::new_metal(0).context("failed to open Metal device 0 (built with --features metal?)")?,
+    })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    if args.max_tokens == 0 || args.max_concurrent_requests == 0 || args.max_batch_size == 0 {
+        anyhow::bail!("--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1");
+    }
+    let source: ModelSource = args.model.parse().map_err(anyhow::Error::msg)?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| format!("failed to parse listen address {}:{}", args.host, args.port))?;
+    let device = device(args.device)?;
+    let spec = LoadSpec {
+        source,
+        quantization: args.quantization,
+        device: device.clone(),
+        served_name: args.served_model_name.clone(),
+        hf_home: args.hf_home.clone(),
+    };
+    let loaded = crate::model::load(&spec).context("failed to load the model")?;
+    let budget = args
+        .memory_budget_mb
+        .map(|mb| mb * 1024 * 1024)
+        .unwrap_or_else(crate::memory::default_budget_bytes);
+    let metrics = Metrics::new();
+    let limits = Limits::new(args.max_tokens, args.max_concurrent_requests, args.max_batch_size);
+    let info = loaded.info.clone();
+    let model = EngineModel {
+        runner: Box::new(LlamaRunner::new(loaded.model)),
+        tokenizer: loaded.tokenizer,
+        eos: info.eos_token_ids.clone(),
+    };
+    let engine = Engine::start(Some((model, info, loaded.chat)), limits, metrics, budget);
+    let state = AppState::new(
+        engine,
+        HttpConfig {
+            api_key: args.api_key.filter(|k| !k.is_empty()),
+            request_timeout: args.request_timeout,
+            device,
+            hf_home: args.hf_home,
+            default_quantization: args.quantization,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(run_http(state, addr, args.drain_timeout))
+}
+
+async fn run_http(state: AppState, addr: SocketAddr, drain_timeout: Duration) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to listen on {addr}"))?;
+    tracing::info!(%addr, "listening");
+    let admission = state.admission.clone();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!(in_flight = admission.in_flight(), "shutdown signal: draining in-flight requests");
+        admission.start_draining();
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        () = deadline => tracing::warn!(?drain_timeout, "drain timeout reached; exiting with requests in flight"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to install the SIGTERM handler");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+

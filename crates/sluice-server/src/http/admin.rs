@@ -1,0 +1,76 @@
+//! Admin endpoints: runtime limits (the operator's no-restart lever) and model load/unload.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::engine::{EngineModel, LimitsUpdate, LlamaRunner};
+use crate::error::ApiError;
+use crate::model::quant::Quantization;
+use crate::model::{LoadSpec, ModelSource};
+use crate::validate::ApiJson;
+
+pub async fn get_limits(State(state): State<AppState>) -> Json<LimitsUpdate> {
+    Json(state.engine.shared().limits.snapshot())
+}
+
+pub async fn put_limits(State(state): State<AppState>, body: Result<ApiJson<LimitsUpdate>, ApiError>) -> Result<Json<LimitsUpdate>, ApiError> {
+    let ApiJson(update) = body?;
+    let shared = state.engine.shared();
+    let applied = shared.limits.apply(update, &shared.metrics).map_err(ApiError::Unprocessable)?;
+    tracing::info!(?applied, "limits changed at run time");
+    Ok(Json(applied))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    pub model: String,
+    #[serde(default)]
+    pub quantization: Option<String>,
+    #[serde(default)]
+    pub served_model_name: Option<String>,
+}
+
+/// Loads a model in the background and swaps it in once the running batch drains. Requests
+/// queued for the old model fail with 503 and can be retried.
+pub async fn load_model(State(state): State<AppState>, body: Result<ApiJson<LoadRequest>, ApiError>) -> Result<Json<Value>, ApiError> {
+    let ApiJson(body) = body?;
+    let source: ModelSource = body.model.parse().map_err(ApiError::Unprocessable)?;
+    let quantization = match &body.quantization {
+        Some(q) => q.parse::<Quantization>().map_err(ApiError::Unprocessable)?,
+        None => state.config.default_quantization,
+    };
+    let _guard = state.loading.lock().await;
+    let spec = LoadSpec {
+        source,
+        quantization,
+        device: state.config.device.clone(),
+        served_name: body.served_model_name,
+        hf_home: state.config.hf_home.clone(),
+    };
+    let loaded = tokio::task::spawn_blocking(move || crate::model::load(&spec))
+        .await
+        .map_err(|e| ApiError::Internal(format!("model load task failed: {e}")))?
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let info = loaded.info.clone();
+    let model = EngineModel {
+        runner: Box::new(LlamaRunner::new(loaded.model)),
+        tokenizer: loaded.tokenizer,
+        eos: info.eos_token_ids.clone(),
+    };
+    state.engine.swap(Some((model, info.clone(), loaded.chat)));
+    Ok(Json(json!({
+        "model": info.served_name, "source": info.source, "quantization": info.quantization,
+        "device": info.device, "load_seconds": info.load_seconds,
+        "weight_megabytes": info.weight_bytes as f64 / (1024.0 * 1024.0),
+    })))
+}
+
+pub async fn unload_model(State(state): State<AppState>) -> Json<Value> {
+    let _guard = state.loading.lock().await;
+    state.engine.swap(None);
+    Json(json!({"unloaded": true}))
+}

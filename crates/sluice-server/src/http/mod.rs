@@ -1,0 +1,167 @@
+//! The HTTP surface: routing, shared state, authentication, outcome metrics, health.
+//!
+//! Handlers follow one path: admission (a [`Permit`] or 429) → validation into a
+//! [`crate::engine::ValidRequest`] → the engine → events rendered as JSON or SSE.
+
+mod admin;
+mod driver;
+mod native;
+mod openai;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use crate::admission::{Admission, Permit};
+use crate::engine::{Engine, ModelView};
+use crate::error::{ApiError, ErrorOutcome};
+use crate::model::quant::Quantization;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Settings the handlers need besides the engine.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub api_key: Option<String>,
+    pub request_timeout: Duration,
+    pub device: candle_core::Device,
+    pub hf_home: Option<std::path::PathBuf>,
+    pub default_quantization: Quantization,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub admission: Arc<Admission>,
+    pub config: Arc<HttpConfig>,
+    /// Serialises `/model/load` so two loads never race.
+    pub loading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: HttpConfig) -> Self {
+        Self {
+            engine,
+            admission: Admission::new(),
+            config: Arc::new(config),
+            loading: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Takes an admission slot (429 when full).
+    pub fn admit(&self) -> Result<Permit, ApiError> {
+        let shared = self.engine.shared();
+        self.admission
+            .try_acquire(shared.limits.max_concurrent_requests(), &shared.metrics)
+    }
+
+    /// The loaded model, or 503.
+    pub fn model(&self) -> Result<ModelView, ApiError> {
+        self.engine
+            .model()
+            .ok_or_else(|| ApiError::Unavailable("no model is loaded".into()))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/generate", post(native::generate))
+        .route("/generate/stream", post(native::generate_stream))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/admin/limits", get(admin::get_limits).put(admin::put_limits))
+        .route("/model/load", post(admin::load_model))
+        .route("/model/unload", post(admin::unload_model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// Bearer-token check with a constant-time comparison; open when no key is configured.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = presented.as_bytes().ct_eq(key.as_bytes()).into();
+        if !ok {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Counts error responses the engine did not already count, so every outcome lands in
+/// `llm_requests_total` exactly once.
+async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if let Some(o) = resp.extensions().get::<ErrorOutcome>() {
+        if !o.counted {
+            state.engine.shared().metrics.finish(o.status, Some(o.reason));
+        }
+    }
+    resp
+}
+
+async fn fallback(req: Request) -> ApiError {
+    ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+}
+
+/// Liveness: fails when the engine thread has died, so Kubernetes restarts the pod.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.engine.is_alive() {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::Unavailable("the engine thread has stopped".into()).into_response()
+    }
+}
+
+/// Readiness: a model is loaded, the engine lives and the server is not draining.
+async fn ready(State(state): State<AppState>) -> Response {
+    let reason = if !state.engine.is_alive() {
+        Some("the engine thread has stopped")
+    } else if state.admission.is_draining() {
+        Some("draining")
+    } else if state.engine.model().is_none() {
+        Some("no model is loaded")
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response(),
+        Some(r) => ApiError::Unavailable(r.into()).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.engine.shared().metrics;
+    m.set_memory(
+        "ram",
+        crate::memory::rss_bytes() as f64,
+        crate::memory::total_ram_bytes().unwrap_or(0) as f64,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.render(),
+    )
+        .into_response()
+}

@@ -239,3 +239,6 @@ impl Engine {
         epoch
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! The real binary as a process: flags and environment variables, SIGTERM draining, and a
+//! non-streaming client that disconnects.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, metric};
+use serde_json::json;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    cmd.args(["--model", "builtin:tiny", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = Proc(cmd.spawn().unwrap());
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client().get(format!("{url}/ready")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, url)
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let (mut proc, url) = spawn(&["--max-tokens", "4000", "--drain-timeout", "30s"], &[]).await;
+    let inflight = tokio::spawn({
+        let url = url.clone();
+        async move {
+            client()
+                .post(format!("{url}/generate"))
+                .json(&json!({"prompt": "drain me", "max_tokens": 600, "ignore_eos": true}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    // Wait until the request is running, then ask the server to stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&url, "llm_running_sequences").await < 1.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&proc.0);
+    let resp = inflight.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["generated_tokens"], 600, "the in-flight request finished in full");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(client().get(format!("{url}/health")).send().await.is_err(), "no longer listening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_vars_configure_the_server_and_a_dropped_connection_frees_its_slot() {
+    let (_proc, url) = spawn(&[], &[("SLUICE_MAX_CONCURRENT_REQUESTS", "1"), ("SLUICE_MAX_TOKENS", "5000"), ("SLUICE_MAX_BATCH_SIZE", "1")]).await;
+    let limits: serde_json::Value = client().get(format!("{url}/admin/limits")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(limits["max_concurrent_requests"], 1);
+    assert_eq!(limits["max_tokens"], 5000);
+    // A raw non-streaming request, abandoned mid-generation.
+    let addr = url.trim_start_matches("http://").to_string();
+    let body = json!({"prompt": "abandon", "max_tokens": 4000, "ignore_eos": true}).to_string();
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    write!(sock, "POST /generate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&url, "llm_running_sequences").await < 1.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(sock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client().post(format!("{url}/generate")).json(&json!({"prompt": "x", "max_tokens": 1})).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(Instant::now() < deadline, "the abandoned request kept its slot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&url, "llm_requests_total{status=\"cancelled\"}").await, 1.0);
+    assert!(metric(&url, "llm_generated_tokens_total").await < 4000.0);
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-server")).args(["--quantization", "q3"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown quantization"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-server")).args(["--model", "/definitely/missing", "--port", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/missing"));
+}
+
+#[test]
+fn export_tiny_writes_loadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-server")).args(["export-tiny", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "model.gguf"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+}

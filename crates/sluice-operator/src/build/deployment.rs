@@ -1,0 +1,337 @@
+//! The server Deployment: `sluice-server` args from the effective settings, probes on `/health`
+//! and `/ready`, restricted Pod Security settings, model volumes and scheduling.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{BuildOptions, Monitoring, child_meta, labels, selector_labels};
+use crate::effective::Effective;
+use crate::validate::{ModelSource, Validated};
+
+/// Container port of `sluice-server` (named `http`).
+pub const SERVER_PORT: i32 = 8000;
+/// Where a model PVC is mounted.
+pub const MODEL_MOUNT: &str = "/models";
+/// Where a Hugging Face cache PVC is mounted (also `HF_HOME`).
+pub const HF_CACHE_MOUNT: &str = "/var/cache/huggingface";
+/// Unprivileged uid/gid the server runs as (the images' `nonroot` user).
+const RUN_AS: i64 = 65532;
+/// Extra grace after the server's drain timeout: process exit and kubelet slack.
+const GRACE_SLACK_SECS: i64 = 15;
+/// GPU resource name of the NVIDIA device plugin.
+const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// The server's `--model` value for a validated source.
+pub fn model_arg(model: &ModelSource) -> String {
+    match model {
+        ModelSource::Builtin(b) => format!(
+            "builtin:{}",
+            serde_json::to_value(b)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "tiny".to_owned())
+        ),
+        ModelSource::ImagePath(p) => p.clone(),
+        ModelSource::Pvc { path, .. } if path.is_empty() => MODEL_MOUNT.to_owned(),
+        ModelSource::Pvc { path, .. } => format!("{MODEL_MOUNT}/{path}"),
+        ModelSource::HuggingFace {
+            repo_id, revision, ..
+        } => format!("hf:{repo_id}@{revision}"),
+    }
+}
+
+/// `sluice-server` arguments. The effective settings, not the spec, decide quantization,
+/// `max_tokens` and nothing else here moves on its own.
+pub fn server_args(v: &Validated, eff: &Effective) -> Vec<String> {
+    vec![
+        "--model".into(),
+        model_arg(&v.model),
+        "--host".into(),
+        "0.0.0.0".into(),
+        "--port".into(),
+        SERVER_PORT.to_string(),
+        "--quantization".into(),
+        eff.quantization.as_flag().into(),
+        "--max-tokens".into(),
+        eff.max_tokens.to_string(),
+        "--max-concurrent-requests".into(),
+        v.serving.max_concurrent_requests.to_string(),
+        "--max-batch-size".into(),
+        v.serving.max_batch_size.to_string(),
+        "--drain-timeout".into(),
+        format!("{}s", v.drain_timeout_secs),
+        "--served-model-name".into(),
+        v.served_name.clone(),
+    ]
+}
+
+fn env(v: &Validated) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if matches!(v.model, ModelSource::HuggingFace { .. }) {
+        env.push(EnvVar {
+            name: "HF_HOME".into(),
+            value: Some(HF_CACHE_MOUNT.into()),
+            ..EnvVar::default()
+        });
+        // Belt and braces: the server never downloads, and neither may any library it uses.
+        env.push(EnvVar {
+            name: "HF_HUB_OFFLINE".into(),
+            value: Some("1".into()),
+            ..EnvVar::default()
+        });
+    }
+    if let Some(secret) = &v.serving.api_key_secret_ref {
+        env.push(EnvVar {
+            name: "SLUICE_API_KEY".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+fn volumes(v: &Validated) -> (Vec<Volume>, Vec<VolumeMount>) {
+    // The root filesystem is read-only; the server may still need scratch space.
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    let claim = match &v.model {
+        ModelSource::Pvc { claim_name, .. } => Some(("model", claim_name, MODEL_MOUNT)),
+        ModelSource::HuggingFace {
+            cache_claim_name, ..
+        } => Some(("hf-cache", cache_claim_name, HF_CACHE_MOUNT)),
+        ModelSource::Builtin(_) | ModelSource::ImagePath(_) => None,
+    };
+    if let Some((name, claim_name, mount_path)) = claim {
+        volumes.push(Volume {
+            name: name.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: name.into(),
+            mount_path: mount_path.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    (volumes, mounts)
+}
+
+fn resources(v: &Validated) -> Option<ResourceRequirements> {
+    let r = &v.serving.resources;
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    if let Some(cpu) = &r.cpu {
+        // No CPU limit: CFS throttling would surface as TTFT/TPOT spikes the SLO loop misreads.
+        requests.insert("cpu".to_owned(), cpu.clone());
+    }
+    if let Some(memory) = &r.memory {
+        requests.insert("memory".to_owned(), memory.clone());
+        limits.insert("memory".to_owned(), memory.clone());
+    }
+    if r.gpu > 0 {
+        let gpus = Quantity(r.gpu.to_string());
+        requests.insert(GPU_RESOURCE.to_owned(), gpus.clone());
+        limits.insert(GPU_RESOURCE.to_owned(), gpus);
+    }
+    (!requests.is_empty() || !limits.is_empty()).then(|| ResourceRequirements {
+        requests: (!requests.is_empty()).then_some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..ResourceRequirements::default()
+    })
+}
+
+fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+fn tolerations(v: &Validated) -> Option<Vec<Toleration>> {
+    if !v.serving.tolerations.is_empty() {
+        return Some(v.serving.tolerations.clone());
+    }
+    // GPU nodes are commonly tainted `nvidia.com/gpu:NoSchedule`; without a toleration a GPU
+    // service would never schedule.
+    (v.serving.resources.gpu > 0).then(|| {
+        vec![Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        }]
+    })
+}
+
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The server Deployment. Pure.
+pub fn build_deployment(v: &Validated, eff: &Effective, opts: &BuildOptions) -> Deployment {
+    let gpu = v.serving.resources.gpu > 0;
+    let image = v.serving.image.clone().unwrap_or_else(|| {
+        if gpu {
+            opts.server_cuda_image.clone()
+        } else {
+            opts.server_image.clone()
+        }
+    });
+    let (volumes, volume_mounts) = volumes(v);
+    let env = env(v);
+    let annotations = match opts.monitoring {
+        Monitoring::Annotations => Some(BTreeMap::from([
+            ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+            ("prometheus.io/port".to_owned(), SERVER_PORT.to_string()),
+            ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+        ])),
+        Monitoring::ServiceMonitor { .. } => None,
+    };
+    let container = Container {
+        name: "server".into(),
+        image: Some(image),
+        args: Some(server_args(v, eff)),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: SERVER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env: (!env.is_empty()).then_some(env),
+        resources: resources(v),
+        // Model loading can take minutes on big models; the startup probe holds off liveness
+        // until the server answers, for up to 10 minutes.
+        startup_probe: Some(http_probe("/health", 5, 120)),
+        liveness_probe: Some(http_probe("/health", 10, 3)),
+        readiness_probe: Some(http_probe("/ready", 5, 2)),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        // The server only needs the port it listens on: no API token, no service env vars.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(
+            i64::try_from(v.drain_timeout_secs).unwrap_or(3600) + GRACE_SLACK_SECS,
+        ),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: (!v.serving.node_selector.is_empty())
+            .then(|| v.serving.node_selector.clone()),
+        tolerations: tolerations(v),
+        affinity: v.serving.affinity.clone(),
+        image_pull_secrets: (!v.serving.image_pull_secrets.is_empty()).then(|| {
+            v.serving
+                .image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
+        ..PodSpec::default()
+    };
+    // A GPU pod cannot surge onto a GPU that is not free, so GPU rollouts replace in place;
+    // CPU rollouts surge so capacity never dips.
+    let rolling = if gpu {
+        RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(0)),
+            max_unavailable: Some(IntOrString::Int(1)),
+        }
+    } else {
+        RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }
+    };
+    Deployment {
+        metadata: child_meta(v),
+        spec: DeploymentSpec {
+            replicas: Some(eff.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(v)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(rolling),
+            }),
+            revision_history_limit: Some(3),
+            progress_deadline_seconds: Some(900),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(v)),
+                    annotations,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}

@@ -1,0 +1,131 @@
+//! Build stage (pure): from a validated service and the effective settings, the objects the
+//! operator owns — Deployment, Service, a PodDisruptionBudget when more than one replica runs,
+//! and a ServiceMonitor when the Prometheus Operator's CRDs exist (Prometheus scrape annotations
+//! on the pods otherwise).
+
+mod deployment;
+mod monitoring;
+mod service;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::core::DynamicObject;
+
+pub use deployment::{HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args};
+pub use monitoring::{build_service_monitor, service_monitor_resource};
+pub use service::{build_pdb, build_service};
+
+use crate::effective::Effective;
+use crate::validate::Validated;
+
+/// Label every owned object carries, naming its InferenceService; the pod selector uses it.
+pub const INSTANCE_LABEL: &str = "sluice.dev/inference-service";
+
+/// How the operator's environment shapes the objects (from its flags and API discovery).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildOptions {
+    /// Server image for CPU pods.
+    pub server_image: String,
+    /// Server image for pods that request GPUs.
+    pub server_cuda_image: String,
+    /// How Prometheus finds the pods.
+    pub monitoring: Monitoring,
+}
+
+/// How Prometheus discovers the server pods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Monitoring {
+    /// The Prometheus Operator is installed: create a ServiceMonitor with these extra labels
+    /// (e.g. the `release` label a kube-prometheus-stack Prometheus selects on).
+    ServiceMonitor { labels: BTreeMap<String, String> },
+    /// No Prometheus Operator: annotate pods with `prometheus.io/scrape` and friends.
+    Annotations,
+}
+
+/// Everything one InferenceService owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub deployment: Deployment,
+    pub service: Service,
+    /// Present when more than one replica runs; otherwise an existing one is deleted.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Present with [`Monitoring::ServiceMonitor`].
+    pub service_monitor: Option<DynamicObject>,
+}
+
+/// Builds every owned object. Pure.
+pub fn build(v: &Validated, eff: &Effective, opts: &BuildOptions) -> Children {
+    Children {
+        deployment: build_deployment(v, eff, opts),
+        service: build_service(v),
+        pdb: (eff.replicas > 1).then(|| build_pdb(v)),
+        service_monitor: match &opts.monitoring {
+            Monitoring::ServiceMonitor { labels } => Some(build_service_monitor(v, labels)),
+            Monitoring::Annotations => None,
+        },
+    }
+}
+
+/// Labels on every owned object and on the pods.
+pub fn labels(v: &Validated) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "sluice-server".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), v.name.clone()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "inference".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "sluice-operator".to_owned(),
+        ),
+        (INSTANCE_LABEL.to_owned(), v.name.clone()),
+    ])
+}
+
+/// The pod selector: stable across spec changes (a Deployment's selector is immutable).
+pub fn selector_labels(v: &Validated) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "sluice-server".to_owned(),
+        ),
+        (INSTANCE_LABEL.to_owned(), v.name.clone()),
+    ])
+}
+
+/// The controller owner reference to the InferenceService, so children are garbage-collected
+/// with it and their changes trigger a reconcile.
+pub fn owner_reference(v: &Validated) -> OwnerReference {
+    OwnerReference {
+        api_version: "sluice.dev/v1alpha1".to_owned(),
+        kind: "InferenceService".to_owned(),
+        name: v.name.clone(),
+        uid: v.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Metadata shared by every owned object.
+pub fn child_meta(v: &Validated) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(v.name.clone()),
+        namespace: Some(v.namespace.clone()),
+        labels: Some(labels(v)),
+        owner_references: Some(vec![owner_reference(v)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The in-cluster URL of the service.
+pub fn endpoint(v: &Validated) -> String {
+    format!("http://{}.{}.svc:{}", v.name, v.namespace, SERVER_PORT)
+}

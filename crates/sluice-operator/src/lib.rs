@@ -1,0 +1,18 @@
+//! The Sluice operator: turns `InferenceService` objects into running `sluice-server` pods.
+//!
+//! The reconcile pipeline is staged — [`validate`] and [`build`] are pure, [`apply`] and the
+//! status write in [`reconcile`] are thin — so decisions are tested without a cluster.
+
+pub mod apply;
+pub mod build;
+pub mod cli;
+pub mod diff;
+pub mod effective;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod status;
+pub mod validate;

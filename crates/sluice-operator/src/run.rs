@@ -1,0 +1,207 @@
+//! Wiring of `sluice-operator run`: client, metrics/health server, discovery of the Prometheus
+//! Operator, leader election, and the controller with its owned-object watches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::core::{DeserializeGuard, DynamicObject};
+use kube::discovery::Discovery;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use sluice_api::InferenceService;
+use tracing::{error, info, warn};
+
+use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
+use crate::cli::RunArgs;
+use crate::http::{self, Health};
+use crate::leader::{self, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn monitoring(client: &Client, args: &RunArgs) -> anyhow::Result<Monitoring> {
+    let labels: BTreeMap<String, String> = args.service_monitor_labels.iter().cloned().collect();
+    let found = match args.monitoring.as_str() {
+        "annotations" => false,
+        "service-monitor" => true,
+        _ => {
+            let discovery = Discovery::new(client.clone())
+                .filter(&["monitoring.coreos.com"])
+                .run()
+                .await
+                .context("failed to discover API groups")?;
+            discovery
+                .get("monitoring.coreos.com")
+                .and_then(|g| g.recommended_kind("ServiceMonitor"))
+                .is_some()
+        }
+    };
+    info!(service_monitor = found, "monitoring mode resolved");
+    Ok(if found {
+        Monitoring::ServiceMonitor { labels }
+    } else {
+        Monitoring::Annotations
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!(error = %e, "failed to listen for ctrl-c");
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "failed to listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the operator until SIGTERM (exit 0) or until it loses the lease (error, so the process
+/// exits non-zero and is restarted as a follower).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("failed to create a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let metrics = Metrics::new().context("failed to register metrics")?;
+    let health = Arc::new(Health::default());
+    let server = tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+    ));
+
+    let ns = args.namespace.as_deref();
+    let isvcs: Api<InferenceService> = api(&client, ns);
+    isvcs
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("failed to list InferenceServices; is the CRD installed (kubectl apply -f crds/) and RBAC granted?")?;
+    let monitoring = monitoring(&client, &args).await?;
+    let build = BuildOptions {
+        server_image: args.server_image.clone(),
+        server_cuda_image: args.server_cuda_image.clone(),
+        monitoring: monitoring.clone(),
+    };
+    health.set_ready(true);
+
+    let leadership = if args.leader_election {
+        let cfg = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: args.identity.clone(),
+            duration_secs: args.lease_duration_seconds,
+        };
+        tokio::select! {
+            l = leader::acquire(client.clone(), &cfg) => Some(l?),
+            () = shutdown_signal() => return Ok(()),
+        }
+    } else {
+        None
+    };
+    metrics.leader.set(1);
+
+    let reporter = Reporter {
+        controller: "sluice-operator".into(),
+        instance: Some(args.identity.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        build,
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    ));
+
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let stop = async move {
+        match leadership {
+            Some(l) => tokio::select! {
+                () = shutdown_signal() => {},
+                () = l.lost() => { lost_flag.store(true, Ordering::SeqCst); },
+            },
+            None => shutdown_signal().await,
+        }
+    };
+
+    let guarded: Api<DeserializeGuard<InferenceService>> = api(&client, ns);
+    let wc = watcher::Config::default().any_semantic();
+    let mut controller = Controller::new(guarded, wc.clone())
+        .owns(api::<Deployment>(&client, ns), wc.clone())
+        .owns(api::<Service>(&client, ns), wc.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), wc.clone())
+        .with_config(controller::Config::default().concurrency(args.concurrency));
+    if matches!(monitoring, Monitoring::ServiceMonitor { .. }) {
+        let ar = service_monitor_resource();
+        let sm: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        controller = controller.owns_with(sm, ar, wc.clone());
+    }
+    info!(namespace = ns.unwrap_or("<all>"), "starting controller");
+    controller
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                // Reconcile errors are logged by the error policy; these are watch/queue errors.
+                if !matches!(e, controller::Error::ReconcilerFailed(..)) {
+                    warn!(error = %e, "controller error");
+                }
+            }
+        })
+        .await;
+    metrics.leader.set(0);
+    server.abort();
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!("lost the leader lease; exiting so a restart rejoins as a follower");
+    }
+    info!("shut down");
+    Ok(())
+}
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

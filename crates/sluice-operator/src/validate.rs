@@ -1,0 +1,337 @@
+//! Validate stage (pure): turns an `InferenceService` into a [`Validated`] service or a
+//! [`ValidationError`] that names the field. It re-checks what the CRD's CEL rules check, because
+//! objects can predate a rule or live on clusters that do not enforce CEL, and adds the checks a
+//! schema cannot express (the name must fit a Service, quantities must parse).
+
+use sluice_api::{
+    BuiltinModel, InferenceService, ModelFormat, Quantization, RemediationSpec, ServingSpec,
+    SloSpec,
+};
+
+use crate::error::ValidationError;
+
+/// Where the server finds its weights, after validation (exactly one source).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// Compiled into the server.
+    Builtin(BuiltinModel),
+    /// An absolute path inside the server image.
+    ImagePath(String),
+    /// A path relative to the root of a PersistentVolumeClaim.
+    Pvc { claim_name: String, path: String },
+    /// A Hugging Face repo resolved in a cache on a PersistentVolumeClaim.
+    HuggingFace {
+        repo_id: String,
+        revision: String,
+        cache_claim_name: String,
+    },
+}
+
+/// An `InferenceService` that passed validation: every invariant the build stage relies on holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: i64,
+    pub model: ModelSource,
+    pub format: ModelFormat,
+    pub served_name: String,
+    pub serving: ServingSpec,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub slo: SloSpec,
+    pub remediation: RemediationSpec,
+    /// Drain timeout in whole seconds, rounded up.
+    pub drain_timeout_secs: u64,
+}
+
+impl Validated {
+    /// The ladder position of a quantization, if it is on the ladder.
+    pub fn ladder_index(&self, q: Quantization) -> Option<usize> {
+        self.serving
+            .quantization_ladder
+            .iter()
+            .position(|l| *l == q)
+    }
+}
+
+/// Validates `isvc`. Pure: reads nothing but its argument.
+pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
+    let name = isvc.metadata.name.clone().unwrap_or_default();
+    let namespace = isvc
+        .metadata
+        .namespace
+        .clone()
+        .ok_or_else(|| ValidationError::MissingNamespace { name: name.clone() })?;
+    let invalid = |field: &'static str, reason: String| ValidationError::InvalidField {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        field,
+        reason,
+    };
+    if !is_dns1035_label(&name) {
+        return Err(ValidationError::InvalidName {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        });
+    }
+    let uid = isvc.metadata.uid.clone().ok_or_else(|| {
+        invalid(
+            "metadata.uid",
+            "missing; the object must come from the API server".into(),
+        )
+    })?;
+    let spec = &isvc.spec;
+
+    let model = model_source(spec, &invalid)?;
+    let format = spec.model.format.unwrap_or_default();
+    if format == ModelFormat::Gguf {
+        let path = match &model {
+            ModelSource::ImagePath(p) => p.as_str(),
+            ModelSource::Pvc { path, .. } => path.as_str(),
+            _ => "",
+        };
+        if !path.ends_with(".gguf") {
+            return Err(invalid(
+                "spec.model.format",
+                "gguf needs model.image.path or model.pvc.path naming a .gguf file".into(),
+            ));
+        }
+    }
+
+    let serving = &spec.serving;
+    if serving.quantization_ladder.is_empty() {
+        return Err(invalid(
+            "spec.serving.quantizationLadder",
+            "must not be empty".into(),
+        ));
+    }
+    for (i, q) in serving.quantization_ladder.iter().enumerate() {
+        if serving.quantization_ladder[..i].contains(q) {
+            return Err(invalid(
+                "spec.serving.quantizationLadder",
+                format!("repeats {q}"),
+            ));
+        }
+    }
+    if !serving.quantization_ladder.contains(&serving.quantization) {
+        return Err(invalid(
+            "spec.serving.quantization",
+            format!("{} is not in quantizationLadder", serving.quantization),
+        ));
+    }
+    let tokens = &serving.max_tokens;
+    if tokens.floor == 0 || tokens.default == 0 {
+        return Err(invalid(
+            "spec.serving.maxTokens",
+            "default and floor must be at least 1".into(),
+        ));
+    }
+    if tokens.floor > tokens.default {
+        return Err(invalid(
+            "spec.serving.maxTokens.floor",
+            format!("{} exceeds default {}", tokens.floor, tokens.default),
+        ));
+    }
+    if serving.max_concurrent_requests == 0 || serving.max_batch_size == 0 {
+        return Err(invalid(
+            "spec.serving",
+            "maxConcurrentRequests and maxBatchSize must be at least 1".into(),
+        ));
+    }
+    if serving.drain_timeout.is_negative() || serving.drain_timeout == std::time::Duration::ZERO {
+        return Err(invalid(
+            "spec.serving.drainTimeout",
+            "must be positive".into(),
+        ));
+    }
+    for (field, q) in [
+        ("spec.serving.resources.cpu", &serving.resources.cpu),
+        ("spec.serving.resources.memory", &serving.resources.memory),
+    ] {
+        if let Some(q) = q
+            && !is_quantity(&q.0)
+        {
+            return Err(invalid(
+                field,
+                format!("{:?} is not a Kubernetes quantity", q.0),
+            ));
+        }
+    }
+    let replicas = &spec.replicas;
+    if replicas.min < 1 {
+        return Err(invalid("spec.replicas.min", "must be at least 1".into()));
+    }
+    if replicas.min > replicas.max {
+        return Err(invalid(
+            "spec.replicas",
+            format!("min {} exceeds max {}", replicas.min, replicas.max),
+        ));
+    }
+    check_slo(&spec.slo, &invalid)?;
+
+    let drain = std::time::Duration::from(serving.drain_timeout);
+    let drain_timeout_secs = drain.as_secs() + u64::from(drain.subsec_nanos() > 0);
+    Ok(Validated {
+        served_name: spec
+            .model
+            .served_name
+            .clone()
+            .unwrap_or_else(|| name.clone()),
+        name,
+        namespace,
+        uid,
+        generation: isvc.metadata.generation.unwrap_or(0),
+        model,
+        format,
+        serving: serving.clone(),
+        min_replicas: replicas.min,
+        max_replicas: replicas.max,
+        slo: spec.slo.clone(),
+        remediation: spec.remediation.clone(),
+        drain_timeout_secs,
+    })
+}
+
+fn model_source(
+    spec: &sluice_api::InferenceServiceSpec,
+    invalid: &impl Fn(&'static str, String) -> ValidationError,
+) -> Result<ModelSource, ValidationError> {
+    let m = &spec.model;
+    let mut sources = Vec::new();
+    if let Some(b) = m.builtin {
+        sources.push(ModelSource::Builtin(b));
+    }
+    if let Some(image) = &m.image {
+        if !image.path.starts_with('/') {
+            return Err(invalid("spec.model.image.path", "must be absolute".into()));
+        }
+        sources.push(ModelSource::ImagePath(image.path.clone()));
+    }
+    if let Some(pvc) = &m.pvc {
+        if pvc.path.starts_with('/') || pvc.path.split('/').any(|c| c == "..") {
+            return Err(invalid(
+                "spec.model.pvc.path",
+                "must be relative and must not contain '..'".into(),
+            ));
+        }
+        sources.push(ModelSource::Pvc {
+            claim_name: pvc.claim_name.clone(),
+            path: pvc.path.trim_end_matches('/').to_owned(),
+        });
+    }
+    if let Some(hf) = &m.hugging_face {
+        let parts: Vec<&str> = hf.repo_id.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(invalid(
+                "spec.model.huggingFace.repoId",
+                "must look like ORG/NAME".into(),
+            ));
+        }
+        if hf.revision.is_empty() || hf.revision.contains('@') {
+            return Err(invalid(
+                "spec.model.huggingFace.revision",
+                "must be a non-empty branch, tag or commit".into(),
+            ));
+        }
+        sources.push(ModelSource::HuggingFace {
+            repo_id: hf.repo_id.clone(),
+            revision: hf.revision.clone(),
+            cache_claim_name: hf.cache.claim_name.clone(),
+        });
+    }
+    match sources.len() {
+        1 => Ok(sources.remove(0)),
+        n => Err(invalid(
+            "spec.model",
+            format!("exactly one of builtin, image, pvc or huggingFace must be set, found {n}"),
+        )),
+    }
+}
+
+fn check_slo(
+    slo: &SloSpec,
+    invalid: &impl Fn(&'static str, String) -> ValidationError,
+) -> Result<(), ValidationError> {
+    for (field, d) in [
+        ("spec.slo.ttftP95", slo.ttft_p95),
+        ("spec.slo.tpotAvg", slo.tpot_avg),
+        ("spec.slo.window", slo.window),
+    ] {
+        if d.is_negative() || d == std::time::Duration::ZERO {
+            return Err(invalid(field, "must be positive".into()));
+        }
+    }
+    if slo.vram_max_percent == 0 || slo.vram_max_percent > 100 {
+        return Err(invalid(
+            "spec.slo.vramMaxPercent",
+            "must be in (0, 100]".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&slo.error_rate_max) {
+        return Err(invalid(
+            "spec.slo.errorRateMax",
+            "must be a fraction in [0, 1]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1035 label: what a Service name must be.
+pub fn is_dns1035_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+}
+
+/// Kubernetes quantity syntax: a signed decimal number followed by a binary suffix (`Ki`…`Ei`),
+/// a decimal suffix (`m`, `k`, `M`…`E`) or a decimal exponent (`e3`, `E-2`).
+pub fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits_end);
+    let valid_number = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
+    let valid_suffix = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|exp| {
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+        })
+        .unwrap_or(false);
+    valid_number && valid_suffix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns1035_labels() {
+        assert!(is_dns1035_label("tiny"));
+        assert!(is_dns1035_label("mistral-7b"));
+        assert!(!is_dns1035_label("7b"));
+        assert!(!is_dns1035_label("a.b"));
+        assert!(!is_dns1035_label("trailing-"));
+        assert!(!is_dns1035_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["1", "500m", "0.5", "32Gi", "1e3", "4", "+2", "1.5Gi"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "abc", "1gb", "1..2", ".", "Gi", "1e"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}

@@ -29,13 +29,19 @@ impl Admission {
     }
 
     /// Takes a slot if fewer than `limit` requests are in flight.
-    pub fn try_acquire(self: &Arc<Self>, limit: usize, metrics: &Metrics) -> Result<Permit, ApiError> {
+    pub fn try_acquire(
+        self: &Arc<Self>,
+        limit: usize,
+        metrics: &Metrics,
+    ) -> Result<Permit, ApiError> {
         if self.is_draining() {
             return Err(ApiError::Unavailable("server is shutting down".into()));
         }
         let acquired = self
             .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            });
         match acquired {
             Ok(_) => {
                 metrics.in_flight.inc();
@@ -104,6 +110,9 @@ mod tests {
     fn draining_refuses_new_work() {
         let a = Admission::new();
         a.start_draining();
-        assert!(matches!(a.try_acquire(10, &Metrics::new()), Err(ApiError::Unavailable(_))));
+        assert!(matches!(
+            a.try_acquire(10, &Metrics::new()),
+            Err(ApiError::Unavailable(_))
+        ));
     }
 }

@@ -20,7 +20,11 @@ use crate::model::{LoadSpec, ModelSource};
 /// The Sluice inference server: llama-architecture models on candle, continuous batching,
 /// OpenAI-compatible API, Prometheus metrics.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-server", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "sluice-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -141,28 +145,22 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 fn device(kind: DeviceKind) -> anyhow::Result<candle_core::Device> {
     Ok(match kind {
         DeviceKind::Cpu => candle_core::Device::Cpu,
-        DeviceKind::Cuda => candle_core::Device::new_cuda(0).context("failed to open CUDA device 0 (built with --features cuda?)")?,
-        DeviceKind::Metal => candle_core::Device::new_metal(0).context("failed to open Metal device 0 (built with --features metal?)")?,
+        DeviceKind::Cuda => candle_core::Device::new_cuda(0)
+            .context("failed to open CUDA device 0 (built with --features cuda?)")?,
+        DeviceKind::Metal => candle_core::Device::new_metal(0)
+            .context("failed to open Metal device 0 (built with --features metal?)")?,
     })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    let _telemetry = crate::telemetry::init(matches!(args.log_format, LogFormat::Json));
     if args.max_tokens == 0 || args.max_concurrent_requests == 0 || args.max_batch_size == 0 {
-        anyhow::bail!("--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1");
+        anyhow::bail!(
+            "--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1"
+        );
     }
     let source: ModelSource = args.model.parse().map_err(anyhow::Error::msg)?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
@@ -182,7 +180,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|mb| mb * 1024 * 1024)
         .unwrap_or_else(crate::memory::default_budget_bytes);
     let metrics = Metrics::new();
-    let limits = Limits::new(args.max_tokens, args.max_concurrent_requests, args.max_batch_size);
+    let limits = Limits::new(
+        args.max_tokens,
+        args.max_concurrent_requests,
+        args.max_batch_size,
+    );
     let info = loaded.info.clone();
     let model = EngineModel {
         runner: Box::new(LlamaRunner::new(loaded.model)),
@@ -207,7 +209,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run_http(state, addr, args.drain_timeout))
 }
 
-async fn run_http(state: AppState, addr: SocketAddr, drain_timeout: Duration) -> anyhow::Result<()> {
+async fn run_http(
+    state: AppState,
+    addr: SocketAddr,
+    drain_timeout: Duration,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;
@@ -216,7 +222,10 @@ async fn run_http(state: AppState, addr: SocketAddr, drain_timeout: Duration) ->
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         wait_for_signal().await;
-        tracing::info!(in_flight = admission.in_flight(), "shutdown signal: draining in-flight requests");
+        tracing::info!(
+            in_flight = admission.in_flight(),
+            "shutdown signal: draining in-flight requests"
+        );
         admission.start_draining();
         let _ = stopping_tx.send(());
     };
@@ -259,4 +268,3 @@ async fn wait_for_signal() {
         () = term => {},
     }
 }
-

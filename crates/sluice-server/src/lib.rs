@@ -9,4 +9,5 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod telemetry;
 pub mod validate;

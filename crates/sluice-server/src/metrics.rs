@@ -2,12 +2,19 @@
 //! explicit buckets. Names are a contract: the operator's PromQL reads them.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Request outcomes (`llm_requests_total{status}`).
-pub const STATUSES: [&str; 6] = ["success", "rejected", "invalid", "timeout", "cancelled", "error"];
+pub const STATUSES: [&str; 6] = [
+    "success",
+    "rejected",
+    "invalid",
+    "timeout",
+    "cancelled",
+    "error",
+];
 /// Error reasons (`llm_errors_total{reason}`).
 pub const REASONS: [&str; 9] = [
     "overloaded",
@@ -101,13 +108,25 @@ impl Metrics {
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.ttft.clone()), Box::new(m.tpot.clone()), Box::new(m.requests.clone()),
-            Box::new(m.errors.clone()), Box::new(m.memory_usage.clone()), Box::new(m.memory_capacity.clone()),
-            Box::new(m.queue_depth.clone()), Box::new(m.running.clone()), Box::new(m.in_flight.clone()),
-            Box::new(m.batch_size.clone()), Box::new(m.queue_wait.clone()), Box::new(m.request_duration.clone()),
-            Box::new(m.prompt_tokens.clone()), Box::new(m.generated_tokens.clone()),
-            Box::new(m.model_load_seconds.clone()), Box::new(m.max_tokens_cap.clone()),
-            Box::new(m.max_concurrent.clone()), Box::new(m.max_batch.clone()), Box::new(m.model_info.clone()),
+            Box::new(m.ttft.clone()),
+            Box::new(m.tpot.clone()),
+            Box::new(m.requests.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.memory_usage.clone()),
+            Box::new(m.memory_capacity.clone()),
+            Box::new(m.queue_depth.clone()),
+            Box::new(m.running.clone()),
+            Box::new(m.in_flight.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.queue_wait.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.prompt_tokens.clone()),
+            Box::new(m.generated_tokens.clone()),
+            Box::new(m.model_load_seconds.clone()),
+            Box::new(m.max_tokens_cap.clone()),
+            Box::new(m.max_concurrent.clone()),
+            Box::new(m.max_batch.clone()),
+            Box::new(m.model_info.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -132,14 +151,20 @@ impl Metrics {
 
     pub fn set_memory(&self, memory_type: &str, usage_bytes: f64, capacity_bytes: f64) {
         const MB: f64 = 1024.0 * 1024.0;
-        self.memory_usage.with_label_values(&[memory_type]).set(usage_bytes / MB);
-        self.memory_capacity.with_label_values(&[memory_type]).set(capacity_bytes / MB);
+        self.memory_usage
+            .with_label_values(&[memory_type])
+            .set(usage_bytes / MB);
+        self.memory_capacity
+            .with_label_values(&[memory_type])
+            .set(capacity_bytes / MB);
     }
 
     pub fn set_model(&self, model: Option<(&str, &str, &str)>, load_seconds: f64) {
         self.model_info.reset();
         if let Some((name, quant, device)) = model {
-            self.model_info.with_label_values(&[name, quant, device]).set(1.0);
+            self.model_info
+                .with_label_values(&[name, quant, device])
+                .set(1.0);
         }
         self.model_load_seconds.set(load_seconds);
     }

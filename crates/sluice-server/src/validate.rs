@@ -106,33 +106,52 @@ pub fn validate(
     let max_tokens = match raw.max_tokens {
         None => cap,
         Some(n) if n <= 0 => {
-            return Err(ApiError::Unprocessable(format!("max_tokens must be at least 1, got {n}")));
+            return Err(ApiError::Unprocessable(format!(
+                "max_tokens must be at least 1, got {n}"
+            )));
         }
         Some(n) => (n as usize).min(cap),
     }
     .min(ctx - prompt_ids.len());
     let temperature = raw.temperature.unwrap_or(default_temperature);
     if !temperature.is_finite() || !(0.0..=100.0).contains(&temperature) {
-        return Err(ApiError::Unprocessable(format!("temperature must be in [0, 100], got {temperature}")));
+        return Err(ApiError::Unprocessable(format!(
+            "temperature must be in [0, 100], got {temperature}"
+        )));
     }
-    if let Some(p) = raw.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::Unprocessable(format!("top_p must be in (0, 1], got {p}")));
-        }
+    if let Some(p) = raw.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "top_p must be in (0, 1], got {p}"
+        )));
     }
     let top_k = match raw.top_k {
         None => None,
         Some(k) if k <= 0 => {
-            return Err(ApiError::Unprocessable(format!("top_k must be at least 1, got {k}")));
+            return Err(ApiError::Unprocessable(format!(
+                "top_k must be at least 1, got {k}"
+            )));
         }
         Some(k) => Some(k as usize),
     };
-    let stop: Vec<String> = raw.stop.into_vec().into_iter().filter(|s| !s.is_empty()).collect();
+    let stop: Vec<String> = raw
+        .stop
+        .into_vec()
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
     if stop.len() > MAX_STOP_SEQUENCES {
-        return Err(ApiError::Unprocessable(format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {}", stop.len())));
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {}",
+            stop.len()
+        )));
     }
     if let Some(s) = stop.iter().find(|s| s.len() > MAX_STOP_LEN) {
-        return Err(ApiError::Unprocessable(format!("stop sequences are limited to {MAX_STOP_LEN} bytes, got {}", s.len())));
+        return Err(ApiError::Unprocessable(format!(
+            "stop sequences are limited to {MAX_STOP_LEN} bytes, got {}",
+            s.len()
+        )));
     }
     let seed = raw.seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
@@ -160,7 +179,11 @@ pub fn validate(
 }
 
 /// Tokenizes off the async threads (long prompts take a while) inside a `tokenize_input` span.
-pub async fn tokenize(view: &ModelView, text: String, span: &tracing::Span) -> Result<Vec<u32>, ApiError> {
+pub async fn tokenize(
+    view: &ModelView,
+    text: String,
+    span: &tracing::Span,
+) -> Result<Vec<u32>, ApiError> {
     let tok = view.tokenizer.clone();
     let tspan = tracing::info_span!(parent: span, "tokenize_input", bytes = text.len());
     tokio::task::spawn_blocking(move || {
@@ -199,20 +222,75 @@ mod tests {
     }
 
     fn check(ids: usize, raw: RawSampling) -> Result<ValidRequest, ApiError> {
-        validate(vec![5; ids], raw, 0.0, &view(), &Limits::new(50, 8, 4), Duration::from_secs(5))
+        validate(
+            vec![5; ids],
+            raw,
+            0.0,
+            &view(),
+            &Limits::new(50, 8, 4),
+            Duration::from_secs(5),
+        )
     }
 
     #[test]
     fn range_errors_are_422_with_the_field_named() {
         let cases: Vec<(RawSampling, &str)> = vec![
-            (RawSampling { max_tokens: Some(0), ..Default::default() }, "max_tokens"),
-            (RawSampling { max_tokens: Some(-3), ..Default::default() }, "max_tokens"),
-            (RawSampling { temperature: Some(-0.1), ..Default::default() }, "temperature"),
-            (RawSampling { temperature: Some(f64::NAN), ..Default::default() }, "temperature"),
-            (RawSampling { top_p: Some(0.0), ..Default::default() }, "top_p"),
-            (RawSampling { top_p: Some(1.5), ..Default::default() }, "top_p"),
-            (RawSampling { top_k: Some(0), ..Default::default() }, "top_k"),
-            (RawSampling { stop: StopSpec::Many(vec!["x".into(); 9]), ..Default::default() }, "stop"),
+            (
+                RawSampling {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
+            (
+                RawSampling {
+                    max_tokens: Some(-3),
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
+            (
+                RawSampling {
+                    temperature: Some(-0.1),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                RawSampling {
+                    temperature: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                RawSampling {
+                    top_p: Some(0.0),
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                RawSampling {
+                    top_p: Some(1.5),
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                RawSampling {
+                    top_k: Some(0),
+                    ..Default::default()
+                },
+                "top_k",
+            ),
+            (
+                RawSampling {
+                    stop: StopSpec::Many(vec!["x".into(); 9]),
+                    ..Default::default()
+                },
+                "stop",
+            ),
         ];
         for (raw, field) in cases {
             let err = check(3, raw).unwrap_err();
@@ -230,12 +308,37 @@ mod tests {
 
     #[test]
     fn max_tokens_defaults_to_and_is_clamped_by_the_cap_and_context() {
-        assert_eq!(check(3, RawSampling::default()).unwrap().params.max_tokens, 50);
-        let r = check(3, RawSampling { max_tokens: Some(500), ..Default::default() }).unwrap();
+        assert_eq!(
+            check(3, RawSampling::default()).unwrap().params.max_tokens,
+            50
+        );
+        let r = check(
+            3,
+            RawSampling {
+                max_tokens: Some(500),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.params.max_tokens, 50);
-        let r = check(90, RawSampling { max_tokens: Some(40), ..Default::default() }).unwrap();
+        let r = check(
+            90,
+            RawSampling {
+                max_tokens: Some(40),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.params.max_tokens, 10);
-        let r = check(3, RawSampling { max_tokens: Some(7), top_p: Some(1.0), ..Default::default() }).unwrap();
+        let r = check(
+            3,
+            RawSampling {
+                max_tokens: Some(7),
+                top_p: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.params.max_tokens, 7);
     }
 
@@ -246,9 +349,21 @@ mod tests {
             #[allow(dead_code)]
             prompt: String,
         }
-        assert_eq!(parse_json::<B>(b"{not json").unwrap_err().status().as_u16(), 400);
-        assert_eq!(parse_json::<B>(br#"{"prompt": 5}"#).unwrap_err().status().as_u16(), 422);
-        assert_eq!(parse_json::<B>(br#"{}"#).unwrap_err().status().as_u16(), 422);
+        assert_eq!(
+            parse_json::<B>(b"{not json").unwrap_err().status().as_u16(),
+            400
+        );
+        assert_eq!(
+            parse_json::<B>(br#"{"prompt": 5}"#)
+                .unwrap_err()
+                .status()
+                .as_u16(),
+            422
+        );
+        assert_eq!(
+            parse_json::<B>(br#"{}"#).unwrap_err().status().as_u16(),
+            422
+        );
         assert!(parse_json::<B>(br#"{"prompt": "x"}"#).is_ok());
     }
 }

@@ -23,7 +23,14 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Self { max_tokens: 64, max_concurrent: 64, max_batch: 16, api_key: None, budget: 1 << 34, timeout: Duration::from_secs(60) }
+        Self {
+            max_tokens: 64,
+            max_concurrent: 64,
+            max_batch: 16,
+            api_key: None,
+            budget: 1 << 34,
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -40,13 +47,31 @@ pub async fn start(opts: Opts) -> Server {
         served_name: None,
         hf_home: None,
     };
-    let loaded = tokio::task::spawn_blocking(move || load(&spec)).await.unwrap().unwrap();
+    let loaded = tokio::task::spawn_blocking(move || load(&spec))
+        .await
+        .unwrap()
+        .unwrap();
     let info = loaded.info.clone();
-    let model = EngineModel { runner: Box::new(LlamaRunner::new(loaded.model)), tokenizer: loaded.tokenizer, eos: info.eos_token_ids.clone() };
-    let engine = Engine::start(Some((model, info, loaded.chat)), Limits::new(opts.max_tokens, opts.max_concurrent, opts.max_batch), Metrics::new(), opts.budget);
+    let model = EngineModel {
+        runner: Box::new(LlamaRunner::new(loaded.model)),
+        tokenizer: loaded.tokenizer,
+        eos: info.eos_token_ids.clone(),
+    };
+    let engine = Engine::start(
+        Some((model, info, loaded.chat)),
+        Limits::new(opts.max_tokens, opts.max_concurrent, opts.max_batch),
+        Metrics::new(),
+        opts.budget,
+    );
     let state = AppState::new(
         engine,
-        HttpConfig { api_key: opts.api_key, request_timeout: opts.timeout, device: candle_core::Device::Cpu, hf_home: None, default_quantization: Quantization::Auto },
+        HttpConfig {
+            api_key: opts.api_key,
+            request_timeout: opts.timeout,
+            device: candle_core::Device::Cpu,
+            hf_home: None,
+            default_quantization: Quantization::Auto,
+        },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -56,14 +81,20 @@ pub async fn start(opts: Opts) -> Server {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 pub async fn post(url: &str, body: Value) -> (u16, Value) {
     let resp = client().post(url).json(&body).send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Reads an SSE body into (event name, data) pairs.
@@ -93,8 +124,19 @@ pub fn parse_sse(text: &str) -> Vec<(String, String)> {
 
 /// The value of one sample line (`name{labels}` exactly as exposed).
 pub async fn metric(base: &str, series: &str) -> f64 {
-    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
         .unwrap_or_else(|| panic!("metric {series} not found"))
 }

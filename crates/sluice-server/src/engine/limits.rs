@@ -82,7 +82,9 @@ impl Limits {
 
     pub fn publish(&self, metrics: &Metrics) {
         metrics.max_tokens_cap.set(self.max_tokens() as i64);
-        metrics.max_concurrent.set(self.max_concurrent_requests() as i64);
+        metrics
+            .max_concurrent
+            .set(self.max_concurrent_requests() as i64);
         metrics.max_batch.set(self.max_batch_size() as i64);
     }
 }
@@ -95,12 +97,27 @@ mod tests {
     fn partial_updates_apply_and_bad_ones_change_nothing() {
         let m = Metrics::new();
         let l = Limits::new(256, 64, 16);
-        let out = l.apply(LimitsUpdate { max_tokens: Some(32), ..Default::default() }, &m).unwrap();
+        let out = l
+            .apply(
+                LimitsUpdate {
+                    max_tokens: Some(32),
+                    ..Default::default()
+                },
+                &m,
+            )
+            .unwrap();
         assert_eq!(out.max_tokens, Some(32));
         assert_eq!(l.max_batch_size(), 16);
         assert_eq!(m.max_tokens_cap.get(), 32);
         let err = l
-            .apply(LimitsUpdate { max_tokens: Some(8), max_batch_size: Some(0), ..Default::default() }, &m)
+            .apply(
+                LimitsUpdate {
+                    max_tokens: Some(8),
+                    max_batch_size: Some(0),
+                    ..Default::default()
+                },
+                &m,
+            )
             .unwrap_err();
         assert!(err.contains("max_batch_size"));
         assert_eq!(l.max_tokens(), 32, "a rejected update must not half-apply");

@@ -82,7 +82,11 @@ pub struct Timings {
 /// or an `Error` at any point.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Token { index: usize, id: u32, text: String },
+    Token {
+        index: usize,
+        id: u32,
+        text: String,
+    },
     Done {
         finish_reason: FinishReason,
         prompt_tokens: usize,
@@ -101,7 +105,9 @@ pub enum EngineError {
     NoModel,
     #[error("the model was replaced while the request waited; retry")]
     ModelChanged,
-    #[error("request needs {needed_mb} MB of KV cache but only {available_mb} MB fit the memory budget")]
+    #[error(
+        "request needs {needed_mb} MB of KV cache but only {available_mb} MB fit the memory budget"
+    )]
     InsufficientMemory { needed_mb: u64, available_mb: u64 },
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -196,10 +202,20 @@ impl Engine {
     }
 
     /// Queues a request; events arrive on the returned receiver.
-    pub fn submit(&self, request: ValidRequest, span: tracing::Span) -> mpsc::UnboundedReceiver<Event> {
+    pub fn submit(
+        &self,
+        request: ValidRequest,
+        span: tracing::Span,
+    ) -> mpsc::UnboundedReceiver<Event> {
         let (events, rx) = mpsc::unbounded_channel();
-        let job = Box::new(Job { request, events, span });
-        if let Err(mpsc::error::SendError(Command::Generate(job))) = self.tx.send(Command::Generate(job)) {
+        let job = Box::new(Job {
+            request,
+            events,
+            span,
+        });
+        if let Err(mpsc::error::SendError(Command::Generate(job))) =
+            self.tx.send(Command::Generate(job))
+        {
             let _ = job.events.send(Event::Error(EngineError::ShuttingDown));
         }
         rx

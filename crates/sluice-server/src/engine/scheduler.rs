@@ -17,7 +17,11 @@ use super::sequence::Sequence;
 use super::{Command, EngineError, EngineModel, Event, Job, Shared, Timings};
 use crate::memory;
 
-pub(super) fn spawn(rx: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>, initial: Option<(EngineModel, u64)>) {
+pub(super) fn spawn(
+    rx: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
+    initial: Option<(EngineModel, u64)>,
+) {
     let result = std::thread::Builder::new()
         .name("sluice-engine".into())
         .spawn(move || {
@@ -95,7 +99,8 @@ enum Finish {
 impl Scheduler {
     fn run(&mut self) {
         loop {
-            let idle = self.running.is_empty() && self.waiting.is_empty() && self.pending_swap.is_none();
+            let idle =
+                self.running.is_empty() && self.waiting.is_empty() && self.pending_swap.is_none();
             if idle {
                 self.publish_gauges();
                 match self.rx.blocking_recv() {
@@ -115,11 +120,11 @@ impl Scheduler {
                     }
                 }
             }
-            if self.running.is_empty() {
-                if let Some((model, epoch)) = self.pending_swap.take() {
-                    self.model = model;
-                    self.epoch = epoch;
-                }
+            if self.running.is_empty()
+                && let Some((model, epoch)) = self.pending_swap.take()
+            {
+                self.model = model;
+                self.epoch = epoch;
             }
             self.drop_waiting_that_cannot_run();
             self.drop_running_that_left();
@@ -153,12 +158,16 @@ impl Scheduler {
         match outcome {
             Outcome::Cancelled => m.finish("cancelled", Some("cancelled")),
             Outcome::Failed(EngineError::Timeout(_)) => m.finish("timeout", Some("timeout")),
-            Outcome::Failed(EngineError::InsufficientMemory { .. } | EngineError::NoModel | EngineError::ModelChanged | EngineError::ShuttingDown) => {
-                m.finish("error", Some("unavailable"))
-            }
+            Outcome::Failed(
+                EngineError::InsufficientMemory { .. }
+                | EngineError::NoModel
+                | EngineError::ModelChanged
+                | EngineError::ShuttingDown,
+            ) => m.finish("error", Some("unavailable")),
             Outcome::Failed(EngineError::Internal(_)) => m.finish("error", Some("internal")),
         }
-        m.request_duration.observe(job.request.arrived.elapsed().as_secs_f64());
+        m.request_duration
+            .observe(job.request.arrived.elapsed().as_secs_f64());
     }
 
     /// Queued requests whose client is gone, whose deadline passed, or that cannot run on the
@@ -195,7 +204,9 @@ impl Scheduler {
             let outcome = if a.job.events.is_closed() {
                 Some(Outcome::Cancelled)
             } else if now >= a.job.request.deadline {
-                Some(Outcome::Failed(EngineError::Timeout(a.job.request.deadline - a.job.request.arrived)))
+                Some(Outcome::Failed(EngineError::Timeout(
+                    a.job.request.deadline - a.job.request.arrived,
+                )))
             } else {
                 None
             };
@@ -220,10 +231,13 @@ impl Scheduler {
         let Some(model) = &self.model else { return };
         let per_token = model.runner.kv_bytes_per_token();
         let ctx = model.runner.context_length();
-        let capacity = (self.shared.memory_budget_bytes as usize).saturating_sub(model.runner.weight_bytes());
+        let capacity =
+            (self.shared.memory_budget_bytes as usize).saturating_sub(model.runner.weight_bytes());
         let max_batch = self.shared.limits.max_batch_size().max(1);
         while self.running.len() < max_batch {
-            let Some(front) = self.waiting.front() else { break };
+            let Some(front) = self.waiting.front() else {
+                break;
+            };
             let req = &front.job.request;
             let needed = (req.prompt_ids.len() + req.params.max_tokens).min(ctx) * per_token;
             let reserved: usize = self.running.iter().map(|a| a.reserved).sum();
@@ -248,7 +262,10 @@ impl Scheduler {
                 .observe(now.duration_since(w.job.request.arrived).as_secs_f64());
             drop(w.span);
             let span = tracing::info_span!(parent: &w.job.span, "model_generate", prompt_tokens = w.job.request.prompt_ids.len());
-            self.shared.metrics.prompt_tokens.inc_by(w.job.request.prompt_ids.len() as u64);
+            self.shared
+                .metrics
+                .prompt_tokens
+                .inc_by(w.job.request.prompt_ids.len() as u64);
             self.next_id += 1;
             self.running.push(Active {
                 id: self.next_id,
@@ -274,7 +291,12 @@ impl Scheduler {
             .iter()
             .map(|a| {
                 let tokens = if a.seq.prefilled {
-                    vec![*a.seq.generated.last().expect("a prefilled sequence has a token")]
+                    vec![
+                        *a.seq
+                            .generated
+                            .last()
+                            .expect("a prefilled sequence has a token"),
+                    ]
                 } else {
                     a.job.request.prompt_ids.clone()
                 };
@@ -313,8 +335,13 @@ impl Scheduler {
             let req = &a.job.request;
             let used = req.prompt_ids.len() + a.seq.generated.len() + 1;
             let row = logits.get(i).and_then(|row| {
-                a.seq
-                    .advance(&row, &model.tokenizer, &req.params, &model.eos, ctx.saturating_sub(used))
+                a.seq.advance(
+                    &row,
+                    &model.tokenizer,
+                    &req.params,
+                    &model.eos,
+                    ctx.saturating_sub(used),
+                )
             });
             let outcome = match row {
                 Ok(o) => o,
@@ -327,14 +354,19 @@ impl Scheduler {
             m.generated_tokens.inc();
             match a.seq.last_token_at {
                 None => {
-                    m.ttft.observe(now.duration_since(req.arrived).as_secs_f64());
+                    m.ttft
+                        .observe(now.duration_since(req.arrived).as_secs_f64());
                     a.seq.first_token_at = Some(now);
                 }
                 Some(prev) => m.tpot.observe(now.duration_since(prev).as_secs_f64()),
             }
             a.seq.last_token_at = Some(now);
             let index = a.seq.generated.len() - 1;
-            let sent = a.job.events.send(Event::Token { index, id: outcome.id, text: outcome.text });
+            let sent = a.job.events.send(Event::Token {
+                index,
+                id: outcome.id,
+                text: outcome.text,
+            });
             if sent.is_err() {
                 finished.push((i, None));
                 continue;
@@ -345,7 +377,11 @@ impl Scheduler {
                 let timings = Timings {
                     queue_seconds: a.admitted_at.duration_since(req.arrived).as_secs_f64(),
                     ttft_seconds: first.duration_since(req.arrived).as_secs_f64(),
-                    tpot_seconds: if n > 1 { now.duration_since(first).as_secs_f64() / (n - 1) as f64 } else { 0.0 },
+                    tpot_seconds: if n > 1 {
+                        now.duration_since(first).as_secs_f64() / (n - 1) as f64
+                    } else {
+                        0.0
+                    },
                     total_seconds: now.duration_since(req.arrived).as_secs_f64(),
                 };
                 let _ = a.job.events.send(Event::Done {
@@ -387,6 +423,10 @@ impl Scheduler {
             .unwrap_or((0.0, 0.0));
         m.set_memory("vram", weights + kv, budget);
         m.set_memory("kv_cache", kv, (budget - weights).max(0.0));
-        m.set_memory("ram", memory::rss_bytes() as f64, memory::total_ram_bytes().unwrap_or(0) as f64);
+        m.set_memory(
+            "ram",
+            memory::rss_bytes() as f64,
+            memory::total_ram_bytes().unwrap_or(0) as f64,
+        );
     }
 }

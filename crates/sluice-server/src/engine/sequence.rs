@@ -38,7 +38,11 @@ impl Sequence {
         } else {
             let t = params.temperature;
             match (params.top_k, params.top_p) {
-                (Some(k), Some(p)) if p < 1.0 => Sampling::TopKThenTopP { k, p, temperature: t },
+                (Some(k), Some(p)) if p < 1.0 => Sampling::TopKThenTopP {
+                    k,
+                    p,
+                    temperature: t,
+                },
                 (Some(k), _) => Sampling::TopK { k, temperature: t },
                 (None, Some(p)) if p < 1.0 => Sampling::TopP { p, temperature: t },
                 _ => Sampling::All { temperature: t },
@@ -110,7 +114,12 @@ fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
 fn held_back(text: &str, stops: &[String]) -> usize {
     stops
         .iter()
-        .flat_map(|s| (1..s.len()).rev().map(move |k| &s[..k]).filter(|p| s.is_char_boundary(p.len())))
+        .flat_map(|s| {
+            (1..s.len())
+                .rev()
+                .map(move |k| &s[..k])
+                .filter(|p| s.is_char_boundary(p.len()))
+        })
         .filter(|p| text.ends_with(p))
         .map(str::len)
         .max()

@@ -63,7 +63,13 @@ impl StepModel for FakeModel {
 }
 
 fn fake(trace: &Arc<Mutex<Trace>>) -> FakeModel {
-    FakeModel { trace: trace.clone(), panic_on_step: false, kv_per_token: 1, weights: 0, slow: Duration::ZERO }
+    FakeModel {
+        trace: trace.clone(),
+        panic_on_step: false,
+        kv_per_token: 1,
+        weights: 0,
+        slow: Duration::ZERO,
+    }
 }
 
 fn engine_with(model: FakeModel, max_batch: usize, budget: u64) -> Engine {
@@ -79,16 +85,40 @@ fn engine_with(model: FakeModel, max_batch: usize, budget: u64) -> Engine {
         load_seconds: 0.0,
         eos_token_ids: vec![],
     };
-    let chat = Arc::new(crate::model::chat::ChatTemplate::default_template("<s>", "</s>"));
-    let em = EngineModel { runner: Box::new(model), tokenizer: tok, eos: vec![] };
-    Engine::start(Some((em, info, chat)), Limits::new(64, 64, max_batch), Metrics::new(), budget)
+    let chat = Arc::new(crate::model::chat::ChatTemplate::default_template(
+        "<s>", "</s>",
+    ));
+    let em = EngineModel {
+        runner: Box::new(model),
+        tokenizer: tok,
+        eos: vec![],
+    };
+    Engine::start(
+        Some((em, info, chat)),
+        Limits::new(64, 64, max_batch),
+        Metrics::new(),
+        budget,
+    )
 }
 
-fn request(engine: &Engine, prompt: Vec<u32>, max_tokens: usize, timeout: Duration) -> ValidRequest {
+fn request(
+    engine: &Engine,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    timeout: Duration,
+) -> ValidRequest {
     let now = Instant::now();
     ValidRequest {
         prompt_ids: prompt,
-        params: GenerationParams { max_tokens, temperature: 0.0, top_p: None, top_k: None, seed: 1, stop: vec![], ignore_eos: true },
+        params: GenerationParams {
+            max_tokens,
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            seed: 1,
+            stop: vec![],
+            ignore_eos: true,
+        },
         arrived: now,
         deadline: now + timeout,
         model_epoch: engine.model().unwrap().epoch,
@@ -113,20 +143,40 @@ fn sequences_join_and_leave_at_token_boundaries_within_the_batch_limit() {
     let engine = engine_with(fake(&trace), 2, u64::MAX);
     let rxs: Vec<_> = [(vec![1, 2], 3), (vec![10], 6), (vec![20, 21, 22], 2)]
         .into_iter()
-        .map(|(p, n)| engine.submit(request(&engine, p, n, Duration::from_secs(10)), tracing::Span::none()))
+        .map(|(p, n)| {
+            engine.submit(
+                request(&engine, p, n, Duration::from_secs(10)),
+                tracing::Span::none(),
+            )
+        })
         .collect();
     let results: Vec<_> = rxs.into_iter().map(drain).collect();
     assert_eq!(results[0].0, vec![3, 4, 5]);
     assert_eq!(results[1].0, vec![11, 12, 13, 14, 15, 16]);
     assert_eq!(results[2].0, vec![23, 24]);
     for (_, done) in &results {
-        assert!(matches!(done, Some(Event::Done { finish_reason: FinishReason::Length, .. })), "{done:?}");
+        assert!(
+            matches!(
+                done,
+                Some(Event::Done {
+                    finish_reason: FinishReason::Length,
+                    ..
+                })
+            ),
+            "{done:?}"
+        );
     }
     let t = trace.lock().unwrap();
     assert!(t.batches.iter().all(|b| b.len() <= 2), "{:?}", t.batches);
     // The third request joined a running batch: one step mixes its 3-token prefill with a
     // 1-token decode of another sequence.
-    assert!(t.batches.iter().any(|b| b.contains(&(3, 3)) && b.iter().any(|&(_, n)| n == 1)), "{:?}", t.batches);
+    assert!(
+        t.batches
+            .iter()
+            .any(|b| b.contains(&(3, 3)) && b.iter().any(|&(_, n)| n == 1)),
+        "{:?}",
+        t.batches
+    );
     let mut released = t.released.clone();
     released.sort();
     assert_eq!(released, vec![1, 2, 3]);
@@ -143,15 +193,29 @@ fn a_client_that_leaves_frees_its_slot_and_cache() {
     let mut model = fake(&trace);
     model.slow = Duration::from_millis(2);
     let engine = engine_with(model, 1, u64::MAX);
-    let mut rx = engine.submit(request(&engine, vec![1], 200, Duration::from_secs(30)), tracing::Span::none());
+    let mut rx = engine.submit(
+        request(&engine, vec![1], 200, Duration::from_secs(30)),
+        tracing::Span::none(),
+    );
     assert!(matches!(rx.blocking_recv(), Some(Event::Token { .. })));
     drop(rx);
     // With one batch slot, the next request can only run once the first was dropped.
-    let (ids, done) = drain(engine.submit(request(&engine, vec![5], 2, Duration::from_secs(30)), tracing::Span::none()));
+    let (ids, done) = drain(engine.submit(
+        request(&engine, vec![5], 2, Duration::from_secs(30)),
+        tracing::Span::none(),
+    ));
     assert_eq!(ids, vec![6, 7]);
     assert!(matches!(done, Some(Event::Done { .. })));
     assert!(trace.lock().unwrap().released.contains(&1));
-    assert_eq!(engine.shared().metrics.requests.with_label_values(&["cancelled"]).get(), 1);
+    assert_eq!(
+        engine
+            .shared()
+            .metrics
+            .requests
+            .with_label_values(&["cancelled"])
+            .get(),
+        1
+    );
 }
 
 #[test]
@@ -160,10 +224,24 @@ fn deadlines_fail_with_timeout() {
     let mut model = fake(&trace);
     model.slow = Duration::from_millis(5);
     let engine = engine_with(model, 4, u64::MAX);
-    let (ids, done) = drain(engine.submit(request(&engine, vec![1], 10_000, Duration::from_millis(60)), tracing::Span::none()));
+    let (ids, done) = drain(engine.submit(
+        request(&engine, vec![1], 10_000, Duration::from_millis(60)),
+        tracing::Span::none(),
+    ));
     assert!(!ids.is_empty() && ids.len() < 10_000);
-    assert!(matches!(done, Some(Event::Error(EngineError::Timeout(_)))), "{done:?}");
-    assert_eq!(engine.shared().metrics.requests.with_label_values(&["timeout"]).get(), 1);
+    assert!(
+        matches!(done, Some(Event::Error(EngineError::Timeout(_)))),
+        "{done:?}"
+    );
+    assert_eq!(
+        engine
+            .shared()
+            .metrics
+            .requests
+            .with_label_values(&["timeout"])
+            .get(),
+        1
+    );
 }
 
 #[test]
@@ -174,13 +252,31 @@ fn memory_budget_queues_or_refuses() {
     model.slow = Duration::from_millis(1);
     // 30 tokens' worth of KV: one 20-token request fits, two do not run together.
     let engine = engine_with(model, 8, 30_000);
-    let a = engine.submit(request(&engine, vec![1; 10], 10, Duration::from_secs(10)), tracing::Span::none());
-    let b = engine.submit(request(&engine, vec![2; 10], 10, Duration::from_secs(10)), tracing::Span::none());
+    let a = engine.submit(
+        request(&engine, vec![1; 10], 10, Duration::from_secs(10)),
+        tracing::Span::none(),
+    );
+    let b = engine.submit(
+        request(&engine, vec![2; 10], 10, Duration::from_secs(10)),
+        tracing::Span::none(),
+    );
     assert!(matches!(drain(a).1, Some(Event::Done { .. })));
     assert!(matches!(drain(b).1, Some(Event::Done { .. })));
-    assert!(trace.lock().unwrap().batches.iter().all(|b| b.len() == 1), "never batched together");
-    let (_, done) = drain(engine.submit(request(&engine, vec![1; 10], 100, Duration::from_secs(10)), tracing::Span::none()));
-    assert!(matches!(done, Some(Event::Error(EngineError::InsufficientMemory { .. }))), "{done:?}");
+    assert!(
+        trace.lock().unwrap().batches.iter().all(|b| b.len() == 1),
+        "never batched together"
+    );
+    let (_, done) = drain(engine.submit(
+        request(&engine, vec![1; 10], 100, Duration::from_secs(10)),
+        tracing::Span::none(),
+    ));
+    assert!(
+        matches!(
+            done,
+            Some(Event::Error(EngineError::InsufficientMemory { .. }))
+        ),
+        "{done:?}"
+    );
 }
 
 #[test]
@@ -193,7 +289,10 @@ fn unloading_fails_queued_and_new_requests_with_no_model() {
     let mut req = request_epoch(epoch);
     req.deadline = Instant::now() + Duration::from_secs(5);
     let (_, done) = drain(engine.submit(req, tracing::Span::none()));
-    assert!(matches!(done, Some(Event::Error(EngineError::NoModel))), "{done:?}");
+    assert!(
+        matches!(done, Some(Event::Error(EngineError::NoModel))),
+        "{done:?}"
+    );
     assert!(engine.is_alive());
 }
 
@@ -201,7 +300,15 @@ fn request_epoch(epoch: u64) -> ValidRequest {
     let now = Instant::now();
     ValidRequest {
         prompt_ids: vec![1],
-        params: GenerationParams { max_tokens: 2, temperature: 0.0, top_p: None, top_k: None, seed: 1, stop: vec![], ignore_eos: true },
+        params: GenerationParams {
+            max_tokens: 2,
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            seed: 1,
+            stop: vec![],
+            ignore_eos: true,
+        },
         arrived: now,
         deadline: now + Duration::from_secs(5),
         model_epoch: epoch,
@@ -215,7 +322,10 @@ fn a_panicking_engine_is_reported_dead() {
     model.panic_on_step = true;
     let engine = engine_with(model, 4, u64::MAX);
     assert!(engine.is_alive());
-    let (_, done) = drain(engine.submit(request(&engine, vec![1], 2, Duration::from_secs(5)), tracing::Span::none()));
+    let (_, done) = drain(engine.submit(
+        request(&engine, vec![1], 2, Duration::from_secs(5)),
+        tracing::Span::none(),
+    ));
     assert!(done.is_none(), "the channel closes without an answer");
     let deadline = Instant::now() + Duration::from_secs(5);
     while engine.is_alive() && Instant::now() < deadline {

@@ -16,10 +16,16 @@ pub async fn get_limits(State(state): State<AppState>) -> Json<LimitsUpdate> {
     Json(state.engine.shared().limits.snapshot())
 }
 
-pub async fn put_limits(State(state): State<AppState>, body: Result<ApiJson<LimitsUpdate>, ApiError>) -> Result<Json<LimitsUpdate>, ApiError> {
+pub async fn put_limits(
+    State(state): State<AppState>,
+    body: Result<ApiJson<LimitsUpdate>, ApiError>,
+) -> Result<Json<LimitsUpdate>, ApiError> {
     let ApiJson(update) = body?;
     let shared = state.engine.shared();
-    let applied = shared.limits.apply(update, &shared.metrics).map_err(ApiError::Unprocessable)?;
+    let applied = shared
+        .limits
+        .apply(update, &shared.metrics)
+        .map_err(ApiError::Unprocessable)?;
     tracing::info!(?applied, "limits changed at run time");
     Ok(Json(applied))
 }
@@ -36,7 +42,10 @@ pub struct LoadRequest {
 
 /// Loads a model in the background and swaps it in once the running batch drains. Requests
 /// queued for the old model fail with 503 and can be retried.
-pub async fn load_model(State(state): State<AppState>, body: Result<ApiJson<LoadRequest>, ApiError>) -> Result<Json<Value>, ApiError> {
+pub async fn load_model(
+    State(state): State<AppState>,
+    body: Result<ApiJson<LoadRequest>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
     let ApiJson(body) = body?;
     let source: ModelSource = body.model.parse().map_err(ApiError::Unprocessable)?;
     let quantization = match &body.quantization {

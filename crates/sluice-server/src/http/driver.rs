@@ -28,31 +28,59 @@ pub enum StreamItem {
     Error(ApiError),
 }
 
-fn submit(state: &AppState, req: ValidRequest, span: &tracing::Span) -> mpsc::UnboundedReceiver<Event> {
+fn submit(
+    state: &AppState,
+    req: ValidRequest,
+    span: &tracing::Span,
+) -> mpsc::UnboundedReceiver<Event> {
     state.engine.submit(req, span.clone())
 }
 
 /// Waits for the whole completion. Dropping the future (client gone) drops the receiver, which
 /// the engine notices at its next step and frees the slot.
-pub async fn complete(state: &AppState, req: ValidRequest, span: &tracing::Span, _permit: Permit) -> Result<Completion, ApiError> {
+pub async fn complete(
+    state: &AppState,
+    req: ValidRequest,
+    span: &tracing::Span,
+    _permit: Permit,
+) -> Result<Completion, ApiError> {
     let mut rx = submit(state, req, span);
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token { text: t, .. } => text.push_str(&t),
-            Event::Done { finish_reason, prompt_tokens, completion_tokens, timings } => {
-                let _d = tracing::info_span!(parent: span, "decode_output", completion_tokens).entered();
-                return Ok(Completion { text, prompt_tokens, completion_tokens, finish_reason, timings });
+            Event::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+                timings,
+            } => {
+                let _d =
+                    tracing::info_span!(parent: span, "decode_output", completion_tokens).entered();
+                return Ok(Completion {
+                    text,
+                    prompt_tokens,
+                    completion_tokens,
+                    finish_reason,
+                    timings,
+                });
             }
             Event::Error(e) => return Err(ApiError::Engine(e)),
         }
     }
-    Err(ApiError::Internal("the engine stopped before finishing the request".into()))
+    Err(ApiError::Internal(
+        "the engine stopped before finishing the request".into(),
+    ))
 }
 
 /// Streams tokens as they come. The permit moves into the stream so the slot stays taken until
 /// the stream ends or the client disconnects (which drops the stream).
-pub fn stream(state: &AppState, req: ValidRequest, span: &tracing::Span, permit: Permit) -> impl Stream<Item = StreamItem> + Send + 'static {
+pub fn stream(
+    state: &AppState,
+    req: ValidRequest,
+    span: &tracing::Span,
+    permit: Permit,
+) -> impl Stream<Item = StreamItem> + Send + 'static {
     let rx = submit(state, req, span);
     let span = span.clone();
     futures::stream::unfold(
@@ -66,16 +94,32 @@ pub fn stream(state: &AppState, req: ValidRequest, span: &tracing::Span, permit:
                     text.push_str(&t);
                     StreamItem::Token { index, id, text: t }
                 }
-                Some(Event::Done { finish_reason, prompt_tokens, completion_tokens, timings }) => {
+                Some(Event::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                    timings,
+                }) => {
                     let full = std::mem::take(&mut text);
-                    let c = Completion { text: full, prompt_tokens, completion_tokens, finish_reason, timings };
+                    let c = Completion {
+                        text: full,
+                        prompt_tokens,
+                        completion_tokens,
+                        finish_reason,
+                        timings,
+                    };
                     return Some((StreamItem::Done(c), (rx, text, true, permit, span)));
                 }
                 Some(Event::Error(e)) => {
-                    return Some((StreamItem::Error(ApiError::Engine(e)), (rx, text, true, permit, span)));
+                    return Some((
+                        StreamItem::Error(ApiError::Engine(e)),
+                        (rx, text, true, permit, span),
+                    ));
                 }
                 None => {
-                    let e = ApiError::Internal("the engine stopped before finishing the request".into());
+                    let e = ApiError::Internal(
+                        "the engine stopped before finishing the request".into(),
+                    );
                     return Some((StreamItem::Error(e), (rx, text, true, permit, span)));
                 }
             };
@@ -84,7 +128,9 @@ pub fn stream(state: &AppState, req: ValidRequest, span: &tracing::Span, permit:
     )
 }
 
-/// The span every request runs in; carries the route for trace search.
-pub fn request_span(route: &'static str) -> tracing::Span {
-    tracing::info_span!("request", route, otel.kind = "server")
+/// The span every request runs in, joined to the caller's trace when `traceparent` is sent.
+pub fn request_span(route: &'static str, headers: &axum::http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("request", route, otel.kind = "server");
+    crate::telemetry::adopt_remote_parent(&span, headers);
+    span
 }

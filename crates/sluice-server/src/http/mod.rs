@@ -78,7 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
-        .route("/admin/limits", get(admin::get_limits).put(admin::put_limits))
+        .route(
+            "/admin/limits",
+            get(admin::get_limits).put(admin::put_limits),
+        )
         .route("/model/load", post(admin::load_model))
         .route("/model/unload", post(admin::unload_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
@@ -114,10 +117,14 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
 /// `llm_requests_total` exactly once.
 async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
-    if let Some(o) = resp.extensions().get::<ErrorOutcome>() {
-        if !o.counted {
-            state.engine.shared().metrics.finish(o.status, Some(o.reason));
-        }
+    if let Some(o) = resp.extensions().get::<ErrorOutcome>()
+        && !o.counted
+    {
+        state
+            .engine
+            .shared()
+            .metrics
+            .finish(o.status, Some(o.reason));
     }
     resp
 }
@@ -129,7 +136,11 @@ async fn fallback(req: Request) -> ApiError {
 /// Liveness: fails when the engine thread has died, so Kubernetes restarts the pod.
 async fn health(State(state): State<AppState>) -> Response {
     if state.engine.is_alive() {
-        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response()
     } else {
         ApiError::Unavailable("the engine thread has stopped".into()).into_response()
     }
@@ -147,7 +158,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         None
     };
     match reason {
-        None => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response(),
+        None => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response(),
         Some(r) => ApiError::Unavailable(r.into()).into_response(),
     }
 }
@@ -160,7 +175,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         crate::memory::total_ram_bytes().unwrap_or(0) as f64,
     );
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.render(),
     )
         .into_response()

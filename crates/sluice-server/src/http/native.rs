@@ -4,6 +4,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -45,25 +46,44 @@ impl From<Completion> for GenerateResponse {
     }
 }
 
-async fn prepare(state: &AppState, body: GenerateRequest, span: &tracing::Span) -> Result<ValidRequest, ApiError> {
+async fn prepare(
+    state: &AppState,
+    body: GenerateRequest,
+    span: &tracing::Span,
+) -> Result<ValidRequest, ApiError> {
     let view = state.model()?;
     let ids = tokenize(&view, body.prompt, span).await?;
-    validate(ids, body.sampling, 0.0, &view, &state.engine.shared().limits, state.config.request_timeout)
+    validate(
+        ids,
+        body.sampling,
+        0.0,
+        &view,
+        &state.engine.shared().limits,
+        state.config.request_timeout,
+    )
 }
 
-pub async fn generate(State(state): State<AppState>, body: Result<ApiJson<GenerateRequest>, ApiError>) -> Result<Json<GenerateResponse>, ApiError> {
+pub async fn generate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<GenerateRequest>, ApiError>,
+) -> Result<Json<GenerateResponse>, ApiError> {
     let permit = state.admit()?;
     let ApiJson(body) = body?;
-    let span = request_span("/generate");
+    let span = request_span("/generate", &headers);
     let req = prepare(&state, body, &span).await?;
     let c = driver::complete(&state, req, &span, permit).await?;
     Ok(Json(c.into()))
 }
 
-pub async fn generate_stream(State(state): State<AppState>, body: Result<ApiJson<GenerateRequest>, ApiError>) -> Result<Response, ApiError> {
+pub async fn generate_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<GenerateRequest>, ApiError>,
+) -> Result<Response, ApiError> {
     let permit = state.admit()?;
     let ApiJson(body) = body?;
-    let span = request_span("/generate/stream");
+    let span = request_span("/generate/stream", &headers);
     let req = prepare(&state, body, &span).await?;
     let events = driver::stream(&state, req, &span, permit).map(|item| {
         let ev = match item {
@@ -83,5 +103,7 @@ pub async fn generate_stream(State(state): State<AppState>, body: Result<ApiJson
         };
         Ok::<_, Infallible>(ev)
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
@@ -70,7 +71,9 @@ pub struct ChatRequest {
 
 fn check_model(view: &ModelView, requested: &Option<String>) -> Result<(), ApiError> {
     match requested {
-        Some(m) if m != &view.info.served_name && m != &view.info.source => Err(ApiError::ModelNotFound(m.clone())),
+        Some(m) if m != &view.info.served_name && m != &view.info.source => {
+            Err(ApiError::ModelNotFound(m.clone()))
+        }
         _ => Ok(()),
     }
 }
@@ -78,18 +81,27 @@ fn check_model(view: &ModelView, requested: &Option<String>) -> Result<(), ApiEr
 fn check_n(n: Option<u32>) -> Result<(), ApiError> {
     match n {
         None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::Unprocessable(format!("n must be 1 (this server returns one choice), got {n}"))),
+        Some(n) => Err(ApiError::Unprocessable(format!(
+            "n must be 1 (this server returns one choice), got {n}"
+        ))),
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{prefix}-{:x}{:06x}", now_secs(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{:x}{:06x}",
+        now_secs(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn usage(c: &Completion) -> Value {
@@ -114,7 +126,11 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
-pub async fn completions(State(state): State<AppState>, body: Result<ApiJson<CompletionRequest>, ApiError>) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<CompletionRequest>, ApiError>,
+) -> Result<Response, ApiError> {
     let permit = state.admit()?;
     let ApiJson(body) = body?;
     let view = state.model()?;
@@ -124,12 +140,22 @@ pub async fn completions(State(state): State<AppState>, body: Result<ApiJson<Com
         PromptInput::Text(t) => t,
         PromptInput::Texts(mut v) if v.len() == 1 => v.remove(0),
         PromptInput::Texts(v) => {
-            return Err(ApiError::Unprocessable(format!("prompt must be one string (batched prompts are not supported), got {}", v.len())));
+            return Err(ApiError::Unprocessable(format!(
+                "prompt must be one string (batched prompts are not supported), got {}",
+                v.len()
+            )));
         }
     };
-    let span = request_span("/v1/completions");
+    let span = request_span("/v1/completions", &headers);
     let ids = tokenize(&view, prompt, &span).await?;
-    let req = validate(ids, body.sampling, OPENAI_DEFAULT_TEMPERATURE, &view, &state.engine.shared().limits, state.config.request_timeout)?;
+    let req = validate(
+        ids,
+        body.sampling,
+        OPENAI_DEFAULT_TEMPERATURE,
+        &view,
+        &state.engine.shared().limits,
+        state.config.request_timeout,
+    )?;
     let (id, created, model) = (new_id("cmpl"), now_secs(), view.info.served_name.clone());
     if !body.stream {
         let c = driver::complete(&state, req, &span, permit).await?;
@@ -141,9 +167,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<ApiJson<Com
         .into_response());
     }
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |choices: Value, usage: Value| {
-        json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage})
-    };
+    let chunk = move |choices: Value, usage: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage});
     let events = driver::stream(&state, req, &span, permit).flat_map(move |item| {
         let out: Vec<Value> = match item {
             StreamItem::Token { text, .. } if text.is_empty() => vec![],
@@ -162,7 +186,11 @@ pub async fn completions(State(state): State<AppState>, body: Result<ApiJson<Com
     Ok(sse_with_done(events))
 }
 
-pub async fn chat_completions(State(state): State<AppState>, body: Result<ApiJson<ChatRequest>, ApiError>) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<ChatRequest>, ApiError>,
+) -> Result<Response, ApiError> {
     let permit = state.admit()?;
     let ApiJson(mut body) = body?;
     let view = state.model()?;
@@ -174,11 +202,25 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<ApiJso
     if body.sampling.max_tokens.is_none() {
         body.sampling.max_tokens = body.max_completion_tokens;
     }
-    let prompt = view.chat.render(&body.messages).map_err(ApiError::Unprocessable)?;
-    let span = request_span("/v1/chat/completions");
+    let prompt = view
+        .chat
+        .render(&body.messages)
+        .map_err(ApiError::Unprocessable)?;
+    let span = request_span("/v1/chat/completions", &headers);
     let ids = tokenize(&view, prompt, &span).await?;
-    let req = validate(ids, body.sampling, OPENAI_DEFAULT_TEMPERATURE, &view, &state.engine.shared().limits, state.config.request_timeout)?;
-    let (id, created, model) = (new_id("chatcmpl"), now_secs(), view.info.served_name.clone());
+    let req = validate(
+        ids,
+        body.sampling,
+        OPENAI_DEFAULT_TEMPERATURE,
+        &view,
+        &state.engine.shared().limits,
+        state.config.request_timeout,
+    )?;
+    let (id, created, model) = (
+        new_id("chatcmpl"),
+        now_secs(),
+        view.info.served_name.clone(),
+    );
     if !body.stream {
         let c = driver::complete(&state, req, &span, permit).await?;
         return Ok(Json(json!({
@@ -189,10 +231,11 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<ApiJso
         .into_response());
     }
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |choices: Value, usage: Value| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, "usage": usage})
-    };
-    let first = chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]), Value::Null);
+    let chunk = move |choices: Value, usage: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, "usage": usage});
+    let first = chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+        Value::Null,
+    );
     let rest = driver::stream(&state, req, &span, permit).flat_map(move |item| {
         let out: Vec<Value> = match item {
             StreamItem::Token { text, .. } if text.is_empty() => vec![],
@@ -208,7 +251,9 @@ pub async fn chat_completions(State(state): State<AppState>, body: Result<ApiJso
         };
         stream::iter(out)
     });
-    Ok(sse_with_done(stream::once(async move { first }).chain(rest)))
+    Ok(sse_with_done(
+        stream::once(async move { first }).chain(rest),
+    ))
 }
 
 /// OpenAI-style SSE: `data: {json}` lines, then `data: [DONE]`.
@@ -217,5 +262,7 @@ fn sse_with_done(chunks: impl futures::Stream<Item = Value> + Send + 'static) ->
         .map(|v| SseEvent::default().data(v.to_string()))
         .chain(stream::once(async { SseEvent::default().data("[DONE]") }))
         .map(Ok::<_, Infallible>);
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

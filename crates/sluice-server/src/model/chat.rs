@@ -28,9 +28,12 @@ impl ChatTemplate {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| format!("failed to compile chat template from {origin}: {e}"))?;
         Ok(Self {
@@ -75,16 +78,20 @@ impl ChatTemplate {
             _ => None,
         };
         template
-            .map(|t| Self::new(&t, &token("bos_token"), &token("eos_token"), &path.display().to_string()))
+            .map(|t| {
+                Self::new(
+                    &t,
+                    &token("bos_token"),
+                    &token("eos_token"),
+                    &path.display().to_string(),
+                )
+            })
             .transpose()
     }
 
     /// Renders the conversation with the generation prompt appended.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| e.to_string())?;
+        let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => true,
@@ -101,8 +108,14 @@ mod tests {
 
     fn msgs() -> Vec<ChatMessage> {
         vec![
-            ChatMessage { role: "system".into(), content: "Be brief.".into() },
-            ChatMessage { role: "user".into(), content: "Hi".into() },
+            ChatMessage {
+                role: "system".into(),
+                content: "Be brief.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "Hi".into(),
+            },
         ]
     }
 
@@ -119,8 +132,14 @@ mod tests {
     fn hf_style_template_with_python_methods_and_exceptions() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user','system'] %}{{ raise_exception('bad role') }}{% endif %}[{{ m.role.upper() }}] {{ m.content.strip() }}\n{% endfor %}";
         let t = ChatTemplate::new(src, "<s>", "</s>", "test").unwrap();
-        assert_eq!(t.render(&msgs()).unwrap(), "<s>[SYSTEM] Be brief.\n[USER] Hi\n");
-        let bad = vec![ChatMessage { role: "tool".into(), content: "x".into() }];
+        assert_eq!(
+            t.render(&msgs()).unwrap(),
+            "<s>[SYSTEM] Be brief.\n[USER] Hi\n"
+        );
+        let bad = vec![ChatMessage {
+            role: "tool".into(),
+            content: "x".into(),
+        }];
         assert!(t.render(&bad).unwrap_err().contains("bad role"));
     }
 }

@@ -45,14 +45,20 @@ impl ModelConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return Err("attention head counts must be positive".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
-            return Err(format!("head_dim {} must be even and positive", self.head_dim));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "head_dim {} must be even and positive",
+                self.head_dim
+            ));
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
             return Err("vocab_size, hidden_size and num_hidden_layers must be positive".into());
@@ -177,7 +183,10 @@ mod tests {
             "intermediate_size":5632,"num_attention_heads":32,"num_hidden_layers":22,
             "num_key_value_heads":4,"vocab_size":32000,"rms_norm_eps":1e-5,
             "bos_token_id":1,"eos_token_id":2,"model_type":"llama"}"#;
-        let cfg = serde_json::from_str::<HfConfig>(json).unwrap().into_runtime().unwrap();
+        let cfg = serde_json::from_str::<HfConfig>(json)
+            .unwrap()
+            .into_runtime()
+            .unwrap();
         assert_eq!(cfg.head_dim, 64);
         assert_eq!(cfg.num_key_value_heads, 4);
         assert_eq!(cfg.eos_token_ids, vec![2]);
@@ -189,7 +198,10 @@ mod tests {
     fn llama3_eos_list_and_qwen_bias() {
         let json = r#"{"hidden_size":64,"intermediate_size":128,"num_attention_heads":4,
             "num_hidden_layers":1,"vocab_size":10,"eos_token_id":[7,8],"model_type":"qwen2"}"#;
-        let cfg = serde_json::from_str::<HfConfig>(json).unwrap().into_runtime().unwrap();
+        let cfg = serde_json::from_str::<HfConfig>(json)
+            .unwrap()
+            .into_runtime()
+            .unwrap();
         assert_eq!(cfg.eos_token_ids, vec![7, 8]);
         assert!(cfg.attention_bias);
     }
@@ -198,11 +210,17 @@ mod tests {
     fn unsupported_architecture_and_bad_heads_are_rejected() {
         let json = r#"{"hidden_size":64,"intermediate_size":128,"num_attention_heads":4,
             "num_hidden_layers":1,"vocab_size":10,"model_type":"gpt2"}"#;
-        let err = serde_json::from_str::<HfConfig>(json).unwrap().into_runtime().unwrap_err();
+        let err = serde_json::from_str::<HfConfig>(json)
+            .unwrap()
+            .into_runtime()
+            .unwrap_err();
         assert!(err.contains("gpt2"), "{err}");
         let json = r#"{"hidden_size":64,"intermediate_size":128,"num_attention_heads":4,
             "num_key_value_heads":3,"num_hidden_layers":1,"vocab_size":10}"#;
-        let err = serde_json::from_str::<HfConfig>(json).unwrap().into_runtime().unwrap_err();
+        let err = serde_json::from_str::<HfConfig>(json)
+            .unwrap()
+            .into_runtime()
+            .unwrap_err();
         assert!(err.contains("multiple"), "{err}");
     }
 }

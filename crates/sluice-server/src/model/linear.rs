@@ -86,7 +86,10 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Full(w) if w.dtype() == DType::F32 => x.matmul(&w.t()?)?,
-            Weight::Full(w) => x.to_dtype(w.dtype())?.matmul(&w.t()?)?.to_dtype(DType::F32)?,
+            Weight::Full(w) => x
+                .to_dtype(w.dtype())?
+                .matmul(&w.t()?)?
+                .to_dtype(DType::F32)?,
             Weight::Quantized(q) => q.forward(x)?,
         };
         match &self.bias {
@@ -109,7 +112,7 @@ fn fitting_block_type(kind: GgmlDType, in_features: usize) -> Option<GgmlDType> 
     candidates
         .iter()
         .copied()
-        .find(|k| in_features % k.block_size() == 0)
+        .find(|k| in_features.is_multiple_of(k.block_size()))
 }
 
 pub fn tensor_bytes(t: &Tensor) -> usize {
@@ -155,8 +158,14 @@ mod tests {
 
     #[test]
     fn unfit_widths_fall_back_to_a_coarser_block() {
-        assert_eq!(fitting_block_type(GgmlDType::Q4K, 64), Some(GgmlDType::Q4_0));
+        assert_eq!(
+            fitting_block_type(GgmlDType::Q4K, 64),
+            Some(GgmlDType::Q4_0)
+        );
         assert_eq!(fitting_block_type(GgmlDType::Q4_0, 48), None);
-        assert_eq!(fitting_block_type(GgmlDType::Q8_0, 512), Some(GgmlDType::Q8_0));
+        assert_eq!(
+            fitting_block_type(GgmlDType::Q8_0, 512),
+            Some(GgmlDType::Q8_0)
+        );
     }
 }

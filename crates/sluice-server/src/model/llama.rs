@@ -278,11 +278,11 @@ fn append_kv(
         let shape = (cfg.num_key_value_heads, capacity, cfg.head_dim);
         let new_k = Tensor::zeros(shape, DType::F32, k.device())?;
         let new_v = Tensor::zeros(shape, DType::F32, k.device())?;
-        if let (Some(old_k), Some(old_v)) = (&kv.k, &kv.v) {
-            if past > 0 {
-                new_k.slice_set(&old_k.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
-                new_v.slice_set(&old_v.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
-            }
+        if let (Some(old_k), Some(old_v)) = (&kv.k, &kv.v)
+            && past > 0
+        {
+            new_k.slice_set(&old_k.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
+            new_v.slice_set(&old_v.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
         }
         kv.k = Some(new_k);
         kv.v = Some(new_v);
@@ -300,9 +300,7 @@ fn append_kv(
 fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
     let total = past + t;
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-        })
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (t, total), device)
 }

@@ -9,7 +9,13 @@ use super::tiny::{ExportOptions, TinyShape};
 use super::{LoadSpec, LoadedModel, ModelSource, load};
 
 fn spec(source: ModelSource, q: Quantization) -> LoadSpec {
-    LoadSpec { source, quantization: q, device: Device::Cpu, served_name: None, hf_home: None }
+    LoadSpec {
+        source,
+        quantization: q,
+        device: Device::Cpu,
+        served_name: None,
+        hf_home: None,
+    }
 }
 
 /// Greedy continuation of `prompt` for `n` tokens, one sequence alone.
@@ -19,7 +25,13 @@ fn greedy(m: &LoadedModel, prompt: &str, n: usize) -> Vec<u32> {
     let mut out = Vec::new();
     let mut feed = ids;
     for _ in 0..n {
-        let logits = m.model.forward(&mut [SeqStep { tokens: &feed, cache: &mut cache }]).unwrap();
+        let logits = m
+            .model
+            .forward(&mut [SeqStep {
+                tokens: &feed,
+                cache: &mut cache,
+            }])
+            .unwrap();
         let next = argmax_rows(&logits).unwrap()[0];
         out.push(next);
         feed = vec![next];
@@ -30,31 +42,66 @@ fn greedy(m: &LoadedModel, prompt: &str, n: usize) -> Vec<u32> {
 #[test]
 fn safetensors_and_gguf_exports_compute_the_builtin_function() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ExportOptions { shape: TinyShape::Tiny, gguf: Some(Quantization::F32), safetensors: true };
+    let opts = ExportOptions {
+        shape: TinyShape::Tiny,
+        gguf: Some(Quantization::F32),
+        safetensors: true,
+    };
     let files = super::tiny::export(dir.path(), &opts).unwrap();
     assert_eq!(files.len(), 5, "{files:?}");
-    let builtin = load(&spec(ModelSource::Builtin(TinyShape::Tiny), Quantization::Auto)).unwrap();
-    let from_dir = load(&spec(ModelSource::Directory(dir.path().into()), Quantization::Auto)).unwrap();
+    let builtin = load(&spec(
+        ModelSource::Builtin(TinyShape::Tiny),
+        Quantization::Auto,
+    ))
+    .unwrap();
+    let from_dir = load(&spec(
+        ModelSource::Directory(dir.path().into()),
+        Quantization::Auto,
+    ))
+    .unwrap();
     // The GGUF file has its own tokenizer metadata; hide tokenizer.json to load it from there.
     let gguf_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.path().join("model.gguf"), gguf_dir.path().join("tiny.gguf")).unwrap();
-    let from_gguf = load(&spec(ModelSource::Gguf(gguf_dir.path().join("tiny.gguf")), Quantization::Auto)).unwrap();
+    std::fs::copy(
+        dir.path().join("model.gguf"),
+        gguf_dir.path().join("tiny.gguf"),
+    )
+    .unwrap();
+    let from_gguf = load(&spec(
+        ModelSource::Gguf(gguf_dir.path().join("tiny.gguf")),
+        Quantization::Auto,
+    ))
+    .unwrap();
     assert_eq!(from_gguf.info.quantization, "f32");
     assert_eq!(builtin.info.weight_bytes, from_dir.info.weight_bytes);
     let want = greedy(&builtin, "The operator reads the queue", 12);
     assert_eq!(greedy(&from_dir, "The operator reads the queue", 12), want);
     assert_eq!(greedy(&from_gguf, "The operator reads the queue", 12), want);
-    assert_eq!(from_gguf.tokenizer.encode("a queue", true).unwrap().get_ids(), builtin.tokenizer.encode("a queue", true).unwrap().get_ids());
+    assert_eq!(
+        from_gguf
+            .tokenizer
+            .encode("a queue", true)
+            .unwrap()
+            .get_ids(),
+        builtin.tokenizer.encode("a queue", true).unwrap().get_ids()
+    );
 }
 
 #[test]
 fn quantized_loads_are_smaller_and_report_their_precision() {
-    let f32m = load(&spec(ModelSource::Builtin(TinyShape::Tiny), Quantization::F32)).unwrap();
+    let f32m = load(&spec(
+        ModelSource::Builtin(TinyShape::Tiny),
+        Quantization::F32,
+    ))
+    .unwrap();
     let mut last = f32m.info.weight_bytes;
     for q in [Quantization::F16, Quantization::Q8_0, Quantization::Q4_0] {
         let m = load(&spec(ModelSource::Builtin(TinyShape::Tiny), q)).unwrap();
         assert_eq!(m.info.quantization, q.as_str());
-        assert!(m.info.weight_bytes < last, "{q}: {} !< {last}", m.info.weight_bytes);
+        assert!(
+            m.info.weight_bytes < last,
+            "{q}: {} !< {last}",
+            m.info.weight_bytes
+        );
         last = m.info.weight_bytes;
         // It still generates tokens in the vocabulary.
         assert!(greedy(&m, "hello", 3).iter().all(|&t| (t as usize) < 512));
@@ -64,19 +111,39 @@ fn quantized_loads_are_smaller_and_report_their_precision() {
 #[test]
 fn gguf_requantization_on_load() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ExportOptions { shape: TinyShape::Tiny, gguf: Some(Quantization::Q8_0), safetensors: false };
+    let opts = ExportOptions {
+        shape: TinyShape::Tiny,
+        gguf: Some(Quantization::Q8_0),
+        safetensors: false,
+    };
     super::tiny::export(dir.path(), &opts).unwrap();
-    let stored = load(&spec(ModelSource::Gguf(dir.path().join("model.gguf")), Quantization::Auto)).unwrap();
+    let stored = load(&spec(
+        ModelSource::Gguf(dir.path().join("model.gguf")),
+        Quantization::Auto,
+    ))
+    .unwrap();
     assert_eq!(stored.info.quantization, "q8_0");
-    let requant = load(&spec(ModelSource::Gguf(dir.path().join("model.gguf")), Quantization::Q4_0)).unwrap();
+    let requant = load(&spec(
+        ModelSource::Gguf(dir.path().join("model.gguf")),
+        Quantization::Q4_0,
+    ))
+    .unwrap();
     assert_eq!(requant.info.quantization, "q4_0");
     assert!(requant.info.weight_bytes < stored.info.weight_bytes);
 }
 
 #[test]
 fn a_ragged_batch_step_equals_solo_steps() {
-    let m = load(&spec(ModelSource::Builtin(TinyShape::Tiny), Quantization::Auto)).unwrap();
-    let prompts = ["Once upon a time", "The queue", "Numbers like 1, 2, 3 appear in configuration files"];
+    let m = load(&spec(
+        ModelSource::Builtin(TinyShape::Tiny),
+        Quantization::Auto,
+    ))
+    .unwrap();
+    let prompts = [
+        "Once upon a time",
+        "The queue",
+        "Numbers like 1, 2, 3 appear in configuration files",
+    ];
     let solo: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&m, p, 8)).collect();
     let mut caches: Vec<_> = prompts.iter().map(|_| m.model.new_cache()).collect();
     let mut feeds: Vec<Vec<u32>> = prompts
@@ -88,7 +155,10 @@ fn a_ragged_batch_step_equals_solo_steps() {
         let mut steps: Vec<SeqStep<'_>> = feeds
             .iter()
             .zip(caches.iter_mut())
-            .map(|(f, c)| SeqStep { tokens: f, cache: c })
+            .map(|(f, c)| SeqStep {
+                tokens: f,
+                cache: c,
+            })
             .collect();
         let next = argmax_rows(&m.model.forward(&mut steps).unwrap()).unwrap();
         for (i, t) in next.into_iter().enumerate() {
@@ -102,11 +172,26 @@ fn a_ragged_batch_step_equals_solo_steps() {
 #[test]
 fn missing_and_corrupt_files_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let err = load(&spec(ModelSource::Directory(dir.path().join("nope")), Quantization::Auto)).err().unwrap();
+    let err = load(&spec(
+        ModelSource::Directory(dir.path().join("nope")),
+        Quantization::Auto,
+    ))
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("not a directory"), "{err}");
-    let err = load(&spec(ModelSource::Directory(dir.path().into()), Quantization::Auto)).err().unwrap();
+    let err = load(&spec(
+        ModelSource::Directory(dir.path().into()),
+        Quantization::Auto,
+    ))
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("no *.safetensors"), "{err}");
     std::fs::write(dir.path().join("bad.gguf"), b"not a gguf file at all").unwrap();
-    let err = load(&spec(ModelSource::Gguf(dir.path().join("bad.gguf")), Quantization::Auto)).err().unwrap();
+    let err = load(&spec(
+        ModelSource::Gguf(dir.path().join("bad.gguf")),
+        Quantization::Auto,
+    ))
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("bad.gguf"), "{err}");
 }

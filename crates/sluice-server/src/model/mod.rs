@@ -86,7 +86,9 @@ impl FromStr for ModelSource {
             return match name {
                 "tiny" => Ok(Self::Builtin(TinyShape::Tiny)),
                 "tinyllama" => Ok(Self::Builtin(TinyShape::Tinyllama)),
-                other => Err(format!("unknown built-in model {other:?} (expected tiny or tinyllama)")),
+                other => Err(format!(
+                    "unknown built-in model {other:?} (expected tiny or tinyllama)"
+                )),
             };
         }
         if let Some(spec) = s.strip_prefix("hf:") {
@@ -97,7 +99,9 @@ impl FromStr for ModelSource {
                 && !revision.contains("..")
                 && !revision.contains('/');
             if !valid {
-                return Err(format!("invalid Hugging Face model {spec:?} (expected ORG/NAME[@REVISION])"));
+                return Err(format!(
+                    "invalid Hugging Face model {spec:?} (expected ORG/NAME[@REVISION])"
+                ));
             }
             return Ok(Self::HfCache {
                 repo: repo.into(),
@@ -108,7 +112,10 @@ impl FromStr for ModelSource {
             return Err("model must not be empty".into());
         }
         let path = PathBuf::from(s);
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             Ok(Self::Gguf(path))
         } else {
             Ok(Self::Directory(path))
@@ -137,7 +144,10 @@ pub fn resolve_hf_cache(hf_home: &Path, repo: &str, revision: &str) -> Result<Pa
     if !repo_dir.is_dir() {
         return Err(ModelError::Resolve {
             spec,
-            message: format!("{} does not exist; the server never downloads, mount a populated cache", repo_dir.display()),
+            message: format!(
+                "{} does not exist; the server never downloads, mount a populated cache",
+                repo_dir.display()
+            ),
         });
     }
     let sha = match std::fs::read_to_string(repo_dir.join("refs").join(revision)) {
@@ -191,33 +201,41 @@ pub struct LoadSpec {
 
 /// Loads weights, tokenizer and chat template. Blocking: run it off the async runtime.
 pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
-    let _span = tracing::info_span!("model_load", model = %spec.source, quantization = %spec.quantization).entered();
+    let _span =
+        tracing::info_span!("model_load", model = %spec.source, quantization = %spec.quantization)
+            .entered();
     let started = Instant::now();
     let device = &spec.device;
-    let auto_full = if device.is_cpu() { Quantization::F32 } else { Quantization::F16 };
+    let auto_full = if device.is_cpu() {
+        Quantization::F32
+    } else {
+        Quantization::F16
+    };
     let (model, tokenizer, chat, quantization, default_name) = match &spec.source {
         ModelSource::Builtin(shape) => {
             let cfg = tiny::hf_config(*shape)
                 .into_runtime()
                 .map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
             let tensors = tiny::weights(*shape).map_err(|e| ModelError::load("builtin", e))?;
-            let q = if spec.quantization == Quantization::Auto { auto_full } else { spec.quantization };
+            let q = if spec.quantization == Quantization::Auto {
+                auto_full
+            } else {
+                spec.quantization
+            };
             let model = weights::load_hf(cfg, &tensors, q, device)
                 .map_err(|e| ModelError::load("builtin", e))?;
-            let tok = tiny::tokenizer().map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
+            let tok =
+                tiny::tokenizer().map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
             let chat = ChatTemplate::default_template(tiny::BOS, tiny::EOS);
             (model, tok, chat, q.to_string(), tiny::NAME.to_string())
         }
         ModelSource::Directory(dir) => load_dir(dir, spec, auto_full)?,
         ModelSource::Gguf(path) => load_gguf(path, spec)?,
         ModelSource::HfCache { repo, revision } => {
-            let home = spec
-                .hf_home
-                .clone()
-                .ok_or_else(|| ModelError::Resolve {
-                    spec: spec.source.to_string(),
-                    message: "no Hugging Face cache configured (--hf-home or HF_HOME)".into(),
-                })?;
+            let home = spec.hf_home.clone().ok_or_else(|| ModelError::Resolve {
+                spec: spec.source.to_string(),
+                message: "no Hugging Face cache configured (--hf-home or HF_HOME)".into(),
+            })?;
             let dir = resolve_hf_cache(&home, repo, revision)?;
             let (m, t, c, q, _) = load_dir(&dir, spec, auto_full)?;
             (m, t, c, q, repo.clone())
@@ -225,11 +243,17 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
     };
     let cfg = model.config().clone();
     let mut eos = cfg.eos_token_ids.clone();
-    for special in [tiny::EOS, "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>"] {
-        if let Some(id) = tokenizer.token_to_id(special) {
-            if !eos.contains(&id) {
-                eos.push(id);
-            }
+    for special in [
+        tiny::EOS,
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+    ] {
+        if let Some(id) = tokenizer.token_to_id(special)
+            && !eos.contains(&id)
+        {
+            eos.push(id);
         }
     }
     let info = ModelInfo {
@@ -274,11 +298,18 @@ fn load_dir(dir: &Path, spec: &LoadSpec, auto_full: Quantization) -> Result<Part
     }
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::invalid(&cfg_path, e))?;
-    let cfg = hf.into_runtime().map_err(|e| ModelError::invalid(&cfg_path, e))?;
+    let hf: HfConfig =
+        serde_json::from_str(&text).map_err(|e| ModelError::invalid(&cfg_path, e))?;
+    let cfg = hf
+        .into_runtime()
+        .map_err(|e| ModelError::invalid(&cfg_path, e))?;
     let files = weights::safetensors_files(dir)?;
     let st = weights::Safetensors::open(&files)?;
-    let q = if spec.quantization == Quantization::Auto { auto_full } else { spec.quantization };
+    let q = if spec.quantization == Quantization::Auto {
+        auto_full
+    } else {
+        spec.quantization
+    };
     let model = weights::load_hf(cfg, &st, q, &spec.device)
         .map_err(|e| ModelError::load(dir.display().to_string(), e))?;
     let tok = tokenizer::load_file(&dir.join("tokenizer.json"))?;
@@ -306,7 +337,11 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
             let bos_str = tok.id_to_token(bos).unwrap_or_default();
             let post = tokenizers::processors::template::TemplateProcessing::builder()
                 .try_single(format!("{bos_str} $A"))
-                .and_then(|b| b.special_tokens(vec![(bos_str.clone(), bos)]).build().map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    b.special_tokens(vec![(bos_str.clone(), bos)])
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
                 .map_err(|e| ModelError::invalid(path, e))?;
             tok.with_post_processor(Some(post));
         }
@@ -314,7 +349,11 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let chat = chat_for(dir, &tok)?;
-    let q = if spec.quantization == Quantization::Auto { stored } else { spec.quantization.to_string() };
+    let q = if spec.quantization == Quantization::Auto {
+        stored
+    } else {
+        spec.quantization.to_string()
+    };
     let name = path
         .file_stem()
         .map(|n| n.to_string_lossy().to_string())
@@ -324,10 +363,11 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
 
 fn chat_for(dir: &Path, tok: &Tokenizer) -> Result<ChatTemplate, ModelError> {
     let tc = dir.join("tokenizer_config.json");
-    if tc.exists() {
-        if let Some(t) = ChatTemplate::from_tokenizer_config(&tc).map_err(|e| ModelError::invalid(&tc, e))? {
-            return Ok(t);
-        }
+    if tc.exists()
+        && let Some(t) =
+            ChatTemplate::from_tokenizer_config(&tc).map_err(|e| ModelError::invalid(&tc, e))?
+    {
+        return Ok(t);
     }
     let bos = tok.id_to_token(0).unwrap_or_default();
     let eos = tok.id_to_token(1).unwrap_or_default();
@@ -351,13 +391,27 @@ mod tests {
 
     #[test]
     fn model_sources_parse() {
-        assert_eq!("builtin:tiny".parse::<ModelSource>().unwrap(), ModelSource::Builtin(TinyShape::Tiny));
         assert_eq!(
-            "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0@abc".parse::<ModelSource>().unwrap(),
-            ModelSource::HfCache { repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0".into(), revision: "abc".into() }
+            "builtin:tiny".parse::<ModelSource>().unwrap(),
+            ModelSource::Builtin(TinyShape::Tiny)
         );
-        assert_eq!("/m/x.gguf".parse::<ModelSource>().unwrap(), ModelSource::Gguf("/m/x.gguf".into()));
-        assert_eq!("/models/llama".parse::<ModelSource>().unwrap(), ModelSource::Directory("/models/llama".into()));
+        assert_eq!(
+            "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0@abc"
+                .parse::<ModelSource>()
+                .unwrap(),
+            ModelSource::HfCache {
+                repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0".into(),
+                revision: "abc".into()
+            }
+        );
+        assert_eq!(
+            "/m/x.gguf".parse::<ModelSource>().unwrap(),
+            ModelSource::Gguf("/m/x.gguf".into())
+        );
+        assert_eq!(
+            "/models/llama".parse::<ModelSource>().unwrap(),
+            ModelSource::Directory("/models/llama".into())
+        );
         assert!("builtin:huge".parse::<ModelSource>().is_err());
         assert!("hf:noslash".parse::<ModelSource>().is_err());
         assert!("hf:a/../b".parse::<ModelSource>().is_err());
@@ -370,9 +424,17 @@ mod tests {
         std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
-        assert_eq!(resolve_hf_cache(home.path(), "org/m", "main").unwrap(), repo.join("snapshots/abc123"));
-        assert_eq!(resolve_hf_cache(home.path(), "org/m", "abc123").unwrap(), repo.join("snapshots/abc123"));
-        let err = resolve_hf_cache(home.path(), "org/other", "main").unwrap_err().to_string();
+        assert_eq!(
+            resolve_hf_cache(home.path(), "org/m", "main").unwrap(),
+            repo.join("snapshots/abc123")
+        );
+        assert_eq!(
+            resolve_hf_cache(home.path(), "org/m", "abc123").unwrap(),
+            repo.join("snapshots/abc123")
+        );
+        let err = resolve_hf_cache(home.path(), "org/other", "main")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("never downloads"), "{err}");
     }
 }

@@ -12,8 +12,8 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::processors::template::TemplateProcessing;
 
 use super::config::{HfConfig, TokenIds};
@@ -119,7 +119,10 @@ fn tensor_shapes(cfg: &HfConfig) -> Vec<(String, Vec<usize>)> {
     let hd = h / cfg.num_attention_heads;
     let kv = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads) * hd;
     let mut v = vec![
-        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h]),
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![cfg.vocab_size, h],
+        ),
         ("model.norm.weight".to_string(), vec![h]),
         ("lm_head.weight".to_string(), vec![cfg.vocab_size, h]),
     ];
@@ -132,9 +135,18 @@ fn tensor_shapes(cfg: &HfConfig) -> Vec<(String, Vec<usize>)> {
             (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
             (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
             (format!("{p}.self_attn.o_proj.weight"), vec![h, h]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![cfg.intermediate_size, h]),
-            (format!("{p}.mlp.up_proj.weight"), vec![cfg.intermediate_size, h]),
-            (format!("{p}.mlp.down_proj.weight"), vec![h, cfg.intermediate_size]),
+            (
+                format!("{p}.mlp.gate_proj.weight"),
+                vec![cfg.intermediate_size, h],
+            ),
+            (
+                format!("{p}.mlp.up_proj.weight"),
+                vec![cfg.intermediate_size, h],
+            ),
+            (
+                format!("{p}.mlp.down_proj.weight"),
+                vec![h, cfg.intermediate_size],
+            ),
         ]);
     }
     v
@@ -147,9 +159,9 @@ fn random_tensor(name: &str, dims: &[usize]) -> candle_core::Result<Tensor> {
         return Tensor::ones(dims, candle_core::DType::F32, &Device::Cpu);
     }
     // Seeded per tensor name so shapes can change without reshuffling every other tensor.
-    let seed = name
-        .bytes()
-        .fold(SEED ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let seed = name.bytes().fold(SEED ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let scale = if name.contains("embed") {
         1.0
@@ -259,15 +271,39 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<Vec<std::path::PathBuf
         let mut md: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String("llama".into())),
             ("general.name".into(), Value::String(NAME.into())),
-            ("llama.context_length".into(), Value::U32(cfg.max_position_embeddings as u32)),
-            ("llama.embedding_length".into(), Value::U32(cfg.hidden_size as u32)),
-            ("llama.feed_forward_length".into(), Value::U32(cfg.intermediate_size as u32)),
-            ("llama.block_count".into(), Value::U32(cfg.num_hidden_layers as u32)),
-            ("llama.attention.head_count".into(), Value::U32(heads as u32)),
-            ("llama.attention.head_count_kv".into(), Value::U32(kv_heads as u32)),
-            ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.rms_norm_eps as f32)),
+            (
+                "llama.context_length".into(),
+                Value::U32(cfg.max_position_embeddings as u32),
+            ),
+            (
+                "llama.embedding_length".into(),
+                Value::U32(cfg.hidden_size as u32),
+            ),
+            (
+                "llama.feed_forward_length".into(),
+                Value::U32(cfg.intermediate_size as u32),
+            ),
+            (
+                "llama.block_count".into(),
+                Value::U32(cfg.num_hidden_layers as u32),
+            ),
+            (
+                "llama.attention.head_count".into(),
+                Value::U32(heads as u32),
+            ),
+            (
+                "llama.attention.head_count_kv".into(),
+                Value::U32(kv_heads as u32),
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(cfg.rms_norm_eps as f32),
+            ),
             ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta)),
-            ("llama.rope.dimension_count".into(), Value::U32((cfg.hidden_size / heads) as u32)),
+            (
+                "llama.rope.dimension_count".into(),
+                Value::U32((cfg.hidden_size / heads) as u32),
+            ),
         ];
         md.extend(gguf_metadata(&tok)?);
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -297,8 +333,14 @@ mod tests {
         assert_eq!(tok.get_vocab_size(true), VOCAB);
         let enc = tok.encode("The queue is long.", true).unwrap();
         assert_eq!(enc.get_ids()[0], tok.token_to_id(BOS).unwrap());
-        assert!(enc.get_ids().len() < "The queue is long.".len(), "merges must apply");
-        assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), "The queue is long.");
+        assert!(
+            enc.get_ids().len() < "The queue is long.".len(),
+            "merges must apply"
+        );
+        assert_eq!(
+            tok.decode(enc.get_ids(), true).unwrap(),
+            "The queue is long."
+        );
     }
 
     #[test]

@@ -22,11 +22,18 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
     let model = md
         .get("tokenizer.ggml.model")
         .and_then(|v| v.to_string().ok())
-        .ok_or_else(|| ModelError::invalid(path, "no tokenizer.json beside it and no tokenizer.ggml.model metadata"))?;
+        .ok_or_else(|| {
+            ModelError::invalid(
+                path,
+                "no tokenizer.json beside it and no tokenizer.ggml.model metadata",
+            )
+        })?;
     if model != "gpt2" {
         return Err(ModelError::invalid(
             path,
-            format!("GGUF tokenizer model {model:?} cannot be rebuilt from metadata; put its tokenizer.json beside the file"),
+            format!(
+                "GGUF tokenizer model {model:?} cannot be rebuilt from metadata; put its tokenizer.json beside the file"
+            ),
         ));
     }
     let strings = |key: &str| -> Result<Vec<String>, ModelError> {
@@ -35,7 +42,11 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
             .to_vec()
             .map_err(|e| ModelError::invalid(path, e))?
             .iter()
-            .map(|v| v.to_string().cloned().map_err(|e| ModelError::invalid(path, e)))
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|e| ModelError::invalid(path, e))
+            })
             .collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
@@ -52,7 +63,10 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
         .collect();
     let merges: Vec<(String, String)> = merges
         .iter()
-        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -113,11 +127,9 @@ pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
         .iter()
         .filter_map(|m| match m {
             serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(p) => Some(format!(
-                "{} {}",
-                p.first()?.as_str()?,
-                p.get(1)?.as_str()?
-            )),
+            serde_json::Value::Array(p) => {
+                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+            }
             _ => None,
         })
         .collect();
@@ -126,7 +138,10 @@ pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
         .collect();
     let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
     let mut md = vec![
-        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), strs(tokens)),
         ("tokenizer.ggml.merges".to_string(), strs(merges)),
         ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),

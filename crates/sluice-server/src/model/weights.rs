@@ -127,7 +127,10 @@ pub fn load_hf(
         Linear::from_tensor(get(&format!("{name}.weight"))?, b, quant)
     };
     let norm = |name: &str| -> candle_core::Result<RmsNorm> {
-        Ok(RmsNorm::new(get(name)?.to_dtype(DType::F32)?, cfg.rms_norm_eps))
+        Ok(RmsNorm::new(
+            get(name)?.to_dtype(DType::F32)?,
+            cfg.rms_norm_eps,
+        ))
     };
     let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {
@@ -283,8 +286,8 @@ impl Gguf {
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         let requantize = quant != Quantization::Auto;
         let linear = |name: &str,
-                          bias: Option<Tensor>,
-                          qt: &mut dyn FnMut(&str) -> candle_core::Result<QTensor>|
+                      bias: Option<Tensor>,
+                      qt: &mut dyn FnMut(&str) -> candle_core::Result<QTensor>|
          -> candle_core::Result<Linear> {
             let q = qt(name)?;
             if requantize {

@@ -1,0 +1,371 @@
+//! Validate + build stages on YAML fixtures (`tests/fixtures/*.yaml`; each says why its values
+//! were chosen). Pure: no API server involved.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_api::{EffectiveSettings, InferenceService, Quantization};
+use sluice_operator::build::{self, BuildOptions, Monitoring};
+use sluice_operator::effective::{self, Effective};
+use sluice_operator::error::ValidationError;
+use sluice_operator::validate::{self, Validated};
+
+fn load(name: &str) -> InferenceService {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn opts(monitoring: Monitoring) -> BuildOptions {
+    BuildOptions {
+        server_image: "registry.test/sluice-server:1".into(),
+        server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
+        monitoring,
+    }
+}
+
+fn valid(name: &str) -> Validated {
+    validate::validate(&load(name)).unwrap()
+}
+
+fn args(children: &build::Children) -> Vec<String> {
+    children
+        .deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn tiny_cpu_uses_defaults() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, None);
+    assert_eq!(
+        eff,
+        Effective {
+            replicas: 1,
+            quantization: Quantization::F16,
+            max_tokens: 256
+        }
+    );
+    let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
+    assert_eq!(
+        args(&c),
+        [
+            "--model",
+            "builtin:tiny",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--quantization",
+            "f16",
+            "--max-tokens",
+            "256",
+            "--max-concurrent-requests",
+            "64",
+            "--max-batch-size",
+            "16",
+            "--drain-timeout",
+            "30s",
+            "--served-model-name",
+            "tiny",
+        ]
+    );
+    let dep = &c.deployment;
+    assert_eq!(dep.spec.replicas, Some(1));
+    let pod = dep.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(45));
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.test/sluice-server:1")
+    );
+    assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8000);
+    assert_eq!(
+        container.ports.as_ref().unwrap()[0].name.as_deref(),
+        Some("http")
+    );
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(probe_path(&container.liveness_probe), "/health");
+    assert_eq!(probe_path(&container.readiness_probe), "/ready");
+    assert_eq!(probe_path(&container.startup_probe), "/health");
+    assert!(container.resources.is_none());
+    assert!(c.pdb.is_none(), "one replica: no PDB");
+    assert!(c.service_monitor.is_none());
+    let annotations = dep
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "8000");
+    let owner = &dep.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("InferenceService", "tiny")
+    );
+    assert_eq!(owner.controller, Some(true));
+    let svc = c.service.spec.as_ref().unwrap();
+    assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8000);
+    assert_eq!(svc.selector, dep.spec.selector.match_labels);
+    assert_eq!(build::endpoint(&v), "http://tiny.demo.svc:8000");
+}
+
+#[test]
+fn every_pod_meets_restricted_pod_security() {
+    for fixture in ["tiny-cpu.yaml", "mistral-gpu.yaml", "pvc-gguf.yaml"] {
+        let v = valid(fixture);
+        let c = build::build(
+            &v,
+            &effective::derive(&v, None),
+            &opts(Monitoring::Annotations),
+        );
+        let pod = c.deployment.spec.template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true), "{fixture}");
+        assert_eq!(
+            psc.seccomp_profile.unwrap().type_,
+            "RuntimeDefault",
+            "{fixture}"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        for container in &pod.containers {
+            let sc = container.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{fixture}");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{fixture}");
+            assert_eq!(sc.run_as_non_root, Some(true), "{fixture}");
+            assert_eq!(
+                sc.capabilities.unwrap().drop,
+                Some(vec!["ALL".to_owned()]),
+                "{fixture}"
+            );
+            assert_eq!(
+                sc.seccomp_profile.unwrap().type_,
+                "RuntimeDefault",
+                "{fixture}"
+            );
+            let tmp = container
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/tmp");
+            assert!(tmp, "{fixture}: read-only root needs a writable /tmp");
+        }
+    }
+}
+
+#[test]
+fn mistral_gpu_from_hf_cache() {
+    let v = valid("mistral-gpu.yaml");
+    let eff = effective::derive(&v, None);
+    assert_eq!(eff.replicas, 2);
+    assert_eq!(eff.quantization, Quantization::Q8_0);
+    assert_eq!(eff.max_tokens, 512);
+    let labels = BTreeMap::from([("release".to_owned(), "kps".to_owned())]);
+    let c = build::build(&v, &eff, &opts(Monitoring::ServiceMonitor { labels }));
+    let a = args(&c);
+    assert_eq!(
+        a[1],
+        "hf:mistralai/Mistral-7B-Instruct-v0.2@41b61a33a2483885c981aa79e0df6b32407ed873"
+    );
+    assert_eq!(a[7], "q8_0");
+    assert_eq!(a[9], "512");
+    assert_eq!(a[11], "32");
+    assert_eq!(a[15], "120s");
+    assert_eq!(a[17], "mistral-7b");
+
+    let pod = c.deployment.spec.template.spec.clone().unwrap();
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(135),
+        "drain 120 s + slack"
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.test/sluice-server:1-cuda")
+    );
+    let res = container.resources.clone().unwrap();
+    assert_eq!(res.limits.as_ref().unwrap()["nvidia.com/gpu"].0, "1");
+    assert_eq!(res.requests.as_ref().unwrap()["nvidia.com/gpu"].0, "1");
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "32Gi");
+    assert!(
+        !res.limits.as_ref().unwrap().contains_key("cpu"),
+        "no CPU limit"
+    );
+    let env = container.env.clone().unwrap();
+    let get = |n: &str| env.iter().find(|e| e.name == n).cloned().unwrap();
+    assert_eq!(
+        get("HF_HOME").value.as_deref(),
+        Some("/var/cache/huggingface")
+    );
+    assert_eq!(get("HF_HUB_OFFLINE").value.as_deref(), Some("1"));
+    let key = get("SLUICE_API_KEY")
+        .value_from
+        .unwrap()
+        .secret_key_ref
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("mistral-api", "token")
+    );
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "hf-cache")
+        .unwrap();
+    let pvc = vol.persistent_volume_claim.unwrap();
+    assert_eq!(
+        (pvc.claim_name.as_str(), pvc.read_only),
+        ("hf-cache", Some(true))
+    );
+    let mount = container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "hf-cache")
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let tol = &pod.tolerations.unwrap()[0];
+    assert_eq!(tol.key.as_deref(), Some("nvidia.com/gpu"));
+    assert_eq!(
+        pod.node_selector.unwrap()["nvidia.com/gpu.product"],
+        "NVIDIA-A10G"
+    );
+    let rolling = c
+        .deployment
+        .spec
+        .strategy
+        .clone()
+        .unwrap()
+        .rolling_update
+        .unwrap();
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+
+    let pdb = c.pdb.expect("two replicas: PDB");
+    assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    let sm = c.service_monitor.expect("prometheus operator present");
+    assert_eq!(sm.metadata.labels.unwrap()["release"], "kps");
+    assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "http");
+    assert!(
+        c.deployment
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .is_none()
+    );
+}
+
+#[test]
+fn pvc_gguf_mounts_the_claim() {
+    let v = valid("pvc-gguf.yaml");
+    let c = build::build(
+        &v,
+        &effective::derive(&v, None),
+        &opts(Monitoring::Annotations),
+    );
+    let a = args(&c);
+    assert_eq!(a[1], "/models/llama/llama-3.2-1b.Q4_0.gguf");
+    assert_eq!(a[7], "q4_0");
+    let pod = c.deployment.spec.template.spec.unwrap();
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "model")
+        .unwrap();
+    assert_eq!(vol.persistent_volume_claim.unwrap().claim_name, "models");
+    assert!(pod.tolerations.is_none(), "CPU pod: no GPU toleration");
+}
+
+#[test]
+fn name_that_cannot_name_a_service_is_rejected() {
+    let err = validate::validate(&load("invalid-name.yaml")).unwrap_err();
+    assert!(matches!(err, ValidationError::InvalidName { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("failed to validate InferenceService demo/7b.model")
+    );
+}
+
+#[test]
+fn starting_quantization_off_the_ladder_is_rejected() {
+    let err = validate::validate(&load("invalid-ladder.yaml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to validate InferenceService demo/off-ladder: spec.serving.quantization: q4k is not in quantizationLadder"
+    );
+}
+
+#[test]
+fn auto_mode_carries_previous_choice_within_bounds() {
+    let v = valid("mistral-gpu.yaml");
+    let prev = EffectiveSettings {
+        replicas: 9,
+        quantization: Quantization::Q4_0,
+        max_tokens: 64,
+    };
+    let eff = effective::derive(&v, Some(&prev));
+    assert_eq!(
+        eff,
+        Effective {
+            replicas: 4,
+            quantization: Quantization::Q4_0,
+            max_tokens: 128
+        },
+        "replicas clamped to max, tokens clamped to floor, ladder level kept"
+    );
+    let off_ladder = EffectiveSettings {
+        quantization: Quantization::Q4K,
+        ..prev
+    };
+    assert_eq!(
+        effective::derive(&v, Some(&off_ladder)).quantization,
+        Quantization::Q8_0
+    );
+}
+
+#[test]
+fn advise_mode_and_locked_knobs_use_the_spec() {
+    let mut isvc = load("mistral-gpu.yaml");
+    let prev = EffectiveSettings {
+        replicas: 3,
+        quantization: Quantization::Q4_0,
+        max_tokens: 200,
+    };
+    isvc.spec.remediation.knobs = vec![sluice_api::Knob::Replicas];
+    let v = validate::validate(&isvc).unwrap();
+    let eff = effective::derive(&v, Some(&prev));
+    assert_eq!(
+        (eff.replicas, eff.quantization, eff.max_tokens),
+        (3, Quantization::Q8_0, 512)
+    );
+    isvc.spec.remediation.mode = sluice_api::RemediationMode::Advise;
+    let v = validate::validate(&isvc).unwrap();
+    assert_eq!(effective::derive(&v, Some(&prev)), Effective::from_spec(&v));
+}

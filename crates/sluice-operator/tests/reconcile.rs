@@ -1,0 +1,429 @@
+//! The whole reconcile pipeline against an in-memory API server (`support::FakeApi`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use sluice_api::InferenceService;
+use sluice_operator::build::{BuildOptions, Monitoring};
+use sluice_operator::error::ReconcileError;
+use sluice_operator::metrics::Metrics;
+use sluice_operator::reconcile::{Context, error_policy, reconcile};
+use support::FakeApi;
+
+const NS: &str = "demo";
+const ISVC: &str = "/apis/sluice.dev/v1alpha1/namespaces/demo/inferenceservices/tiny";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/tiny";
+const SVC: &str = "/api/v1/namespaces/demo/services/tiny";
+const PDB: &str = "/apis/policy/v1/namespaces/demo/poddisruptionbudgets/tiny";
+const SM: &str = "/apis/monitoring.coreos.com/v1/namespaces/demo/servicemonitors/tiny";
+
+fn manifest(spec: Value) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "tiny", "namespace": NS},
+        "spec": spec,
+    })
+}
+
+fn tiny_spec() -> Value {
+    json!({"model": {"builtin": "tiny"}})
+}
+
+fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
+    let client = api.client();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    Arc::new(Context::new(
+        client,
+        BuildOptions {
+            server_image: "registry.test/sluice-server:1".into(),
+            server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
+            monitoring,
+        },
+        recorder,
+        Metrics::new().unwrap(),
+    ))
+}
+
+/// The CR as the controller's cache would hand it over: freshly read from the store.
+fn current(api: &FakeApi) -> Arc<DeserializeGuard<InferenceService>> {
+    let v = api.get(ISVC).expect("InferenceService stored");
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+async fn run(api: &FakeApi, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
+    reconcile(current(api), ctx.clone()).await
+}
+
+fn condition(api: &FakeApi, type_: &str) -> Value {
+    let obj = api.get(ISVC).unwrap();
+    obj["status"]["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no conditions in {obj}"))
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+fn args(api: &FakeApi) -> Vec<String> {
+    serde_json::from_value(
+        api.get(DEPLOY).unwrap()["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap()
+}
+
+fn arg(api: &FakeApi, flag: &str) -> String {
+    let a = args(api);
+    let i = a.iter().position(|x| x == flag).unwrap();
+    a[i + 1].clone()
+}
+
+/// Marks the Deployment rolled out and ready, as the Deployment controller would.
+fn deployment_ready(api: &FakeApi, replicas: i64) {
+    api.edit(DEPLOY, |d| {
+        let g = d["metadata"]["generation"].clone();
+        d["status"] = json!({"observedGeneration": g, "replicas": replicas, "updatedReplicas": replicas,
+                             "readyReplicas": replicas, "availableReplicas": replicas});
+    });
+}
+
+#[tokio::test]
+async fn new_service_creates_owned_children_and_status() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    let action = run(&api, &ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+
+    let uid = api.get(ISVC).unwrap()["metadata"]["uid"].clone();
+    for path in [DEPLOY, SVC] {
+        let obj = api.get(path).unwrap_or_else(|| panic!("{path} created"));
+        let owner = &obj["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "InferenceService");
+        assert_eq!(owner["uid"], uid);
+        assert_eq!(owner["controller"], true);
+    }
+    assert!(api.get(PDB).is_none(), "one replica: no PDB");
+    assert!(
+        api.get(SM).is_none(),
+        "no prometheus operator: no ServiceMonitor"
+    );
+    assert_eq!(arg(&api, "--model"), "builtin:tiny");
+
+    let status = api.get(ISVC).unwrap()["status"].clone();
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        status["effective"],
+        json!({"replicas": 1, "quantization": "f16", "maxTokens": 256})
+    );
+    assert_eq!(status["endpoint"], "http://tiny.demo.svc:8000");
+    for t in ["Ready", "Progressing", "Degraded", "SLOMet"] {
+        assert_eq!(condition(&api, t)["observedGeneration"], 1, "{t}");
+    }
+    assert_eq!(condition(&api, "Ready")["status"], "False");
+    assert_eq!(condition(&api, "Progressing")["status"], "True");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+    assert_eq!(condition(&api, "SLOMet")["status"], "Unknown");
+
+    let methods: Vec<_> = api
+        .writes()
+        .iter()
+        .map(|w| (w.method.clone(), w.path.clone()))
+        .collect();
+    assert!(methods.contains(&(Method::PATCH, DEPLOY.to_owned())));
+    assert!(methods.contains(&(Method::PATCH, format!("{ISVC}/status"))));
+    assert!(
+        methods
+            .iter()
+            .any(|(m, p)| *m == Method::POST && p.contains("/events")),
+        "an Applied event is recorded"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_service_reconciles_with_zero_writes() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    run(&api, &ctx).await.unwrap();
+    deployment_ready(&api, 1);
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    assert_eq!(condition(&api, "Progressing")["reason"], "RolloutComplete");
+
+    api.clear_writes();
+    run(&api, &ctx).await.unwrap();
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(
+        api.writes(),
+        vec![],
+        "nothing changed, so nothing is written"
+    );
+}
+
+#[tokio::test]
+async fn spec_change_updates_the_deployment() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(arg(&api, "--max-tokens"), "256");
+
+    api.edit(ISVC, |o| {
+        o["spec"]["serving"] =
+            json!({"maxTokens": {"default": 128, "floor": 32}, "maxConcurrentRequests": 8});
+    });
+    api.clear_writes();
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(arg(&api, "--max-tokens"), "128");
+    assert_eq!(arg(&api, "--max-concurrent-requests"), "8");
+    assert!(api.writes().iter().any(|w| w.path == DEPLOY));
+    assert!(
+        !api.writes().iter().any(|w| w.path == SVC),
+        "the Service did not change"
+    );
+    let status = api.get(ISVC).unwrap()["status"].clone();
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["effective"]["maxTokens"], 128);
+    for t in ["Ready", "Progressing", "Degraded"] {
+        assert_eq!(condition(&api, t)["observedGeneration"], 2, "{t}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_spec_sets_degraded_and_creates_nothing() {
+    let api = FakeApi::default();
+    // Passes serde but not validation (the CEL rule would reject it at admission; this object
+    // predates the rule).
+    api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"}, "replicas": {"min": 3, "max": 2}})),
+    );
+    let ctx = context(&api, Monitoring::Annotations);
+    let obj = current(&api);
+    let err = reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    assert!(err.is_permanent());
+    assert_eq!(err.category(), "InvalidSpec");
+    assert_eq!(error_policy(obj, &err, ctx.clone()), Action::await_change());
+
+    assert!(api.get(DEPLOY).is_none() && api.get(SVC).is_none() && api.get(PDB).is_none());
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert_eq!(
+        degraded["message"],
+        "failed to validate InferenceService demo/tiny: spec.replicas: min 3 exceeds max 2"
+    );
+    assert_eq!(degraded["observedGeneration"], 1);
+    assert_eq!(condition(&api, "Ready")["status"], "False");
+    assert!(
+        api.writes().iter().any(|w| w.path.contains("/events")),
+        "a Warning event is recorded"
+    );
+
+    api.clear_writes();
+    assert!(run(&api, &ctx).await.is_err());
+    assert_eq!(
+        api.writes(),
+        vec![],
+        "the same invalid spec is not re-reported"
+    );
+
+    // Fixing the spec recovers.
+    api.edit(ISVC, |o| {
+        o["spec"]["replicas"] = json!({"min": 1, "max": 2})
+    });
+    run(&api, &ctx).await.unwrap();
+    assert!(api.get(DEPLOY).is_some());
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+    assert_eq!(condition(&api, "Degraded")["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn user_changes_to_children_are_put_back() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    run(&api, &ctx).await.unwrap();
+    let original = args(&api);
+
+    api.edit(DEPLOY, |d| {
+        d["spec"]["replicas"] = json!(5);
+        d["spec"]["template"]["spec"]["containers"][0]["args"][9] = json!("99999");
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+    });
+    api.edit(SVC, |s| s["spec"]["ports"][0]["port"] = json!(9999));
+    run(&api, &ctx).await.unwrap();
+    let dep = api.get(DEPLOY).unwrap();
+    assert_eq!(dep["spec"]["replicas"], 1);
+    assert_eq!(args(&api), original);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.test/sluice-server:1"
+    );
+    assert_eq!(api.get(SVC).unwrap()["spec"]["ports"][0]["port"], 8000);
+
+    // A deleted child comes back too.
+    api.remove(SVC);
+    run(&api, &ctx).await.unwrap();
+    assert!(api.get(SVC).is_some());
+}
+
+#[tokio::test]
+async fn pdb_follows_replica_count() {
+    let api = FakeApi::default();
+    api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"}, "replicas": {"min": 2, "max": 3}})),
+    );
+    let ctx = context(&api, Monitoring::Annotations);
+    run(&api, &ctx).await.unwrap();
+    let pdb = api.get(PDB).expect("two replicas: PDB");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(api.get(DEPLOY).unwrap()["spec"]["replicas"], 2);
+
+    api.edit(ISVC, |o| {
+        o["spec"]["replicas"] = json!({"min": 1, "max": 1})
+    });
+    run(&api, &ctx).await.unwrap();
+    assert!(api.get(PDB).is_none(), "one replica: PDB removed");
+    assert_eq!(api.get(DEPLOY).unwrap()["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn service_monitor_when_prometheus_operator_is_present() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let labels = [("release".to_owned(), "kps".to_owned())].into();
+    let ctx = context(&api, Monitoring::ServiceMonitor { labels });
+    run(&api, &ctx).await.unwrap();
+    let sm = api.get(SM).expect("ServiceMonitor created");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kps");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
+    let template = api.get(DEPLOY).unwrap()["spec"]["template"]["metadata"].clone();
+    assert!(
+        template.get("annotations").is_none(),
+        "no scrape annotations next to a ServiceMonitor"
+    );
+    api.clear_writes();
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(api.writes(), vec![]);
+}
+
+#[tokio::test]
+async fn foreign_object_with_the_same_name_is_not_taken_over() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    api.insert(
+        DEPLOY,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "tiny", "namespace": NS},
+               "spec": {"selector": {"matchLabels": {"app": "other"}}, "template": {}}}),
+    );
+    let ctx = context(&api, Monitoring::Annotations);
+    let err = run(&api, &ctx).await.unwrap_err();
+    assert_eq!(err.category(), "NotOwned");
+    assert!(err.is_permanent());
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "NotOwned");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment demo/tiny")
+    );
+    assert_eq!(
+        api.get(DEPLOY).unwrap()["spec"]["selector"]["matchLabels"]["app"],
+        "other"
+    );
+}
+
+#[tokio::test]
+async fn transient_errors_back_off_per_object() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    let obj = current(&api);
+    api.fail_with(Some(500));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let err = reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+        assert!(!err.is_permanent());
+        assert_eq!(err.category(), "FetchFailed");
+        delays.push(error_policy(obj.clone(), &err, ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [5, 10, 20]
+            .map(|s| Action::requeue(Duration::from_secs(s)))
+            .to_vec()
+    );
+    // Success resets the backoff.
+    api.fail_with(None);
+    run(&api, &ctx).await.unwrap();
+    api.fail_with(Some(503));
+    let err = reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(
+        error_policy(obj, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let text = ctx.metrics.render();
+    assert!(text.contains("sluice_operator_reconcile_errors_total{category=\"FetchFailed\"} 4"));
+    assert!(text.contains("sluice_operator_reconciles_total{outcome=\"success\"} 1"));
+}
+
+#[tokio::test]
+async fn malformed_object_does_not_stall_the_controller() {
+    let api = FakeApi::default();
+    let mut bad = manifest(json!({"model": {"builtin": "tiny"}, "replicas": {"min": "lots"}}));
+    bad["metadata"]["uid"] = json!("uid-bad");
+    api.insert(ISVC, bad);
+    let ctx = context(&api, Monitoring::Annotations);
+    let obj = current(&api);
+    assert!(
+        obj.0.is_err(),
+        "DeserializeGuard holds the error instead of failing the watch"
+    );
+    let err = reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.category(), "MalformedObject");
+    assert!(
+        err.to_string()
+            .starts_with("failed to read InferenceService demo/tiny")
+    );
+    assert_eq!(error_policy(obj, &err, ctx), Action::await_change());
+    assert!(api.get(DEPLOY).is_none());
+}
+
+#[tokio::test]
+async fn status_written_by_another_writer_is_not_clobbered() {
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(tiny_spec()));
+    let ctx = context(&api, Monitoring::Annotations);
+    let stale = current(&api);
+    // Someone (the SLO loop) writes status after our read.
+    api.edit(ISVC, |o| {
+        o["status"] = json!({"slo": {"state": "Violated"}})
+    });
+    let err = reconcile(stale, ctx.clone()).await.unwrap_err();
+    assert_eq!(err.category(), "StatusUpdateFailed");
+    assert!(!err.is_permanent(), "a conflict is retried with fresh data");
+    assert_eq!(api.get(ISVC).unwrap()["status"]["slo"]["state"], "Violated");
+    run(&api, &ctx).await.unwrap();
+    let status = api.get(ISVC).unwrap()["status"].clone();
+    assert_eq!(status["slo"]["state"], "Violated", "carried over");
+    assert_eq!(status["observedGeneration"], 1);
+}

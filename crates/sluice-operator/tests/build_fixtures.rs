@@ -76,6 +76,8 @@ fn tiny_cpu_uses_defaults() {
             "30s",
             "--served-model-name",
             "tiny",
+            "--log-format",
+            "json",
         ]
     );
     let dep = &c.deployment;
@@ -194,6 +196,11 @@ fn mistral_gpu_from_hf_cache() {
     assert_eq!(a[11], "32");
     assert_eq!(a[15], "120s");
     assert_eq!(a[17], "mistral-7b");
+    assert_eq!(
+        a[20..],
+        ["--device", "cuda"],
+        "GPU pods run the CUDA device"
+    );
 
     let pod = c.deployment.spec.template.spec.clone().unwrap();
     assert_eq!(

@@ -55,7 +55,7 @@ pub fn model_arg(model: &ModelSource) -> String {
 /// `sluice-server` arguments. The effective settings, not the spec, decide quantization,
 /// `max_tokens` and nothing else here moves on its own.
 pub fn server_args(v: &Validated, eff: &Effective) -> Vec<String> {
-    vec![
+    let mut args: Vec<String> = vec![
         "--model".into(),
         model_arg(&v.model),
         "--host".into(),
@@ -74,7 +74,13 @@ pub fn server_args(v: &Validated, eff: &Effective) -> Vec<String> {
         format!("{}s", v.drain_timeout_secs),
         "--served-model-name".into(),
         v.served_name.clone(),
-    ]
+        "--log-format".into(),
+        "json".into(),
+    ];
+    if v.serving.resources.gpu > 0 {
+        args.extend(["--device".into(), "cuda".into()]);
+    }
+    args
 }
 
 fn env(v: &Validated) -> Vec<EnvVar> {

@@ -69,3 +69,41 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, health: Arc<Health>) -> a
     axum::serve(listener, router(metrics, health)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let res = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics() {
+        let metrics = Metrics::new().unwrap();
+        let health = Arc::new(Health::default());
+        let app = router(metrics.clone(), health.clone());
+        assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.set_ready(true);
+        assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::OK);
+        metrics.reconciles.with_label_values(&["success"]).inc();
+        let (status, body) = get(app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("sluice_operator_reconciles_total{outcome=\"success\"} 1"));
+    }
+}

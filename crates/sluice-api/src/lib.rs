@@ -4,14 +4,18 @@
 //! [`crd_yaml`] renders the CustomResourceDefinition that `crds/` and the Helm chart carry.
 //! No client code lives here.
 
+pub mod model;
+pub mod remediation;
 pub mod spec;
 pub mod status;
 
+pub use model::{
+    BuiltinModel, HuggingFaceCache, HuggingFaceModel, ImageModel, ModelFormat, ModelSpec, PvcModel,
+};
+pub use remediation::{Cooldowns, Knob, RemediationMode, RemediationSpec};
 pub use spec::{
-    BuiltinModel, Cooldowns, HuggingFaceCache, HuggingFaceModel, ImageModel, InferenceService,
-    InferenceServiceSpec, Knob, MaxTokensSpec, ModelFormat, ModelSpec, PvcModel, Quantization,
-    RemediationMode, RemediationSpec, ReplicaBounds, ResourcesSpec, SecretKeyRef, ServingSpec,
-    SloSpec,
+    InferenceService, InferenceServiceSpec, MaxTokensSpec, Quantization, ReplicaBounds,
+    ResourcesSpec, SecretKeyRef, ServingSpec, SloSpec,
 };
 pub use status::{
     Bottleneck, BottleneckClass, Decision, DecisionOutcome, EffectiveSettings,

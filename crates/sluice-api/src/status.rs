@@ -6,7 +6,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Knob, Quantization};
+use crate::remediation::Knob;
+use crate::spec::Quantization;
 
 /// Condition types the operator sets.
 pub mod condition {

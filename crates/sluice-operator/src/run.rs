@@ -159,10 +159,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let guarded: Api<DeserializeGuard<InferenceService>> = api(&client, ns);
     let wc = watcher::Config::default().any_semantic();
-    let mut controller = Controller::new(guarded, wc.clone())
-        .owns(api::<Deployment>(&client, ns), wc.clone())
-        .owns(api::<Service>(&client, ns), wc.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), wc.clone())
+    // Only cache the objects this operator made, not every Deployment in the cluster.
+    let owned = watcher::Config::default()
+        .any_semantic()
+        .labels("app.kubernetes.io/managed-by=sluice-operator");
+    let mut controller = Controller::new(guarded, wc)
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
         .with_config(controller::Config::default().concurrency(args.concurrency));
     if matches!(monitoring, Monitoring::ServiceMonitor { .. }) {
         let ar = service_monitor_resource();
@@ -170,7 +174,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        controller = controller.owns_with(sm, ar, wc.clone());
+        controller = controller.owns_with(sm, ar, owned);
     }
     info!(namespace = ns.unwrap_or("<all>"), "starting controller");
     controller

@@ -1,0 +1,50 @@
+//! `sluice`: load generator, baseline report, bottleneck analysis and local demo for LLM
+//! inference services run by the Sluice operator. The binaries (`sluice`, `kubectl-sluice`)
+//! only call [`main_entry`].
+
+pub mod bench;
+pub mod cli;
+pub mod report;
+pub mod stats;
+pub mod trace;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Parses arguments, runs the subcommand and maps every failure to a message and exit status
+/// (2 for usage errors, from clap; 1 for runtime failures).
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Bench(args) => {
+            let report = bench::run(&args, true).await?;
+            Ok(bench::output::emit(&report, &args)?)
+        }
+        Command::Analyze(_) | Command::Demo(_) => anyhow::bail!(
+            "failed to run: `analyze` and `demo` need the sluice-slo engine, which does not build yet"
+        ),
+    }
+}

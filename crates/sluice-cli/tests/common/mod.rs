@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests: locating and running a real `sluice-server` on a
+//! free loopback port, killed when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/` of this test binary (tests live in `target/<profile>/deps/`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// The `sluice-server` binary: $SLUICE_SERVER_BIN, else next to this build's binaries
+/// (which honours CARGO_TARGET_DIR because the test itself was built there).
+pub fn server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let candidate = profile_dir().join(format!("sluice-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        candidate.is_file(),
+        "sluice-server not found at {}: run `cargo build -p sluice-server` first (or set SLUICE_SERVER_BIN)",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A running tiny-model server; killed on drop so a failing test never leaks it.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(server_bin())
+            .args(["--model", "builtin:tiny", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sluice-server");
+        let mut server = Server { child, port };
+        server.wait_ready(Duration::from_secs(120));
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sluice-server exited before it was ready: {status}");
+            }
+            if http_get_status(self.port, "/ready") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "sluice-server on port {} not ready after {limit:?}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status code of a plain HTTP/1.1 GET, or None when nothing answers.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}

@@ -92,7 +92,7 @@ enum Outcome {
 
 /// How a running sequence left the batch this step (`None` in the list: the client went away).
 enum Finish {
-    Done,
+    Done(Event),
     Error(EngineError),
 }
 
@@ -384,15 +384,15 @@ impl Scheduler {
                     },
                     total_seconds: now.duration_since(req.arrived).as_secs_f64(),
                 };
-                let _ = a.job.events.send(Event::Done {
+                let done = Event::Done {
                     finish_reason: reason,
                     prompt_tokens: req.prompt_ids.len(),
                     completion_tokens: n,
                     timings,
-                });
+                };
                 m.finish("success", None);
                 m.request_duration.observe(timings.total_seconds);
-                finished.push((i, Some(Finish::Done)));
+                finished.push((i, Some(Finish::Done(done))));
             }
         }
         // Remove from the back so earlier indices stay valid.
@@ -401,7 +401,11 @@ impl Scheduler {
             let a = self.running.swap_remove(i);
             self.release(&a);
             match err {
-                Some(Finish::Done) => {}
+                // The cache is freed before the client hears it is done, so anyone reacting to
+                // the answer sees the memory already returned.
+                Some(Finish::Done(ev)) => {
+                    let _ = a.job.events.send(ev);
+                }
                 Some(Finish::Error(e)) => {
                     self.record(&a.job, &Outcome::Failed(e.clone()));
                     let _ = a.job.events.send(Event::Error(e));

@@ -4,6 +4,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
+use super::q4::Q4Matrix;
 use super::quant::Quantization;
 
 /// `y = x · Wᵀ (+ b)` on a stacked batch of rows.
@@ -18,6 +19,8 @@ pub struct Linear {
 enum Weight {
     Full(Tensor),
     Quantized(QMatMul),
+    /// q4_0 on CPU: our weight-stationary kernel, so batches read each weight once.
+    Q4(std::sync::Arc<Q4Matrix>),
 }
 
 impl Linear {
@@ -58,6 +61,9 @@ impl Linear {
                     _ => DType::F32,
                 })?)
             }
+            GgmlDType::Q4_0 if q.device().is_cpu() => {
+                Weight::Q4(std::sync::Arc::new(Q4Matrix::from_qtensor(&q)?))
+            }
             _ => Weight::Quantized(QMatMul::from_qtensor(q)?),
         };
         let bias_bytes = bias.as_ref().map_or(0, tensor_bytes);
@@ -91,6 +97,7 @@ impl Linear {
                 .matmul(&w.t()?)?
                 .to_dtype(DType::F32)?,
             Weight::Quantized(q) => q.forward(x)?,
+            Weight::Q4(q) => q.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

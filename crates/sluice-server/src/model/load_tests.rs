@@ -198,3 +198,52 @@ fn missing_and_corrupt_files_give_clear_errors() {
     .unwrap();
     assert!(err.to_string().contains("bad.gguf"), "{err}");
 }
+
+#[test]
+fn sharded_safetensors_with_an_index_load_like_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        shape: TinyShape::Tiny,
+        gguf: None,
+        safetensors: true,
+    };
+    super::tiny::export(dir.path(), &opts).unwrap();
+    let all =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let (mut a, mut b) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let mut weight_map = serde_json::Map::new();
+    for (i, (name, t)) in all.into_iter().enumerate() {
+        let (shard, file) = if i % 2 == 0 {
+            (&mut a, "model-00001-of-00002.safetensors")
+        } else {
+            (&mut b, "model-00002-of-00002.safetensors")
+        };
+        shard.insert(name.clone(), t);
+        weight_map.insert(name, serde_json::Value::String(file.into()));
+    }
+    candle_core::safetensors::save(&a, dir.path().join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    candle_core::safetensors::save(&b, dir.path().join("model-00002-of-00002.safetensors"))
+        .unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let sharded = load(&spec(
+        ModelSource::Directory(dir.path().into()),
+        Quantization::Auto,
+    ))
+    .unwrap();
+    let builtin = load(&spec(
+        ModelSource::Builtin(TinyShape::Tiny),
+        Quantization::Auto,
+    ))
+    .unwrap();
+    assert_eq!(greedy(&sharded, "shards", 6), greedy(&builtin, "shards", 6));
+}

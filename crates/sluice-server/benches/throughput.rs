@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_server::engine::{
-    Engine, EngineModel, Event, GenerationParams, Limits, LlamaRunner, ValidRequest,
-};
+use sluice_server::engine::{Engine, EngineModel, Event, GenerationParams, Limits, ValidRequest};
 use sluice_server::metrics::Metrics;
 use sluice_server::model::quant::Quantization;
 use sluice_server::model::tiny::{self, ExportOptions, TinyShape};
@@ -134,14 +132,10 @@ fn main() {
         let runner = Arc::new(std::sync::Mutex::new(Some(loaded)));
         for (mode, batch) in [("on", 16usize), ("off", 1usize)] {
             let loaded = load_again(&runner, name);
-            let info = loaded.info.clone();
-            let model = EngineModel {
-                runner: Box::new(LlamaRunner::new(loaded.model)),
-                tokenizer: loaded.tokenizer,
-                eos: info.eos_token_ids.clone(),
-            };
+            let served = EngineModel::serve(loaded);
+            let info = served.1.clone();
             let engine = Engine::start(
-                Some((model, info.clone(), loaded.chat)),
+                Some(served),
                 Limits::new(tokens, 1024, batch),
                 Metrics::new(),
                 u64::MAX,

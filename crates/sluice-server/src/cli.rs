@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{Engine, EngineModel, Limits, LlamaRunner};
+use crate::engine::{Engine, EngineModel, Limits};
 use crate::http::{AppState, HttpConfig, router};
 use crate::metrics::Metrics;
 use crate::model::quant::Quantization;
@@ -185,13 +185,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.max_concurrent_requests,
         args.max_batch_size,
     );
-    let info = loaded.info.clone();
-    let model = EngineModel {
-        runner: Box::new(LlamaRunner::new(loaded.model)),
-        tokenizer: loaded.tokenizer,
-        eos: info.eos_token_ids.clone(),
-    };
-    let engine = Engine::start(Some((model, info, loaded.chat)), limits, metrics, budget);
+    let engine = Engine::start(Some(EngineModel::serve(loaded)), limits, metrics, budget);
     let state = AppState::new(
         engine,
         HttpConfig {

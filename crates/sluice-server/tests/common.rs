@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_server::engine::{Engine, EngineModel, Limits, LlamaRunner};
+use sluice_server::engine::{Engine, EngineModel, Limits};
 use sluice_server::http::{AppState, HttpConfig, router};
 use sluice_server::metrics::Metrics;
 use sluice_server::model::quant::Quantization;
@@ -51,14 +51,8 @@ pub async fn start(opts: Opts) -> Server {
         .await
         .unwrap()
         .unwrap();
-    let info = loaded.info.clone();
-    let model = EngineModel {
-        runner: Box::new(LlamaRunner::new(loaded.model)),
-        tokenizer: loaded.tokenizer,
-        eos: info.eos_token_ids.clone(),
-    };
     let engine = Engine::start(
-        Some((model, info, loaded.chat)),
+        Some(EngineModel::serve(loaded)),
         Limits::new(opts.max_tokens, opts.max_concurrent, opts.max_batch),
         Metrics::new(),
         opts.budget,

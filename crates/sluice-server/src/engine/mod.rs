@@ -137,6 +137,23 @@ pub struct EngineModel {
     pub eos: Vec<u32>,
 }
 
+/// What [`Engine::start`] and [`Engine::swap`] take: the runnable model, what clients are told
+/// about it, and its chat template.
+pub type ServedModel = (EngineModel, ModelInfo, Arc<ChatTemplate>);
+
+impl EngineModel {
+    /// Wraps a freshly loaded model for the scheduler.
+    pub fn serve(loaded: crate::model::LoadedModel) -> ServedModel {
+        let info = loaded.info;
+        let model = EngineModel {
+            runner: Box::new(LlamaRunner::new(loaded.model)),
+            tokenizer: loaded.tokenizer,
+            eos: info.eos_token_ids.clone(),
+        };
+        (model, info, loaded.chat)
+    }
+}
+
 pub(crate) enum Command {
     Generate(Box<Job>),
     /// Replace (or with `None`, unload) the model once the running batch is empty.
@@ -164,7 +181,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the scheduler thread, optionally with a model already loaded.
     pub fn start(
-        model: Option<(EngineModel, ModelInfo, Arc<ChatTemplate>)>,
+        model: Option<ServedModel>,
         limits: Limits,
         metrics: Metrics,
         memory_budget_bytes: u64,
@@ -222,7 +239,7 @@ impl Engine {
     }
 
     /// Installs a new model (or unloads with `None`); takes effect when the running batch drains.
-    pub fn swap(&self, model: Option<(EngineModel, ModelInfo, Arc<ChatTemplate>)>) {
+    pub fn swap(&self, model: Option<ServedModel>) {
         let (m, view) = match model {
             Some((m, info, chat)) => {
                 let tok = m.tokenizer.clone();

@@ -107,6 +107,11 @@ fn request(
     max_tokens: usize,
     timeout: Duration,
 ) -> ValidRequest {
+    request_for(engine.model().unwrap().epoch, prompt, max_tokens, timeout)
+}
+
+/// A greedy request that ignores end-of-sequence, for the model generation `epoch`.
+fn request_for(epoch: u64, prompt: Vec<u32>, max_tokens: usize, timeout: Duration) -> ValidRequest {
     let now = Instant::now();
     ValidRequest {
         prompt_ids: prompt,
@@ -121,7 +126,7 @@ fn request(
         },
         arrived: now,
         deadline: now + timeout,
-        model_epoch: engine.model().unwrap().epoch,
+        model_epoch: epoch,
     }
 }
 
@@ -286,33 +291,13 @@ fn unloading_fails_queued_and_new_requests_with_no_model() {
     let epoch = engine.model().unwrap().epoch;
     engine.swap(None);
     assert!(engine.model().is_none());
-    let mut req = request_epoch(epoch);
-    req.deadline = Instant::now() + Duration::from_secs(5);
+    let req = request_for(epoch, vec![1], 2, Duration::from_secs(5));
     let (_, done) = drain(engine.submit(req, tracing::Span::none()));
     assert!(
         matches!(done, Some(Event::Error(EngineError::NoModel))),
         "{done:?}"
     );
     assert!(engine.is_alive());
-}
-
-fn request_epoch(epoch: u64) -> ValidRequest {
-    let now = Instant::now();
-    ValidRequest {
-        prompt_ids: vec![1],
-        params: GenerationParams {
-            max_tokens: 2,
-            temperature: 0.0,
-            top_p: None,
-            top_k: None,
-            seed: 1,
-            stop: vec![],
-            ignore_eos: true,
-        },
-        arrived: now,
-        deadline: now + Duration::from_secs(5),
-        model_epoch: epoch,
-    }
 }
 
 #[test]

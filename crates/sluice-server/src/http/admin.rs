@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::engine::{EngineModel, LimitsUpdate, LlamaRunner};
+use crate::engine::{EngineModel, LimitsUpdate};
 use crate::error::ApiError;
 use crate::model::quant::Quantization;
 use crate::model::{LoadSpec, ModelSource};
@@ -64,13 +64,9 @@ pub async fn load_model(
         .await
         .map_err(|e| ApiError::Internal(format!("model load task failed: {e}")))?
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let info = loaded.info.clone();
-    let model = EngineModel {
-        runner: Box::new(LlamaRunner::new(loaded.model)),
-        tokenizer: loaded.tokenizer,
-        eos: info.eos_token_ids.clone(),
-    };
-    state.engine.swap(Some((model, info.clone(), loaded.chat)));
+    let served = EngineModel::serve(loaded);
+    let info = served.1.clone();
+    state.engine.swap(Some(served));
     Ok(Json(json!({
         "model": info.served_name, "source": info.source, "quantization": info.quantization,
         "device": info.device, "load_seconds": info.load_seconds,

@@ -168,21 +168,13 @@ pub async fn completions(
     }
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |choices: Value, usage: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage});
-    let events = driver::stream(&state, req, &span, permit).flat_map(move |item| {
-        let out: Vec<Value> = match item {
-            StreamItem::Token { text, .. } if text.is_empty() => vec![],
-            StreamItem::Token { text, .. } => vec![chunk(json!([{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]), Value::Null)],
-            StreamItem::Done(c) => {
-                let mut v = vec![chunk(json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": c.finish_reason.openai()}]), Value::Null)];
-                if include_usage {
-                    v.push(chunk(json!([]), usage(&c)));
-                }
-                v
-            }
-            StreamItem::Error(e) => vec![e.body()],
-        };
-        stream::iter(out)
-    });
+    let events = openai_chunks(
+        driver::stream(&state, req, &span, permit),
+        chunk,
+        include_usage,
+        |text| json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}),
+        |reason| json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason}),
+    );
     Ok(sse_with_done(events))
 }
 
@@ -236,12 +228,38 @@ pub async fn chat_completions(
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
         Value::Null,
     );
-    let rest = driver::stream(&state, req, &span, permit).flat_map(move |item| {
+    let rest = openai_chunks(
+        driver::stream(&state, req, &span, permit),
+        chunk,
+        include_usage,
+        |text| json!({"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}),
+        |reason| json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}),
+    );
+    Ok(sse_with_done(
+        stream::once(async move { first }).chain(rest),
+    ))
+}
+
+/// Renders the engine's stream as OpenAI chunks: one per non-empty token text, a final one with
+/// the finish reason, a usage chunk when asked, and the error body if generation fails midway.
+fn openai_chunks(
+    items: impl futures::Stream<Item = StreamItem> + Send + 'static,
+    chunk: impl Fn(Value, Value) -> Value + Send + 'static,
+    include_usage: bool,
+    token_choice: fn(&str) -> Value,
+    final_choice: fn(&str) -> Value,
+) -> impl futures::Stream<Item = Value> + Send + 'static {
+    items.flat_map(move |item| {
         let out: Vec<Value> = match item {
             StreamItem::Token { text, .. } if text.is_empty() => vec![],
-            StreamItem::Token { text, .. } => vec![chunk(json!([{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]), Value::Null)],
+            StreamItem::Token { text, .. } => {
+                vec![chunk(json!([token_choice(&text)]), Value::Null)]
+            }
             StreamItem::Done(c) => {
-                let mut v = vec![chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": c.finish_reason.openai()}]), Value::Null)];
+                let mut v = vec![chunk(
+                    json!([final_choice(c.finish_reason.openai())]),
+                    Value::Null,
+                )];
                 if include_usage {
                     v.push(chunk(json!([]), usage(&c)));
                 }
@@ -250,10 +268,7 @@ pub async fn chat_completions(
             StreamItem::Error(e) => vec![e.body()],
         };
         stream::iter(out)
-    });
-    Ok(sse_with_done(
-        stream::once(async move { first }).chain(rest),
-    ))
+    })
 }
 
 /// OpenAI-style SSE: `data: {json}` lines, then `data: [DONE]`.

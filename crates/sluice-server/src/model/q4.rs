@@ -183,10 +183,7 @@ fn direct_body(
                     .try_into()
                     .expect("16-byte block");
                 let mut w = [0f32; QK];
-                for i in 0..16 {
-                    w[i] = ((packed[i] & 0x0F) as i32 - 8) as f32 * d;
-                    w[i + 16] = ((packed[i] >> 4) as i32 - 8) as f32 * d;
-                }
+                dequantize_block(packed, d, &mut w);
                 for j in 0..QK / LANES {
                     for l in 0..LANES {
                         lanes[l] = fma(w[j * LANES + l], a[j * LANES + l], lanes[l]);
@@ -200,6 +197,15 @@ fn direct_body(
     }
 }
 
+/// ggml's q4_0 block: low nibbles are elements 0..16, high nibbles 16..32, offset by 8.
+#[inline(always)]
+fn dequantize_block(packed: &[u8], d: f32, w: &mut [f32; QK]) {
+    for i in 0..16 {
+        w[i] = ((packed[i] & 0x0F) as i32 - 8) as f32 * d;
+        w[i + 16] = ((packed[i] >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
 /// Dequantizes `width` columns into `wbuf`, laid out `[block][column][32]` so one block of all
 /// the tile's columns is contiguous. Done once per column strip, whatever the batch size.
 fn unpack(scales: &[f32], nibbles: &[u8], kb: usize, width: usize, wbuf: &mut [f32]) {
@@ -209,11 +215,10 @@ fn unpack(scales: &[f32], nibbles: &[u8], kb: usize, width: usize, wbuf: &mut [f
             let block = c * kb + b;
             let d = scales[block];
             let packed = &nibbles[block * 16..block * 16 + 16];
-            let w = &mut wbuf[(b * TILE + c) * QK..(b * TILE + c + 1) * QK];
-            for i in 0..16 {
-                w[i] = ((packed[i] & 0x0F) as i32 - 8) as f32 * d;
-                w[i + 16] = ((packed[i] >> 4) as i32 - 8) as f32 * d;
-            }
+            let w: &mut [f32; QK] = (&mut wbuf[(b * TILE + c) * QK..(b * TILE + c + 1) * QK])
+                .try_into()
+                .expect("32-wide block");
+            dequantize_block(packed, d, w);
         }
     }
 }

@@ -18,9 +18,9 @@ pub use spec::{
     ResourcesSpec, SecretKeyRef, ServingSpec, SloSpec,
 };
 pub use status::{
-    Bottleneck, BottleneckClass, Decision, DecisionOutcome, EffectiveSettings,
-    InferenceServiceStatus, Objective, ObjectiveState, ObjectiveStatus, SliSnapshot, SloStatus,
-    condition,
+    Bottleneck, BottleneckClass, Decision, DecisionBaseline, DecisionKind, DecisionOutcome,
+    EffectiveSettings, Evidence, InferenceServiceStatus, Objective, ObjectiveState,
+    ObjectiveStatus, SliSnapshot, SloDegraded, SloStatus, condition,
 };
 
 use kube::CustomResourceExt;

@@ -354,6 +354,13 @@ pub struct SloSpec {
         .message("slo.window must be between 30s and 24h"))]
     #[schemars(length(max = 32))]
     pub window: Duration,
+    /// Prometheus to read this service's SLIs from, e.g. `http://prometheus.monitoring:9090`;
+    /// unset uses the operator's `--prometheus-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("slo.prometheusUrl must be an http:// or https:// URL"))]
+    #[schemars(length(min = 8, max = 2048))]
+    pub prometheus_url: Option<String>,
 }
 
 impl Default for SloSpec {
@@ -364,6 +371,7 @@ impl Default for SloSpec {
             vram_max_percent: default_vram(),
             error_rate_max: default_error_rate(),
             window: default_window(),
+            prometheus_url: None,
         }
     }
 }

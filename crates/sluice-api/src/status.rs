@@ -80,13 +80,37 @@ pub struct SloStatus {
     /// The classified bottleneck and the evidence for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bottleneck: Option<Bottleneck>,
+    /// What the last evaluation decided, in one sentence (also for holds that are not logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub summary: Option<String>,
+    /// Set when no knob can fix the problem (I/O- or software-bound, invalid objectives): what
+    /// is wrong and what a human should do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<SloDegraded>,
     /// The last ten decisions, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub decisions: Vec<Decision>,
 }
 
-/// SLI values measured over the evaluation window. A missing value means Prometheus had no data.
+/// Knobs cannot fix the problem; what a human should do.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloDegraded {
+    /// Stable CamelCase reason, e.g. `IoBound`.
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    /// What is wrong.
+    #[schemars(length(max = 2048))]
+    pub message: String,
+    /// What to do about it.
+    #[schemars(length(max = 2048))]
+    pub recommendation: String,
+}
+
+/// SLI values measured over the evaluation window. A missing value means it could not be
+/// measured (see `unknown`), never zero.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SliSnapshot {
@@ -100,12 +124,40 @@ pub struct SliSnapshot {
     /// Average time per output token, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpot_avg_seconds: Option<f64>,
-    /// Highest accelerator memory use across pods, percent of capacity.
+    /// Highest accelerator memory (or KV cache) use across pods, percent of capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vram_percent: Option<f64>,
+    /// Which memory type `vramPercent` describes (`vram` or `kv_cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_type: Option<String>,
     /// Failed requests as a fraction of all requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
+    /// Requests rejected with HTTP 429 as a fraction of all requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_rate: Option<f64>,
+    /// Finished requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate_per_second: Option<f64>,
+    /// Requests waiting for admission, all pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<f64>,
+    /// Mean time waiting for admission, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_wait_seconds: Option<f64>,
+    /// Generated tokens per second, all pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    /// Mean GPU utilisation, fraction (absent on CPU or without a DCGM exporter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_utilization: Option<f64>,
+    /// Pods exporting metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_pods: Option<f64>,
+    /// SLIs that could not be measured, as `name: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub unknown: Vec<String>,
 }
 
 /// An objective from `spec.slo`.
@@ -129,6 +181,8 @@ pub enum ObjectiveState {
     Met,
     /// Outside target.
     Violated,
+    /// No requests in the window: a latency or error objective has nothing to measure.
+    NoTraffic,
     /// No data yet.
     #[default]
     Unknown,
@@ -147,6 +201,9 @@ pub struct ObjectiveStatus {
     pub value: Option<f64>,
     /// Target value in the same unit.
     pub target: f64,
+    /// Why the value is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Since when the state holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
@@ -155,13 +212,14 @@ pub struct ObjectiveStatus {
 /// Bottleneck classes.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BottleneckClass {
-    /// Decoding is limited by arithmetic throughput; more replicas help.
+    /// Decoding or prefill is limited by arithmetic throughput: clamp `max_tokens`, then
+    /// quantize, then add replicas.
     ComputeBound,
-    /// Accelerator memory is the limit; quantization or fewer tokens help, not replicas alone.
+    /// Accelerator memory is the limit; quantization or fewer tokens help, not replicas.
     MemoryBound,
-    /// Model loading or storage is the limit.
+    /// The accelerator waits on storage, network or the host; scaling is refused.
     IoBound,
-    /// Requests wait for admission; more replicas or a lower `max_tokens` help.
+    /// Requests wait for admission; more replicas help.
     QueueBound,
     /// Errors or stalls that resources cannot fix; scaling is refused.
     SoftwareBound,
@@ -177,7 +235,16 @@ pub enum BottleneckClass {
 pub struct Bottleneck {
     /// The class.
     pub class: BottleneckClass,
-    /// Observations that led to it, e.g. `queue depth 42 > 4 x batch size`.
+    /// Id of the classifier rule that decided it (see docs/slo.md), e.g. `Q1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub rule: Option<String>,
+    /// What the rule saw, in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub summary: Option<String>,
+    /// Observations that led to it, e.g. `queueDepthPerPod=42.0000 >= 2.0000`, then other
+    /// rules that also fired.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub evidence: Vec<String>,
@@ -186,27 +253,106 @@ pub struct Bottleneck {
     pub since: Option<Time>,
 }
 
+/// Why a decision was made.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DecisionKind {
+    /// A change to relieve a violated objective.
+    Remediate,
+    /// A change back toward the spec after sustained headroom.
+    StepBack,
+    /// Undo of an earlier change that did not help.
+    Revert,
+    /// Nothing changed, for a reason worth recording.
+    #[default]
+    Hold,
+    /// Knobs cannot fix this; a recommendation is given instead.
+    Degraded,
+}
+
 /// What happened to a decision.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecisionOutcome {
-    /// Applied to the owned objects.
-    Applied,
+    /// Applied; waiting for the rollout and fresh SLIs to judge it.
+    Pending,
     /// Recorded only (`remediation.mode: Advise`).
     Advised,
-    /// Not taken: the action cannot help, is outside the bounds or its knob is not allowed.
-    Refused,
-    /// Blocked by a cooldown.
-    Deferred,
-    /// Applying it failed.
-    Failed,
+    /// A hold or degraded note: nothing to judge.
+    Noted,
+    /// The change relieved the objective it targeted.
+    Improved,
+    /// The change did not help and was reverted.
+    NoEffect,
+    /// A step-back left the objectives met.
+    Kept,
+    /// A step-back broke an objective and was reverted.
+    Regressed,
+    /// A revert finished rolling out.
+    Completed,
+    /// Could not be judged (no rollout, unknown metrics, load changed).
+    Inconclusive,
 }
 
-/// One remediation decision and why it was taken.
+/// One observed value and the threshold it was compared with.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// SLI name, e.g. `ttftP95Seconds` or `memoryRatio.kv_cache`.
+    #[schemars(length(max = 64))]
+    pub signal: String,
+    /// Observed value.
+    pub value: f64,
+    /// Comparison that held, e.g. `>`; empty for context values.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 4))]
+    pub op: String,
+    /// What it was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+/// SLI values when a decision was made, to judge it later.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionBaseline {
+    /// Objectives violated at the time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub violated: Vec<Objective>,
+    /// TTFT P95, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p95_seconds: Option<f64>,
+    /// Mean TPOT, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_seconds: Option<f64>,
+    /// Error ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// Worst memory use ratio (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_ratio: Option<f64>,
+    /// Request rate, to tell a load change from an effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate_per_second: Option<f64>,
+    /// Replicas at the time.
+    #[serde(default)]
+    pub replicas: u32,
+}
+
+/// One SLO-loop decision: what, why, on which evidence, and what became of it.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
+    /// Monotonic id within the service.
+    #[serde(default)]
+    pub id: u64,
     /// When it was decided.
     pub time: Time,
+    /// Remediation mode at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::remediation::RemediationMode>,
+    /// Why it was made.
+    #[serde(default)]
+    pub kind: DecisionKind,
     /// The knob it moves; absent for decisions not to act.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knob: Option<Knob>,
@@ -216,12 +362,33 @@ pub struct Decision {
     /// Value after, as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// The bottleneck class at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<BottleneckClass>,
+    /// The classifier rule at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub rule: Option<String>,
     /// Why, in one sentence.
+    #[schemars(length(max = 4096))]
     pub reason: String,
     /// The observations behind it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub evidence: Vec<String>,
+    pub evidence: Vec<Evidence>,
+    /// SLIs when decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<DecisionBaseline>,
+    /// For a revert: the id of the decision it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts: Option<u64>,
+    /// When the change was seen fully rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<Time>,
     /// What happened.
     pub outcome: DecisionOutcome,
+    /// Before/after values or why it could not be judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub outcome_detail: Option<String>,
 }

@@ -1,1 +1,30 @@
-//! placeholder
+//! Sluice SLO engine: reads a service's SLIs, names its bottleneck and plans one remedy.
+//!
+//! Pure and Kubernetes-free so every decision can be tested on canned data:
+//! - [`promql`] builds the queries (exact strings, tested as such);
+//! - [`source`] reads SLIs from Prometheus or by scraping `/metrics` directly, turning every
+//!   failure into an explicit Unknown;
+//! - [`classify`] maps a snapshot to compute-, memory-, I/O-, queue- or software-bound (or
+//!   Healthy/Unknown) with the rule and evidence that decided it;
+//! - [`plan`] turns the class, the history and the effective settings into at most one change,
+//!   with cooldowns, hysteresis, step-back and reverts of changes that did not help.
+//!
+//! The operator maps its CRD to [`SloSpec`]/[`Settings`], calls [`MetricsSource::read`] and
+//! [`plan()`], acts on [`Plan::act`] and stores [`Decision`]s; see `docs/slo.md`.
+
+pub mod classify;
+pub mod plan;
+pub mod promql;
+pub mod sli;
+pub mod source;
+pub mod spec;
+
+pub use classify::{Bottleneck, Classification, Evidence, RuleHit, Thresholds, classify};
+pub use plan::{
+    Action, Decision, DecisionKind, DecisionUpdate, Degraded, Objective, ObjectiveState,
+    ObjectiveStatus, Outcome, Plan, apply_plan, plan,
+};
+pub use promql::{QuerySet, Selector, SelectorError, Window};
+pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};
+pub use source::{MetricsSource, PrometheusSource, PrometheusSourceError, ScrapeSource};
+pub use spec::{Knobs, Mode, Settings, SloSpec, SloTargets, SpecError, Tuning};

@@ -1,0 +1,236 @@
+//! Which knob changes fit a class, and which step-backs the headroom allows.
+//!
+//! Candidates come in priority order; the engine takes the first one that is possible, not
+//! blocked by an earlier useless attempt and not cooling down. A candidate that cannot be made
+//! carries the reason, so a hold can say why nothing was done.
+
+use super::engine::Ctx;
+use super::ledger;
+use super::objectives::{full_headroom, load_headroom, objective_statuses};
+use super::{Action, ObjectiveStatus};
+use crate::classify::Bottleneck;
+
+/// One possible change, or why it is not possible now.
+pub(super) struct Candidate {
+    /// Short name for reasons (`scale out`, `quantization`, `maxTokens`).
+    pub label: &'static str,
+    pub action: Result<Action, String>,
+}
+
+/// Step-back candidates, or why there is nothing to step back.
+pub(super) enum StepBack {
+    Nothing(String),
+    Candidates(Vec<Candidate>),
+}
+
+/// Remedies for a remediable class, in the order the class prefers them.
+pub(super) fn remedies(ctx: &Ctx<'_>) -> Vec<Candidate> {
+    match ctx.classification.class {
+        // Requests wait for admission: capacity helps, the pod's work does not change.
+        Bottleneck::QueueBound => vec![scale_out(ctx)],
+        // A replica cannot shrink a pod's footprint; a lower rung or shorter generations can.
+        Bottleneck::MemoryBound => vec![quantize_down(ctx), clamp_tokens(ctx)],
+        // Cheapest first: shorter generations cost nothing to roll out, quantization restarts
+        // pods, replicas cost money.
+        Bottleneck::ComputeBound => vec![clamp_tokens(ctx), quantize_down(ctx), scale_out(ctx)],
+        _ => Vec::new(),
+    }
+}
+
+fn scale_out(ctx: &Ctx<'_>) -> Candidate {
+    let (s, k, t) = (ctx.settings, &ctx.spec.knobs, &ctx.spec.tuning);
+    let action = if s.replicas >= k.max_replicas {
+        Err(format!("at maxReplicas {}", k.max_replicas))
+    } else {
+        // Grow by half (at least one, at most maxScaleOutStep); pods still starting are
+        // capacity the SLIs do not show yet, so they count against the step.
+        let step = s.replicas.div_ceil(2).clamp(1, t.max_scale_out_step.max(1));
+        let starting = s.starting();
+        match step.saturating_sub(starting) {
+            0 => Err(format!(
+                "{starting} pod(s) still starting already cover the next step"
+            )),
+            step => Ok(Action::ScaleReplicas {
+                from: s.replicas,
+                to: (s.replicas + step).min(k.max_replicas),
+            }),
+        }
+    };
+    Candidate {
+        label: "scale out",
+        action,
+    }
+}
+
+fn rung(ctx: &Ctx<'_>) -> Result<usize, String> {
+    let ladder = &ctx.spec.knobs.quantization_ladder;
+    if ladder.len() < 2 {
+        return Err("quantization is fixed (ladder has fewer than two rungs)".into());
+    }
+    let q = &ctx.settings.quantization;
+    ladder
+        .iter()
+        .position(|l| l == q)
+        .ok_or_else(|| format!("quantization {q:?} is not on the ladder {ladder:?}"))
+}
+
+fn quantize_down(ctx: &Ctx<'_>) -> Candidate {
+    let ladder = &ctx.spec.knobs.quantization_ladder;
+    let action = rung(ctx).and_then(|p| match ladder.get(p + 1) {
+        Some(next) => Ok(Action::SetQuantization {
+            from: ctx.settings.quantization.clone(),
+            to: next.clone(),
+        }),
+        None => Err(format!(
+            "already at the lowest rung {}",
+            ctx.settings.quantization
+        )),
+    });
+    Candidate {
+        label: "quantization",
+        action,
+    }
+}
+
+fn clamp_tokens(ctx: &Ctx<'_>) -> Candidate {
+    let cur = ctx.settings.max_tokens;
+    let floor = ctx.spec.knobs.max_tokens_floor;
+    let action = if cur <= floor {
+        Err(format!("maxTokens {cur} already at the floor {floor}"))
+    } else {
+        let scaled = (f64::from(cur) * ctx.spec.tuning.max_tokens_step_ratio).floor() as u32;
+        Ok(Action::SetMaxTokens {
+            from: cur,
+            to: scaled.min(cur - 1).max(floor),
+        })
+    };
+    Candidate {
+        label: "maxTokens",
+        action,
+    }
+}
+
+/// Counts windows of continuous headroom ending now: trailing snapshots taken a full window
+/// after the last change, all with headroom, counting only those at least a window apart (a
+/// 15 s tick over a 60 s window would otherwise count one minute four times).
+fn headroom_windows(ctx: &Ctx<'_>, ok: fn(&[ObjectiveStatus]) -> bool) -> u32 {
+    let since = ledger::last_change_at(ctx.decisions);
+    let last = ctx.history.len().saturating_sub(1);
+    let mut count = 0;
+    let mut next_at = f64::INFINITY;
+    for (i, s) in ctx.history.iter().enumerate().rev() {
+        let window = s.window_seconds as f64;
+        if since.is_some_and(|t| s.at - window < t) {
+            break;
+        }
+        let fine = if i == last {
+            ok(ctx.statuses)
+        } else {
+            let st =
+                objective_statuses(s, &ctx.spec.targets, &ctx.spec.tuning, &ctx.spec.thresholds);
+            ok(&st)
+        };
+        if !fine {
+            break;
+        }
+        if s.at <= next_at {
+            count += 1;
+            next_at = s.at - window;
+        }
+    }
+    count
+}
+
+/// Highest known request rate within the reversal cooldown before now.
+fn recent_peak_rate(ctx: &Ctx<'_>) -> Option<f64> {
+    let horizon = ctx.now - ctx.spec.tuning.reversal_cooldown_seconds as f64;
+    ctx.history
+        .iter()
+        .filter(|s| s.at >= horizon)
+        .filter_map(|s| s.request_rate_per_second.value())
+        .max_by(f64::total_cmp)
+}
+
+/// Step-backs in order: scale in, restore quantization, restore `max_tokens`, one knob and
+/// one step at a time.
+pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
+    let (s, k, t) = (ctx.settings, &ctx.spec.knobs, &ctx.spec.tuning);
+    let need = t.step_back_after_windows.max(1);
+    let mut out = Vec::new();
+    let waiting = |have: u32| format!("headroom for {have} of {need} windows");
+
+    if s.replicas > k.min_replicas {
+        let have = headroom_windows(ctx, load_headroom);
+        let action = if have < need {
+            Err(waiting(have))
+        } else {
+            scale_in(ctx)
+        };
+        out.push(Candidate {
+            label: "scale in",
+            action,
+        });
+    }
+    let quant = rung(ctx).ok().filter(|&p| p > 0);
+    let tokens = s.max_tokens < k.max_tokens;
+    if quant.is_some() || tokens {
+        let have = headroom_windows(ctx, full_headroom);
+        if let Some(p) = quant {
+            out.push(Candidate {
+                label: "restore quantization",
+                action: if have < need {
+                    Err(waiting(have))
+                } else {
+                    Ok(Action::SetQuantization {
+                        from: s.quantization.clone(),
+                        to: k.quantization_ladder[p - 1].clone(),
+                    })
+                },
+            });
+        }
+        if tokens {
+            let up = (f64::from(s.max_tokens) / t.max_tokens_step_ratio).ceil();
+            let to = (up.min(f64::from(k.max_tokens)) as u32).max(s.max_tokens + 1);
+            out.push(Candidate {
+                label: "restore maxTokens",
+                action: if have < need {
+                    Err(waiting(have))
+                } else {
+                    Ok(Action::SetMaxTokens {
+                        from: s.max_tokens,
+                        to: to.min(k.max_tokens),
+                    })
+                },
+            });
+        }
+    }
+    if out.is_empty() {
+        StepBack::Nothing("all objectives met; settings are at the spec".into())
+    } else {
+        StepBack::Candidates(out)
+    }
+}
+
+/// One replica fewer, unless the recent peak load would then reach the per-pod rate that last
+/// needed a scale-out (less the headroom): that is what stops an oscillating load from flapping.
+fn scale_in(ctx: &Ctx<'_>) -> Result<Action, String> {
+    let s = ctx.settings;
+    let to = s.replicas - 1;
+    if let (Some((violating, id)), Some(peak)) = (
+        ledger::violating_rate_per_pod(ctx.decisions),
+        recent_peak_rate(ctx),
+    ) {
+        let limit = violating * ctx.spec.tuning.headroom_ratio;
+        let per_pod = peak / f64::from(to);
+        if per_pod > limit {
+            return Err(format!(
+                "the peak of the last {} s ({peak:.2} req/s) would be {per_pod:.2} req/s per pod on {to} pods, above {limit:.2} (headroom x the {violating:.2} per pod that needed scale-out #{id})",
+                ctx.spec.tuning.reversal_cooldown_seconds
+            ));
+        }
+    }
+    Ok(Action::ScaleReplicas {
+        from: s.replicas,
+        to,
+    })
+}

@@ -1,0 +1,567 @@
+//! PromQL builders: pure functions from a label selector and a window to query text.
+//!
+//! Every query the engine sends is built here so it can be tested as an exact string and read
+//! in one place. The metric names are the ones `sluice-server` exports (see its contract); the
+//! GPU utilisation query reads the DCGM exporter's `DCGM_FI_DEV_GPU_UTIL`, which lives on other
+//! scrape targets and therefore takes its own selector.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Request statuses counted as errors by the error-ratio SLI (`llm_requests_total{status}`).
+pub const ERROR_STATUSES: &[&str] = &["error", "timeout", "rejected"];
+
+/// A selector could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Prometheus label names match `[a-zA-Z_][a-zA-Z0-9_]*`; anything else would change the
+    /// meaning of the query (or break it), so it is refused rather than escaped.
+    #[error("failed to build selector: invalid label name {0:?}")]
+    InvalidLabelName(String),
+    /// `one_of` with no values would select everything or nothing depending on the operator.
+    #[error("failed to build selector: empty value list for label {0:?}")]
+    EmptyValues(String),
+}
+
+/// How a matcher compares the label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchOp {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `=~` (RE2, fully anchored by Prometheus)
+    Re,
+    /// `!~`
+    Nre,
+}
+
+impl MatchOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Eq => "=",
+            MatchOp::Ne => "!=",
+            MatchOp::Re => "=~",
+            MatchOp::Nre => "!~",
+        }
+    }
+}
+
+/// One label matcher, e.g. `namespace="prod"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Matcher {
+    /// Label name (validated).
+    pub label: String,
+    /// Comparison.
+    pub op: MatchOp,
+    /// Raw (unescaped) value; escaping happens when rendering.
+    pub value: String,
+}
+
+/// A label selector that scopes every query to one service's pods.
+///
+/// Rendered without braces (`namespace="a",service="b"`) so builders can append their own
+/// matchers. An empty selector selects every series of the metric.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selector {
+    /// Matchers in the order given (order is kept so rendered queries are stable).
+    pub matchers: Vec<Matcher>,
+}
+
+impl Selector {
+    /// An empty selector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a matcher after validating the label name.
+    pub fn with(
+        mut self,
+        label: &str,
+        op: MatchOp,
+        value: impl Into<String>,
+    ) -> Result<Self, SelectorError> {
+        validate_label_name(label)?;
+        self.matchers.push(Matcher {
+            label: label.to_owned(),
+            op,
+            value: value.into(),
+        });
+        Ok(self)
+    }
+
+    /// `label="value"`.
+    pub fn eq(self, label: &str, value: impl Into<String>) -> Result<Self, SelectorError> {
+        self.with(label, MatchOp::Eq, value)
+    }
+
+    /// `label=~"v1|v2"` where each value is matched literally (regex metacharacters escaped).
+    pub fn one_of<I, S>(self, label: &str, values: I) -> Result<Self, SelectorError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let alternatives: Vec<String> = values
+            .into_iter()
+            .map(|v| regex_escape(v.as_ref()))
+            .collect();
+        if alternatives.is_empty() {
+            return Err(SelectorError::EmptyValues(label.to_owned()));
+        }
+        self.with(label, MatchOp::Re, alternatives.join("|"))
+    }
+
+    /// Renders the matchers separated by commas, without braces.
+    pub fn render(&self) -> String {
+        self.matchers
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}{}\"{}\"",
+                    m.label,
+                    m.op.as_str(),
+                    escape_string(&m.value)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `metric{matchers,extra}` with `extra` already rendered (may be empty).
+    fn series(&self, metric: &str, extra: &str) -> String {
+        let base = self.render();
+        let inner = match (base.is_empty(), extra.is_empty()) {
+            (true, true) => return metric.to_owned(),
+            (false, true) => base,
+            (true, false) => extra.to_owned(),
+            (false, false) => format!("{base},{extra}"),
+        };
+        format!("{metric}{{{inner}}}")
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{}}}", self.render())
+    }
+}
+
+fn validate_label_name(label: &str) -> Result<(), SelectorError> {
+    let mut chars = label.chars();
+    let ok = match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SelectorError::InvalidLabelName(label.to_owned()))
+    }
+}
+
+/// Escapes a value for a double-quoted PromQL string literal.
+pub fn escape_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes RE2 metacharacters so a value matches itself literally inside `=~`.
+pub fn regex_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A range-vector window, rendered in whole seconds (`90s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Window(u64);
+
+impl Window {
+    /// A window of `seconds` (at least one second).
+    pub fn seconds(seconds: u64) -> Self {
+        Self(seconds.max(1))
+    }
+
+    /// Length in seconds.
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
+fn rate(sel: &Selector, metric: &str, extra: &str, w: Window) -> String {
+    format!("rate({}[{w}])", sel.series(metric, extra))
+}
+
+fn sum_rate(sel: &Selector, metric: &str, extra: &str, w: Window) -> String {
+    format!("sum({})", rate(sel, metric, extra, w))
+}
+
+/// Mean of a histogram over the window: `sum(rate(x_sum)) / sum(rate(x_count))`.
+pub fn histogram_mean(histogram: &str, sel: &Selector, w: Window) -> String {
+    format!(
+        "{} / {}",
+        sum_rate(sel, &format!("{histogram}_sum"), "", w),
+        sum_rate(sel, &format!("{histogram}_count"), "", w)
+    )
+}
+
+/// `q`-quantile of a histogram aggregated over all selected pods.
+pub fn histogram_quantile(q: f64, histogram: &str, sel: &Selector, w: Window) -> String {
+    format!(
+        "histogram_quantile({q}, sum by (le) ({}))",
+        rate(sel, &format!("{histogram}_bucket"), "", w)
+    )
+}
+
+/// TTFT quantile in seconds (the seed's P95 with `q = 0.95`).
+pub fn ttft_quantile(q: f64, sel: &Selector, w: Window) -> String {
+    histogram_quantile(q, "llm_ttft_seconds", sel, w)
+}
+
+/// Average time per output token in seconds.
+pub fn tpot_mean(sel: &Selector, w: Window) -> String {
+    histogram_mean("llm_tpot_seconds", sel, w)
+}
+
+/// Memory in use per `memory_type`, summed over pods (MB).
+pub fn memory_usage(sel: &Selector) -> String {
+    format!(
+        "sum by (memory_type) ({})",
+        sel.series("llm_memory_usage_megabytes", "")
+    )
+}
+
+/// Memory capacity per `memory_type`, summed over pods (MB).
+pub fn memory_capacity(sel: &Selector) -> String {
+    format!(
+        "sum by (memory_type) ({})",
+        sel.series("llm_memory_capacity_megabytes", "")
+    )
+}
+
+/// Highest per-pod use/capacity ratio per `memory_type`: one full pod is a memory problem even
+/// when the fleet average looks fine.
+pub fn memory_ratio(sel: &Selector) -> String {
+    format!(
+        "max by (memory_type) ({} / {})",
+        sel.series("llm_memory_usage_megabytes", ""),
+        sel.series("llm_memory_capacity_megabytes", "")
+    )
+}
+
+/// Requests finished per second, any status.
+pub fn request_rate(sel: &Selector, w: Window) -> String {
+    sum_rate(sel, "llm_requests_total", "", w)
+}
+
+/// Fraction of finished requests whose `status` is one of `statuses`.
+pub fn status_ratio(statuses: &[&str], sel: &Selector, w: Window) -> String {
+    let alternatives: Vec<String> = statuses.iter().map(|s| regex_escape(s)).collect();
+    let extra = format!("status=~\"{}\"", escape_string(&alternatives.join("|")));
+    format!(
+        "{} / {}",
+        sum_rate(sel, "llm_requests_total", &extra, w),
+        sum_rate(sel, "llm_requests_total", "", w)
+    )
+}
+
+/// Error ratio: `error|timeout|rejected` over all finished requests.
+pub fn error_ratio(sel: &Selector, w: Window) -> String {
+    status_ratio(ERROR_STATUSES, sel, w)
+}
+
+/// Requests waiting for admission to a batch, summed over pods.
+pub fn queue_depth(sel: &Selector) -> String {
+    format!("sum({})", sel.series("llm_queue_depth", ""))
+}
+
+/// Sequences being decoded, summed over pods.
+pub fn running_sequences(sel: &Selector) -> String {
+    format!("sum({})", sel.series("llm_running_sequences", ""))
+}
+
+/// Generated tokens per second, summed over pods.
+pub fn tokens_per_second(sel: &Selector, w: Window) -> String {
+    sum_rate(sel, "llm_generated_tokens_total", "", w)
+}
+
+/// Average time a request waited before admission (seconds).
+pub fn queue_wait_mean(sel: &Selector, w: Window) -> String {
+    histogram_mean("llm_queue_wait_seconds", sel, w)
+}
+
+/// Average service time: request duration minus queue wait (seconds, never negative).
+pub fn service_time_mean(sel: &Selector, w: Window) -> String {
+    format!(
+        "clamp_min({} - {}, 0)",
+        histogram_mean("llm_request_duration_seconds", sel, w),
+        histogram_mean("llm_queue_wait_seconds", sel, w)
+    )
+}
+
+/// Number of pods currently exporting metrics (each exports `llm_model_info = 1`).
+pub fn reporting_pods(sel: &Selector) -> String {
+    format!("count({})", sel.series("llm_model_info", ""))
+}
+
+/// Age in seconds of the stalest pod's last scrape; large values mean the data is stale.
+pub fn scrape_age(sel: &Selector) -> String {
+    format!(
+        "time() - min(timestamp({}))",
+        sel.series("llm_model_info", "")
+    )
+}
+
+/// Mean GPU utilisation as a ratio 0..1 from the DCGM exporter (`DCGM_FI_DEV_GPU_UTIL` is in
+/// percent). Empty when no DCGM exporter covers the pods, e.g. on CPU-only servers.
+pub fn gpu_utilization(gpu_sel: &Selector) -> String {
+    format!("avg({}) / 100", gpu_sel.series("DCGM_FI_DEV_GPU_UTIL", ""))
+}
+
+/// The full set of queries for one service, built once per selector and window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuerySet {
+    /// TTFT quantile (P95 by default).
+    pub ttft: String,
+    /// Mean TPOT.
+    pub tpot: String,
+    /// Memory use by type.
+    pub memory_usage: String,
+    /// Memory capacity by type.
+    pub memory_capacity: String,
+    /// Worst per-pod use/capacity ratio by type.
+    pub memory_ratio: String,
+    /// Request rate.
+    pub request_rate: String,
+    /// Error ratio (`error|timeout|rejected`).
+    pub error_ratio: String,
+    /// Internal-error ratio (`status="error"` only), a software symptom.
+    pub internal_error_ratio: String,
+    /// Rejection ratio (`status="rejected"`, HTTP 429), an overload symptom.
+    pub rejection_ratio: String,
+    /// Queue depth.
+    pub queue_depth: String,
+    /// Running sequences.
+    pub running_sequences: String,
+    /// Generated tokens per second.
+    pub tokens_per_second: String,
+    /// Mean queue wait.
+    pub queue_wait: String,
+    /// Mean service time.
+    pub service_time: String,
+    /// Pods reporting.
+    pub reporting_pods: String,
+    /// Scrape age of the stalest pod.
+    pub scrape_age: String,
+    /// GPU utilisation, when a DCGM selector was given.
+    pub gpu_utilization: Option<String>,
+}
+
+impl QuerySet {
+    /// Builds every query for `sel` over window `w`; `gpu_sel` scopes the DCGM exporter's series.
+    pub fn new(sel: &Selector, gpu_sel: Option<&Selector>, w: Window, ttft_q: f64) -> Self {
+        Self {
+            ttft: ttft_quantile(ttft_q, sel, w),
+            tpot: tpot_mean(sel, w),
+            memory_usage: memory_usage(sel),
+            memory_capacity: memory_capacity(sel),
+            memory_ratio: memory_ratio(sel),
+            request_rate: request_rate(sel, w),
+            error_ratio: error_ratio(sel, w),
+            internal_error_ratio: status_ratio(&["error"], sel, w),
+            rejection_ratio: status_ratio(&["rejected"], sel, w),
+            queue_depth: queue_depth(sel),
+            running_sequences: running_sequences(sel),
+            tokens_per_second: tokens_per_second(sel, w),
+            queue_wait: queue_wait_mean(sel, w),
+            service_time: service_time_mean(sel, w),
+            reporting_pods: reporting_pods(sel),
+            scrape_age: scrape_age(sel),
+            gpu_utilization: gpu_sel.map(gpu_utilization),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel() -> Selector {
+        Selector::new()
+            .eq("namespace", "prod")
+            .unwrap()
+            .eq("service", "chat")
+            .unwrap()
+    }
+
+    const W: Window = Window(60);
+
+    #[test]
+    fn ttft_p95_matches_the_seed_query() {
+        assert_eq!(
+            ttft_quantile(0.95, &sel(), W),
+            r#"histogram_quantile(0.95, sum by (le) (rate(llm_ttft_seconds_bucket{namespace="prod",service="chat"}[60s])))"#
+        );
+    }
+
+    #[test]
+    fn tpot_is_rate_of_sum_over_rate_of_count() {
+        assert_eq!(
+            tpot_mean(&sel(), W),
+            r#"sum(rate(llm_tpot_seconds_sum{namespace="prod",service="chat"}[60s])) / sum(rate(llm_tpot_seconds_count{namespace="prod",service="chat"}[60s]))"#
+        );
+    }
+
+    #[test]
+    fn memory_queries() {
+        assert_eq!(
+            memory_usage(&sel()),
+            r#"sum by (memory_type) (llm_memory_usage_megabytes{namespace="prod",service="chat"})"#
+        );
+        assert_eq!(
+            memory_capacity(&sel()),
+            r#"sum by (memory_type) (llm_memory_capacity_megabytes{namespace="prod",service="chat"})"#
+        );
+        assert_eq!(
+            memory_ratio(&sel()),
+            r#"max by (memory_type) (llm_memory_usage_megabytes{namespace="prod",service="chat"} / llm_memory_capacity_megabytes{namespace="prod",service="chat"})"#
+        );
+    }
+
+    #[test]
+    fn rates_and_ratios() {
+        assert_eq!(
+            request_rate(&sel(), W),
+            r#"sum(rate(llm_requests_total{namespace="prod",service="chat"}[60s]))"#
+        );
+        assert_eq!(
+            error_ratio(&sel(), W),
+            r#"sum(rate(llm_requests_total{namespace="prod",service="chat",status=~"error|timeout|rejected"}[60s])) / sum(rate(llm_requests_total{namespace="prod",service="chat"}[60s]))"#
+        );
+        assert_eq!(
+            tokens_per_second(&sel(), W),
+            r#"sum(rate(llm_generated_tokens_total{namespace="prod",service="chat"}[60s]))"#
+        );
+    }
+
+    #[test]
+    fn gauges() {
+        assert_eq!(
+            queue_depth(&sel()),
+            r#"sum(llm_queue_depth{namespace="prod",service="chat"})"#
+        );
+        assert_eq!(
+            running_sequences(&sel()),
+            r#"sum(llm_running_sequences{namespace="prod",service="chat"})"#
+        );
+        assert_eq!(
+            reporting_pods(&sel()),
+            r#"count(llm_model_info{namespace="prod",service="chat"})"#
+        );
+        assert_eq!(
+            scrape_age(&sel()),
+            r#"time() - min(timestamp(llm_model_info{namespace="prod",service="chat"}))"#
+        );
+    }
+
+    #[test]
+    fn queue_wait_and_service_time() {
+        assert_eq!(
+            queue_wait_mean(&sel(), W),
+            r#"sum(rate(llm_queue_wait_seconds_sum{namespace="prod",service="chat"}[60s])) / sum(rate(llm_queue_wait_seconds_count{namespace="prod",service="chat"}[60s]))"#
+        );
+        assert_eq!(
+            service_time_mean(&Selector::new(), W),
+            "clamp_min(sum(rate(llm_request_duration_seconds_sum[60s])) / sum(rate(llm_request_duration_seconds_count[60s])) - sum(rate(llm_queue_wait_seconds_sum[60s])) / sum(rate(llm_queue_wait_seconds_count[60s])), 0)"
+        );
+    }
+
+    #[test]
+    fn gpu_utilisation_uses_its_own_selector() {
+        let gpu = Selector::new()
+            .eq("namespace", "prod")
+            .unwrap()
+            .one_of("pod", ["chat-0", "chat-1"])
+            .unwrap();
+        assert_eq!(
+            gpu_utilization(&gpu),
+            r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="prod",pod=~"chat-0|chat-1"}) / 100"#
+        );
+    }
+
+    #[test]
+    fn empty_selector_with_extra_matcher() {
+        assert_eq!(
+            status_ratio(&["rejected"], &Selector::new(), Window::seconds(30)),
+            r#"sum(rate(llm_requests_total{status=~"rejected"}[30s])) / sum(rate(llm_requests_total[30s]))"#
+        );
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let s = Selector::new()
+            .eq("job", "a\"b\\c\nd")
+            .unwrap()
+            .one_of("instance", ["10.0.0.1:8000", "x|y"])
+            .unwrap();
+        assert_eq!(
+            s.render(),
+            r#"job="a\"b\\c\nd",instance=~"10\\.0\\.0\\.1:8000|x\\|y""#
+        );
+        assert_eq!(
+            s.to_string(),
+            r#"{job="a\"b\\c\nd",instance=~"10\\.0\\.0\\.1:8000|x\\|y"}"#
+        );
+    }
+
+    #[test]
+    fn bad_label_names_and_empty_lists_are_refused() {
+        assert_eq!(
+            Selector::new().eq("app.kubernetes.io/name", "x"),
+            Err(SelectorError::InvalidLabelName(
+                "app.kubernetes.io/name".into()
+            ))
+        );
+        assert!(Selector::new().eq("1abc", "x").is_err());
+        assert!(Selector::new().eq("", "x").is_err());
+        assert_eq!(
+            Selector::new().one_of::<_, &str>("pod", []),
+            Err(SelectorError::EmptyValues("pod".into()))
+        );
+    }
+
+    #[test]
+    fn window_renders_seconds_and_is_never_zero() {
+        assert_eq!(Window::seconds(0).to_string(), "1s");
+        assert_eq!(Window::seconds(300).to_string(), "300s");
+    }
+}

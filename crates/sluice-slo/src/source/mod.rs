@@ -1,0 +1,32 @@
+//! Where SLIs come from: the [`MetricsSource`] trait and its two implementations.
+//!
+//! [`PrometheusSource`] runs the [`crate::promql`] queries against a Prometheus server;
+//! [`ScrapeSource`] reads the servers' own `/metrics` pages and computes the same SLIs from
+//! successive scrapes, for clusters without Prometheus and for the CLI. Both turn every failure
+//! into [`crate::SliValue::Unknown`] with a reason: reading metrics never fails as a whole, so the
+//! planner always gets a snapshot and holds when it cannot see.
+
+mod exposition;
+mod prometheus;
+mod quantile;
+mod scrape;
+
+pub use exposition::{ExpositionError, ExpositionSample, parse_exposition};
+pub use prometheus::{PrometheusSource, PrometheusSourceError};
+pub use quantile::bucket_quantile;
+pub use scrape::{Scrape, ScrapeSource, TargetPage, compute_sli};
+
+use async_trait::async_trait;
+
+use crate::sli::{Sli, UnixSeconds};
+
+/// Reads one service's SLIs.
+///
+/// Object safe (via `async_trait`) so the operator can hold `Arc<dyn MetricsSource>` and tests
+/// can substitute canned snapshots.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// Reads the SLIs over the source's window ending at `now`. Never fails: anything that
+    /// cannot be measured is `Unknown` with its reason.
+    async fn read(&self, now: UnixSeconds) -> Sli;
+}

@@ -1,0 +1,288 @@
+//! [`MetricsSource`] backed by a Prometheus server through `prometheus-http-query`.
+//!
+//! All queries of a [`QuerySet`] run concurrently as instant queries. A query error, an empty
+//! result, a non-finite value or a sample older than `max_sample_age` is Unknown. Freshness is
+//! also checked at the source: `time() - min(timestamp(llm_model_info{…}))` tells how old the
+//! stalest pod's last scrape is, and when that exceeds the limit every SLI is Unknown, because a
+//! gauge that stopped being scraped is still returned by Prometheus for up to its lookback delta.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use prometheus_http_query::Client;
+use prometheus_http_query::response::{Data, PromqlResult};
+
+use super::MetricsSource;
+use crate::promql::{QuerySet, Selector, Window};
+use crate::sli::{MemorySli, Sli, SliValue, UnixSeconds};
+
+/// Default limit on sample and scrape age (seconds): two 15 s scrapes missed plus slack.
+pub const DEFAULT_MAX_SAMPLE_AGE_SECONDS: f64 = 60.0;
+
+/// The source could not be constructed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusSourceError {
+    /// The URL did not parse or the HTTP client could not be built.
+    #[error("failed to create prometheus client for {url:?}: {message}")]
+    Client {
+        /// The URL given.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// SLIs from Prometheus for one service.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    client: Client,
+    url: String,
+    queries: QuerySet,
+    window: Window,
+    max_sample_age: f64,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.url)
+            .field("window", &self.window)
+            .field("max_sample_age", &self.max_sample_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrometheusSource {
+    /// A source querying `url` (e.g. `http://prometheus:9090`) with a 10 s request timeout.
+    ///
+    /// `selector` scopes the server metrics to the service's pods; `gpu_selector` scopes the DCGM
+    /// exporter's series (None where no GPUs or no exporter). `ttft_quantile` is 0.95 for P95.
+    pub fn new(
+        url: &str,
+        selector: &Selector,
+        gpu_selector: Option<&Selector>,
+        window: Window,
+        ttft_quantile: f64,
+    ) -> Result<Self, PrometheusSourceError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| PrometheusSourceError::Client {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Self::with_http_client(http, url, selector, gpu_selector, window, ttft_quantile)
+    }
+
+    /// Like [`PrometheusSource::new`] with a caller-built HTTP client (auth headers, proxies).
+    pub fn with_http_client(
+        http: reqwest::Client,
+        url: &str,
+        selector: &Selector,
+        gpu_selector: Option<&Selector>,
+        window: Window,
+        ttft_quantile: f64,
+    ) -> Result<Self, PrometheusSourceError> {
+        let client = Client::from(http, url).map_err(|e| PrometheusSourceError::Client {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            client,
+            url: url.to_owned(),
+            queries: QuerySet::new(selector, gpu_selector, window, ttft_quantile),
+            window,
+            max_sample_age: DEFAULT_MAX_SAMPLE_AGE_SECONDS,
+        })
+    }
+
+    /// Sets the age (seconds) beyond which a sample or a pod's last scrape counts as stale.
+    pub fn with_max_sample_age(mut self, seconds: f64) -> Self {
+        self.max_sample_age = seconds;
+        self
+    }
+
+    /// The queries this source runs.
+    pub fn queries(&self) -> &QuerySet {
+        &self.queries
+    }
+
+    async fn run(&self, query: &str) -> Result<PromqlResult, String> {
+        self.client
+            .query(query)
+            .get()
+            .await
+            .map_err(|e| format!("prometheus query failed: {e}"))
+    }
+}
+
+/// One instant-query result reduced to a single value.
+fn single(
+    result: &Result<PromqlResult, String>,
+    now: UnixSeconds,
+    max_age: f64,
+    empty_reason: &str,
+) -> SliValue {
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return SliValue::unknown(e.clone()),
+    };
+    let sample = match result.data() {
+        Data::Scalar(s) => *s,
+        Data::Vector(v) if v.is_empty() => return SliValue::unknown(empty_reason),
+        Data::Vector(v) if v.len() > 1 => {
+            return SliValue::unknown(format!("expected one series, got {}", v.len()));
+        }
+        Data::Vector(v) => *v[0].sample(),
+        Data::Matrix(_) => return SliValue::unknown("unexpected range result"),
+    };
+    checked(sample.value(), sample.timestamp(), now, max_age)
+}
+
+fn checked(value: f64, at: f64, now: UnixSeconds, max_age: f64) -> SliValue {
+    let age = now - at;
+    if age > max_age {
+        return SliValue::unknown(format!("stale: sample is {age:.0} s old"));
+    }
+    if value.is_nan() {
+        return SliValue::unknown("no data in window (NaN, e.g. 0/0)");
+    }
+    SliValue::known(value, at)
+}
+
+/// A `by (memory_type)` result as a map from type to value.
+fn by_memory_type(
+    result: &Result<PromqlResult, String>,
+    now: UnixSeconds,
+    max_age: f64,
+) -> Result<BTreeMap<String, SliValue>, String> {
+    let result = result.as_ref().map_err(Clone::clone)?;
+    let Data::Vector(v) = result.data() else {
+        return Err("unexpected result type".into());
+    };
+    Ok(v.iter()
+        .map(|iv| {
+            let t = iv
+                .metric()
+                .get("memory_type")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            let s = iv.sample();
+            (t, checked(s.value(), s.timestamp(), now, max_age))
+        })
+        .collect())
+}
+
+fn memory_slis(
+    usage: &Result<PromqlResult, String>,
+    capacity: &Result<PromqlResult, String>,
+    ratio: &Result<PromqlResult, String>,
+    now: UnixSeconds,
+    max_age: f64,
+) -> Vec<MemorySli> {
+    let maps = [usage, capacity, ratio].map(|r| by_memory_type(r, now, max_age));
+    let mut types: Vec<String> = maps
+        .iter()
+        .filter_map(|m| m.as_ref().ok())
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    types.sort();
+    types.dedup();
+    let get = |i: usize, t: &str| match &maps[i] {
+        Ok(m) => m
+            .get(t)
+            .cloned()
+            .unwrap_or_else(|| SliValue::unknown("empty result")),
+        Err(e) => SliValue::unknown(e.clone()),
+    };
+    types
+        .iter()
+        .map(|t| MemorySli {
+            memory_type: t.clone(),
+            usage_megabytes: get(0, t),
+            capacity_megabytes: get(1, t),
+            usage_ratio: get(2, t),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl MetricsSource for PrometheusSource {
+    async fn read(&self, now: UnixSeconds) -> Sli {
+        let q = &self.queries;
+        let mut texts: Vec<&str> = vec![
+            &q.scrape_age,
+            &q.ttft,
+            &q.tpot,
+            &q.request_rate,
+            &q.error_ratio,
+            &q.internal_error_ratio,
+            &q.rejection_ratio,
+            &q.queue_depth,
+            &q.running_sequences,
+            &q.tokens_per_second,
+            &q.queue_wait,
+            &q.service_time,
+            &q.reporting_pods,
+            &q.memory_usage,
+            &q.memory_capacity,
+            &q.memory_ratio,
+        ];
+        if let Some(g) = &q.gpu_utilization {
+            texts.push(g);
+        }
+        let results = join_all(texts.iter().map(|t| self.run(t))).await;
+        let max_age = self.max_sample_age;
+        let window = self.window.as_secs();
+
+        let age = single(
+            &results[0],
+            now,
+            max_age,
+            "no pod exports llm_model_info for the selector",
+        );
+        match age {
+            SliValue::Unknown { reason } => {
+                return Sli::all_unknown(now, window, &format!("freshness unknown: {reason}"));
+            }
+            SliValue::Known { value, .. } if value > max_age => {
+                let reason = format!(
+                    "stale: the stalest pod was last scraped {value:.0} s ago (limit {max_age:.0} s)"
+                );
+                tracing::debug!(url = %self.url, %reason, "prometheus data stale");
+                return Sli::all_unknown(now, window, &reason);
+            }
+            SliValue::Known { .. } => {}
+        }
+
+        let one = |i: usize, empty: &str| single(&results[i], now, max_age, empty);
+        let no_traffic = "empty result (no series for the selector)";
+        let gpu = match q.gpu_utilization {
+            Some(_) => one(
+                16,
+                "no DCGM_FI_DEV_GPU_UTIL series for the GPU selector (CPU-only or no DCGM exporter)",
+            ),
+            None => SliValue::unknown("GPU utilisation not configured (no DCGM selector)"),
+        };
+        Sli {
+            at: now,
+            window_seconds: window,
+            ttft_p95_seconds: one(1, no_traffic),
+            tpot_seconds: one(2, no_traffic),
+            request_rate_per_second: one(3, no_traffic),
+            error_ratio: one(4, no_traffic),
+            internal_error_ratio: one(5, no_traffic),
+            rejection_ratio: one(6, no_traffic),
+            queue_depth: one(7, no_traffic),
+            running_sequences: one(8, no_traffic),
+            tokens_per_second: one(9, no_traffic),
+            queue_wait_seconds: one(10, no_traffic),
+            service_time_seconds: one(11, no_traffic),
+            gpu_utilization_ratio: gpu,
+            reporting_pods: one(12, no_traffic),
+            memory: memory_slis(&results[13], &results[14], &results[15], now, max_age),
+        }
+    }
+}

@@ -11,8 +11,6 @@ mod evaluate;
 mod ledger;
 mod objectives;
 mod remedy;
-#[cfg(test)]
-mod tests;
 
 pub use engine::plan;
 pub use objectives::objective_statuses;

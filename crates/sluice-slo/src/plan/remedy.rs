@@ -7,7 +7,7 @@
 use super::engine::Ctx;
 use super::ledger;
 use super::objectives::{full_headroom, load_headroom, objective_statuses};
-use super::{Action, ObjectiveStatus};
+use super::{Action, Objective, ObjectiveState, ObjectiveStatus};
 use crate::classify::Bottleneck;
 
 /// One possible change, or why it is not possible now.
@@ -42,9 +42,13 @@ fn scale_out(ctx: &Ctx<'_>) -> Candidate {
     let action = if s.replicas >= k.max_replicas {
         Err(format!("at maxReplicas {}", k.max_replicas))
     } else {
-        // Grow by half (at least one, at most maxScaleOutStep); pods still starting are
-        // capacity the SLIs do not show yet, so they count against the step.
-        let step = s.replicas.div_ceil(2).clamp(1, t.max_scale_out_step.max(1));
+        // Grow in proportion to the worst latency overshoot (value / target, at most double;
+        // by half when only rejections show the queue), at least one and at most
+        // maxScaleOutStep pods. Pods still starting are capacity the SLIs do not show yet, so
+        // they count against the step.
+        let factor = latency_overshoot(ctx).map_or(1.5, |r| r.min(2.0));
+        let step = ((f64::from(s.replicas) * (factor - 1.0)).ceil() as u32)
+            .clamp(1, t.max_scale_out_step.max(1));
         let starting = s.starting();
         match step.saturating_sub(starting) {
             0 => Err(format!(
@@ -60,6 +64,18 @@ fn scale_out(ctx: &Ctx<'_>) -> Candidate {
         label: "scale out",
         action,
     }
+}
+
+/// Worst value/target ratio among the violated latency objectives.
+fn latency_overshoot(ctx: &Ctx<'_>) -> Option<f64> {
+    ctx.statuses
+        .iter()
+        .filter(|st| {
+            st.state == ObjectiveState::Violated
+                && matches!(st.objective, Objective::TtftP95 | Objective::Tpot)
+        })
+        .filter_map(|st| st.value.map(|v| v / st.target))
+        .max_by(f64::total_cmp)
 }
 
 fn rung(ctx: &Ctx<'_>) -> Result<usize, String> {

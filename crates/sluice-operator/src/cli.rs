@@ -78,9 +78,39 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
 
+    /// Prometheus the SLO loop reads SLIs from, e.g. `http://prometheus.monitoring:9090`; an
+    /// InferenceService's `spec.slo.prometheusUrl` overrides it. Unset, and without the
+    /// override, the loop reports `SLOMet=Unknown` (`NoPrometheusUrl`) and never acts.
+    #[arg(long, env = "SLUICE_PROMETHEUS_URL", value_parser = parse_http_url)]
+    pub prometheus_url: Option<String>,
+
+    /// Time between two SLO evaluations of one InferenceService (e.g. `15s`, `1m`).
+    #[arg(long, env = "SLUICE_SLO_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    pub slo_interval: std::time::Duration,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLUICE_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.chars().any(char::is_whitespace) => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("expected an http:// or https:// URL, got {s:?}")),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?}: must be between 1s and 1h"));
+    }
+    Ok(d)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -113,6 +143,38 @@ mod tests {
         assert_eq!(args.namespace.as_deref(), Some("ml"));
         assert_eq!(args.service_monitor_labels.len(), 2);
         assert!(!args.leader_election);
+        assert_eq!(args.slo_interval, std::time::Duration::from_secs(15));
+        assert_eq!(args.prometheus_url, None);
+    }
+
+    #[test]
+    fn parses_slo_flags_and_rejects_bad_ones() {
+        let cli = Cli::try_parse_from([
+            "sluice-operator",
+            "run",
+            "--prometheus-url",
+            "http://prometheus.monitoring:9090/",
+            "--slo-interval",
+            "30s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(
+            args.prometheus_url.as_deref(),
+            Some("http://prometheus.monitoring:9090")
+        );
+        assert_eq!(args.slo_interval, std::time::Duration::from_secs(30));
+        for bad in [
+            ["--prometheus-url", "prometheus:9090"],
+            ["--slo-interval", "0s"],
+            ["--slo-interval", "soon"],
+        ] {
+            let mut argv = vec!["sluice-operator", "run"];
+            argv.extend(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,5 +14,6 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod slo;
 pub mod status;
 pub mod validate;

@@ -3,7 +3,8 @@
 //! bounded (fixed sets), units are in the names, histogram buckets are explicit.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::error::CATEGORIES;
@@ -16,6 +17,28 @@ pub const WRITE_KINDS: &[&str] = &[
     "ServiceMonitor",
     "Status",
 ];
+
+/// SLO-loop actions, the values of the `action` label.
+pub const SLO_ACTIONS: &[&str] = &[
+    "hold",
+    "scale_replicas",
+    "set_quantization",
+    "set_max_tokens",
+];
+
+/// Bottleneck classes, the values of the `class` label.
+pub const SLO_CLASSES: &[&str] = &[
+    "Healthy",
+    "ComputeBound",
+    "MemoryBound",
+    "IoBound",
+    "QueueBound",
+    "SoftwareBound",
+    "Unknown",
+];
+
+/// SLO states, the values of the `state` label.
+pub const SLO_STATES: &[&str] = &["Met", "Violated", "NoTraffic", "Unknown"];
 
 /// Reconcile durations span a cache-hit no-op (milliseconds) to slow API servers (seconds).
 const DURATION_BUCKETS: &[f64] = &[
@@ -36,6 +59,17 @@ pub struct Metrics {
     pub writes: IntCounterVec,
     /// `sluice_operator_leader` (1 while this replica holds the lease).
     pub leader: IntGauge,
+    /// `sluice_operator_slo_decisions_total{action, class}`: decision-log entries by the knob
+    /// moved (or `hold`) and the bottleneck class at the time.
+    pub slo_decisions: IntCounterVec,
+    /// `sluice_operator_slo_state{namespace, name, state}`: 1 for the service's current SLO
+    /// state, 0 for the others (one series set per InferenceService).
+    pub slo_state: IntGaugeVec,
+    /// `sluice_operator_slo_bottleneck{namespace, name, class}`: 1 for the current class.
+    pub slo_bottleneck: IntGaugeVec,
+    /// `sluice_operator_max_tokens_pushes_total{outcome="success"|"error"}`: per-pod runtime
+    /// `max_tokens` updates.
+    pub max_tokens_pushes: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +105,46 @@ impl Metrics {
             "sluice_operator_leader",
             "1 while this replica holds the leader lease.",
         )?;
+        let slo_decisions = IntCounterVec::new(
+            Opts::new(
+                "sluice_operator_slo_decisions_total",
+                "SLO-loop decisions by action and bottleneck class.",
+            ),
+            &["action", "class"],
+        )?;
+        let slo_state = IntGaugeVec::new(
+            Opts::new(
+                "sluice_operator_slo_state",
+                "1 for each InferenceService's current SLO state (Met, Violated, NoTraffic, Unknown).",
+            ),
+            &["namespace", "name", "state"],
+        )?;
+        let slo_bottleneck = IntGaugeVec::new(
+            Opts::new(
+                "sluice_operator_slo_bottleneck",
+                "1 for each InferenceService's current bottleneck class.",
+            ),
+            &["namespace", "name", "class"],
+        )?;
+        let max_tokens_pushes = IntCounterVec::new(
+            Opts::new(
+                "sluice_operator_max_tokens_pushes_total",
+                "Runtime max_tokens updates sent to server pods, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(slo_decisions.clone()))?;
+        registry.register(Box::new(slo_state.clone()))?;
+        registry.register(Box::new(slo_bottleneck.clone()))?;
+        registry.register(Box::new(max_tokens_pushes.clone()))?;
+        for a in SLO_ACTIONS {
+            for c in SLO_CLASSES {
+                slo_decisions.with_label_values(&[*a, *c]);
+            }
+        }
+        for o in ["success", "error"] {
+            max_tokens_pushes.with_label_values(&[o]);
+        }
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -92,7 +166,37 @@ impl Metrics {
             duration,
             writes,
             leader,
+            slo_decisions,
+            slo_state,
+            slo_bottleneck,
+            max_tokens_pushes,
         })
+    }
+
+    /// Sets the one-hot SLO state and bottleneck gauges of a service.
+    pub fn set_slo(&self, namespace: &str, name: &str, state: &str, class: &str) {
+        for s in SLO_STATES {
+            self.slo_state
+                .with_label_values(&[namespace, name, s])
+                .set(i64::from(*s == state));
+        }
+        for c in SLO_CLASSES {
+            self.slo_bottleneck
+                .with_label_values(&[namespace, name, c])
+                .set(i64::from(*c == class));
+        }
+    }
+
+    /// Drops a deleted service's SLO series so the registry does not grow without bound.
+    pub fn forget_slo(&self, namespace: &str, name: &str) {
+        for s in SLO_STATES {
+            let _ = self.slo_state.remove_label_values(&[namespace, name, s]);
+        }
+        for c in SLO_CLASSES {
+            let _ = self
+                .slo_bottleneck
+                .remove_label_values(&[namespace, name, c]);
+        }
     }
 
     /// Prometheus text exposition of the registry.

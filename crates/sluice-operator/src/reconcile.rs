@@ -29,7 +29,8 @@ use crate::build::{self, BuildOptions, service_monitor_resource};
 use crate::effective;
 use crate::error::{FetchError, ReconcileError, StatusError};
 use crate::metrics::Metrics;
-use crate::status::{self, Rollout};
+use crate::slo::{self, SloLoop};
+use crate::status::{self, CondSpec, Rollout};
 use crate::validate::{self, Validated};
 
 /// Resync period when nothing happens: catches anything a missed watch event left behind.
@@ -41,6 +42,8 @@ pub struct Context {
     pub build: BuildOptions,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The SLO loop's configuration and SLI history.
+    pub slo: SloLoop,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<InferenceService>>, u32>>,
 }
@@ -53,8 +56,15 @@ impl Context {
             build,
             recorder,
             metrics,
+            slo: SloLoop::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the SLO loop (interval, Prometheus URL, sources, limits client).
+    pub fn with_slo(mut self, slo: SloLoop) -> Self {
+        self.slo = slo;
+        self
     }
 
     fn failures(
@@ -278,7 +288,23 @@ async fn reconcile_service(
         build::Monitoring::ServiceMonitor { .. }
     );
     let observed = fetch(&apis, &ns, &valid.name, want_monitor).await?;
-    let eff = effective::derive(&valid, old_status.and_then(|s| s.effective.as_ref()));
+    let mut eff = effective::derive(&valid, old_status.and_then(|s| s.effective.as_ref()));
+    let observed_rollout = observed.deployment.as_ref().map(Rollout::of);
+    let tick = slo::tick::run(
+        &ctx.slo,
+        &ctx.client,
+        &ctx.metrics,
+        &valid,
+        eff.into(),
+        observed_rollout.as_ref(),
+        old_status,
+        now.0.as_second() as f64,
+    )
+    .await;
+    if let Some(t) = &tick {
+        // The SLO loop's choice goes through the same clamping as a stored one.
+        eff = effective::derive(&valid, Some(&t.effective));
+    }
     let children = build::build(&valid, &eff, &ctx.build);
 
     let applied = match apply_children(&apis, &valid, children, observed, ctx).await {
@@ -313,7 +339,7 @@ async fn reconcile_service(
     }
 
     let rollout = Rollout::of(&applied.deployment);
-    let new = status::reconciled(
+    let mut new = status::reconciled(
         old_status,
         generation,
         eff.into(),
@@ -321,8 +347,38 @@ async fn reconcile_service(
         &rollout,
         &now,
     );
+    let Some(tick) = tick else {
+        write_status(isvc, &apis, old_status, new, ctx).await?;
+        return Ok(Action::requeue(RESYNC));
+    };
+    if let Some(slo) = tick.slo {
+        new.slo = Some(slo);
+    }
+    if let Some((met, reason, message)) = &tick.condition {
+        status::set_condition_maybe(
+            &mut new.conditions,
+            CondSpec {
+                type_: sluice_api::condition::SLO_MET,
+                status: met.unwrap_or(false),
+                reason,
+                message: message.clone(),
+            },
+            *met,
+            generation,
+            &now,
+        );
+    }
     write_status(isvc, &apis, old_status, new, ctx).await?;
-    Ok(Action::requeue(RESYNC))
+    for (action, class) in &tick.decisions {
+        ctx.metrics
+            .slo_decisions
+            .with_label_values(&[*action, *class])
+            .inc();
+    }
+    for e in tick.events {
+        publish(ctx, &reference, e.type_, &e.reason, &e.action, e.note).await;
+    }
+    Ok(Action::requeue(tick.requeue.min(RESYNC)))
 }
 
 struct AppliedChildren {
@@ -417,21 +473,57 @@ async fn write_status(
         return Ok(false);
     }
     let name = isvc.name_any();
-    let patch = json!({
-        "metadata": { "resourceVersion": isvc.resource_version() },
-        "status": new,
-    });
-    apis.isvc
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| StatusError::Patch {
-            namespace: isvc.namespace().unwrap_or_default(),
-            name,
-            source,
-        })?;
+    let mut resource_version = isvc.resource_version();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let patch = json!({
+            "metadata": { "resourceVersion": resource_version },
+            "status": new,
+        });
+        let err = match apis
+            .isvc
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let conflict = matches!(&err, kube::Error::Api(s) if s.code == 409);
+        if !conflict || attempt >= STATUS_ATTEMPTS {
+            return Err(StatusError::Patch {
+                namespace: isvc.namespace().unwrap_or_default(),
+                name,
+                source: err,
+            });
+        }
+        // A conflict from a change that left spec and status alone (labels, annotations) is
+        // safe to retry on the fresh resourceVersion; anything else was decided on stale data
+        // and goes back through a full reconcile.
+        let fresh = apis
+            .isvc
+            .get(&name)
+            .await
+            .map_err(|source| StatusError::Patch {
+                namespace: isvc.namespace().unwrap_or_default(),
+                name: name.clone(),
+                source,
+            })?;
+        if fresh.metadata.generation != isvc.metadata.generation || fresh.status.as_ref() != old {
+            return Err(StatusError::Patch {
+                namespace: isvc.namespace().unwrap_or_default(),
+                name,
+                source: err,
+            });
+        }
+        resource_version = fresh.resource_version();
+    }
     ctx.metrics.writes.with_label_values(&["Status"]).inc();
     Ok(true)
 }
+
+/// Status patches tried per reconcile when the object changed under us.
+const STATUS_ATTEMPTS: u32 = 3;
 
 #[cfg(test)]
 mod tests {

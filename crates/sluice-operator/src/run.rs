@@ -26,6 +26,7 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
+use crate::slo::{HttpLimitsClient, PrometheusFactory, SloLoop};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -138,12 +139,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "sluice-operator".into(),
         instance: Some(args.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        build,
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-    ));
+    let slo = SloLoop::new(
+        args.slo_interval,
+        args.prometheus_url.clone(),
+        Arc::new(PrometheusFactory),
+        Arc::new(HttpLimitsClient::default()),
+    );
+    info!(interval = ?args.slo_interval, prometheus = args.prometheus_url.as_deref().unwrap_or("<per InferenceService>"), "SLO loop configured");
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            build,
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+        )
+        .with_slo(slo),
+    );
 
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();

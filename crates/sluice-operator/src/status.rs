@@ -23,7 +23,35 @@ pub fn set_condition(
     generation: i64,
     now: &Time,
 ) {
-    let status = if spec.status { "True" } else { "False" }.to_owned();
+    let status = if spec.status { "True" } else { "False" };
+    set_condition_status(conditions, spec, status, generation, now);
+}
+
+/// Like [`set_condition`] with `Unknown` for `None`: conditions whose truth cannot be known
+/// (e.g. `SLOMet` without metrics).
+pub fn set_condition_maybe(
+    conditions: &mut Vec<Condition>,
+    spec: CondSpec<'_>,
+    status: Option<bool>,
+    generation: i64,
+    now: &Time,
+) {
+    let status = match status {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    };
+    set_condition_status(conditions, spec, status, generation, now);
+}
+
+fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    spec: CondSpec<'_>,
+    status: &str,
+    generation: i64,
+    now: &Time,
+) {
+    let status = status.to_owned();
     let existing = conditions.iter().position(|c| c.type_ == spec.type_);
     let last_transition_time = match existing.map(|i| &conditions[i]) {
         Some(old) if old.status == status => old.last_transition_time.clone(),
@@ -96,7 +124,8 @@ impl Rollout {
         }
     }
 
-    fn complete(&self) -> bool {
+    /// Every desired pod runs the latest template and is available.
+    pub fn complete(&self) -> bool {
         self.observed
             && self.updated >= self.desired
             && self.replicas == self.updated

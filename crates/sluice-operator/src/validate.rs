@@ -275,6 +275,17 @@ fn check_slo(
             "must be a fraction in [0, 1]".into(),
         ));
     }
+    if let Some(url) = &slo.prometheus_url {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.chars().any(char::is_whitespace)) {
+            return Err(invalid(
+                "spec.slo.prometheusUrl",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+    }
     Ok(())
 }
 

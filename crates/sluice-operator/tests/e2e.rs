@@ -118,6 +118,8 @@ async fn tiny_service_end_to_end() {
         lease_duration_seconds: 15,
         identity: "e2e".into(),
         concurrency: 2,
+        prometheus_url: None,
+        slo_interval: std::time::Duration::from_secs(15),
         log_json: false,
     };
     let operator = tokio::spawn(sluice_operator::run::run(args));

@@ -1,0 +1,248 @@
+//! The thin actuator for `max_tokens`: `PUT /admin/limits` on every ready server pod, so a
+//! clamp takes effect at once without a restart (the Deployment args persist it afterwards).
+//!
+//! The HTTP call sits behind [`LimitsClient`] so the SLO loop is tested with a fake; pod
+//! discovery and the API key lookup use the kube client.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::build::{INSTANCE_LABEL, SERVER_PORT};
+use crate::validate::Validated;
+
+/// One server pod to reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTarget {
+    /// Pod name, for messages.
+    pub name: String,
+    /// `http://IP:PORT`.
+    pub base_url: String,
+}
+
+/// Pushing limits to one pod failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to set max_tokens on pod {pod}: {message}")]
+pub struct LimitsError {
+    /// Pod name.
+    pub pod: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Sets a server's runtime limits.
+#[async_trait]
+pub trait LimitsClient: Send + Sync {
+    /// `PUT {base_url}/admin/limits {"max_tokens": max_tokens}`.
+    async fn set_max_tokens(
+        &self,
+        pod: &PodTarget,
+        max_tokens: u32,
+        api_key: Option<&str>,
+    ) -> Result<(), LimitsError>;
+}
+
+/// [`LimitsClient`] over HTTP with a short timeout (a hung pod must not stall the loop).
+#[derive(Debug, Clone)]
+pub struct HttpLimitsClient {
+    http: reqwest::Client,
+}
+
+impl Default for HttpLimitsClient {
+    /// A client with a 5 s request timeout.
+    fn default() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            // Building only fails when no TLS backend initialises; plain HTTP to pod IPs
+            // needs none, so the unconfigured client is an equivalent fallback.
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http }
+    }
+}
+
+#[async_trait]
+impl LimitsClient for HttpLimitsClient {
+    async fn set_max_tokens(
+        &self,
+        pod: &PodTarget,
+        max_tokens: u32,
+        api_key: Option<&str>,
+    ) -> Result<(), LimitsError> {
+        let err = |message: String| LimitsError {
+            pod: pod.name.clone(),
+            message,
+        };
+        let mut req = self
+            .http
+            .put(format!("{}/admin/limits", pod.base_url))
+            .json(&serde_json::json!({ "max_tokens": max_tokens }));
+        if let Some(key) = api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(err(format!(
+                "HTTP {status}: {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Ready, running, not terminating server pods of the service. Pure.
+pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let st = p.status.as_ref()?;
+            let ready = st
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ip = st.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
+            ready.then(|| PodTarget {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                base_url: if ip.contains(':') {
+                    format!("http://[{ip}]:{SERVER_PORT}")
+                } else {
+                    format!("http://{ip}:{SERVER_PORT}")
+                },
+            })
+        })
+        .collect()
+}
+
+/// What a push achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Pods that took the new cap.
+    pub updated: Vec<String>,
+    /// Pods (or lookups) that failed, with why.
+    pub failed: Vec<String>,
+}
+
+impl PushReport {
+    /// `2 pods updated` / `1 of 2 pods updated; failed: …`.
+    pub fn describe(&self) -> String {
+        let total = self.updated.len() + self.failed.len();
+        if self.failed.is_empty() {
+            format!(
+                "{} of {total} ready pods took it at once",
+                self.updated.len()
+            )
+        } else {
+            format!(
+                "{} of {total} ready pods took it at once; {}",
+                self.updated.len(),
+                self.failed.join("; ")
+            )
+        }
+    }
+}
+
+/// Sets `max_tokens` on every ready pod of `v`. Never fails as a whole: the Deployment args
+/// carry the value to every pod anyway, so this is the fast path and failures are reported.
+pub async fn push_max_tokens(
+    client: &Client,
+    limits: &dyn LimitsClient,
+    v: &Validated,
+    max_tokens: u32,
+) -> PushReport {
+    let mut report = PushReport::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
+    let list = match pods
+        .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={}", v.name)))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            report.failed.push(format!(
+                "failed to list pods of {}/{}: {e}",
+                v.namespace, v.name
+            ));
+            return report;
+        }
+    };
+    let key = match &v.serving.api_key_secret_ref {
+        None => None,
+        Some(r) => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
+            match secrets.get(&r.name).await {
+                Ok(s) => s
+                    .data
+                    .and_then(|d| d.get(&r.key).cloned())
+                    .and_then(|b| String::from_utf8(b.0).ok())
+                    .map(|k| k.trim().to_owned()),
+                Err(e) => {
+                    report.failed.push(format!(
+                        "failed to read api key secret {}/{}: {e}",
+                        v.namespace, r.name
+                    ));
+                    return report;
+                }
+            }
+        }
+    };
+    for target in ready_targets(&list) {
+        match limits
+            .set_max_tokens(&target, max_tokens, key.as_deref())
+            .await
+        {
+            Ok(()) => report.updated.push(target.name),
+            Err(e) => report.failed.push(e.to_string()),
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, ready: &str, ip: Option<&str>, deleting: bool) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        });
+        if let Some(ip) = ip {
+            v["status"]["podIP"] = json!(ip);
+        }
+        if deleting {
+            v["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_ready_pods_with_an_ip_are_targets() {
+        let pods = [
+            pod("a", "True", Some("10.0.0.1"), false),
+            pod("b", "False", Some("10.0.0.2"), false),
+            pod("c", "True", None, false),
+            pod("d", "True", Some("10.0.0.4"), true),
+            pod("e", "True", Some("fd00::5"), false),
+        ];
+        assert_eq!(
+            ready_targets(&pods),
+            vec![
+                PodTarget {
+                    name: "a".into(),
+                    base_url: "http://10.0.0.1:8000".into()
+                },
+                PodTarget {
+                    name: "e".into(),
+                    base_url: "http://[fd00::5]:8000".into()
+                },
+            ]
+        );
+    }
+}

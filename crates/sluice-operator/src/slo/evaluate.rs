@@ -1,0 +1,112 @@
+//! One SLO tick without I/O: from the validated spec, the settings in effect, the stored status
+//! and the SLI history to the engine's plan, the new decision log, the `status.slo` to write and
+//! the effective settings to build. Tested on canned snapshots.
+
+use std::time::Duration;
+
+use sluice_api::{EffectiveSettings, ObjectiveState, SloStatus};
+use sluice_slo::{Action, Decision, Plan, Sli, apply_plan, plan};
+
+use super::{mapping, report};
+use crate::status::Rollout;
+use crate::validate::Validated;
+
+/// What one tick decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The engine's plan.
+    pub plan: Plan,
+    /// The decision log after folding the plan in, oldest first.
+    pub log: Vec<Decision>,
+    /// `status.slo` to write.
+    pub slo: SloStatus,
+    /// `status.effective` to write: the plan's desired settings when it must act (Auto mode
+    /// with a change), the current ones otherwise.
+    pub effective: EffectiveSettings,
+    /// `SLOMet`: status (None = Unknown), reason, message.
+    pub condition: (Option<bool>, String, String),
+}
+
+impl Evaluation {
+    /// The new decision-log entry, if this tick made one.
+    pub fn recorded(&self) -> Option<&Decision> {
+        self.plan.record.as_ref()
+    }
+
+    /// The `max_tokens` to push to the pods now, when the plan acts on that knob.
+    pub fn max_tokens_to_push(&self) -> Option<u32> {
+        match (&self.plan.action, self.plan.act) {
+            (Action::SetMaxTokens { to, .. }, true) => Some(*to),
+            _ => None,
+        }
+    }
+}
+
+/// True when the last evaluation is at least one interval old (1 s of slack absorbs requeue
+/// jitter and the whole-second timestamps in status).
+pub fn is_due(old: Option<&SloStatus>, now: f64, interval: Duration) -> bool {
+    let last = old
+        .and_then(|s| s.slis.as_ref())
+        .map(|s| s.observed_at.0.as_second() as f64);
+    match last {
+        None => true,
+        Some(t) => now - t >= interval.as_secs_f64() - 1.0 || now < t,
+    }
+}
+
+/// Seconds until the next evaluation is due (at least 1 s).
+pub fn due_in(old: Option<&SloStatus>, now: f64, interval: Duration) -> Duration {
+    let last = old
+        .and_then(|s| s.slis.as_ref())
+        .map(|s| s.observed_at.0.as_second() as f64)
+        .unwrap_or(now - interval.as_secs_f64());
+    let left = (last + interval.as_secs_f64() - now).max(1.0);
+    Duration::from_secs_f64(left)
+}
+
+/// How long SLI history must reach back for the planner (its reversal and trend guards).
+pub fn history_seconds(v: &Validated, eff: &EffectiveSettings) -> f64 {
+    let spec = mapping::slo_spec(v, eff);
+    let t = &spec.tuning;
+    let window = mapping::window(v).as_secs();
+    let headroom = u64::from(t.step_back_after_windows + 1) * window;
+    t.reversal_cooldown_seconds.max(headroom).max(window) as f64
+}
+
+/// Runs one tick. `history` is oldest first with the snapshot just taken last. Pure.
+pub fn evaluate(
+    v: &Validated,
+    eff: &EffectiveSettings,
+    rollout: Option<&Rollout>,
+    old: Option<&SloStatus>,
+    history: &[Sli],
+    now: f64,
+) -> Evaluation {
+    let spec = mapping::slo_spec(v, eff);
+    let settings = mapping::settings(eff, rollout);
+    let mut log = report::decisions_back(old.map(|s| s.decisions.as_slice()).unwrap_or(&[]));
+    let p = plan(&spec, history, &settings, &log, now);
+    apply_plan(&mut log, &p, report::KEEP_DECISIONS);
+    let effective = if p.act {
+        mapping::effective_from(&p.desired, eff)
+    } else {
+        eff.clone()
+    };
+    let slo = match history.last() {
+        Some(sli) => report::slo_status(old, sli, &p, &log),
+        None => SloStatus {
+            state: ObjectiveState::Unknown,
+            summary: Some(p.reason.clone()),
+            decisions: report::decisions(&log),
+            ..SloStatus::default()
+        },
+    };
+    let condition = report::slo_met(&p);
+    Evaluation {
+        plan: p,
+        log,
+        slo,
+        effective,
+        condition,
+    }
+}

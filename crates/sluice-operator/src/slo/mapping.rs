@@ -1,0 +1,292 @@
+//! Pure mapping from the CRD to the SLO engine's inputs: the objectives and knobs
+//! ([`sluice_slo::SloSpec`]), the settings in effect ([`sluice_slo::Settings`]) and the label
+//! selector that scopes every PromQL query to the service's pods.
+
+use sluice_api::{EffectiveSettings, Knob, Quantization, RemediationMode};
+use sluice_slo::promql::{MatchOp, SelectorError};
+use sluice_slo::{Knobs, Mode, Selector, Settings, SloSpec, SloTargets, Tuning, Window};
+
+use crate::status::Rollout;
+use crate::validate::Validated;
+
+/// The engine's mode for the CRD's remediation mode (same three meanings).
+pub fn mode(m: RemediationMode) -> Mode {
+    match m {
+        RemediationMode::Off => Mode::Off,
+        RemediationMode::Advise => Mode::Advise,
+        RemediationMode::Auto => Mode::Auto,
+    }
+}
+
+fn secs(d: kube::core::Duration) -> f64 {
+    std::time::Duration::from(d).as_secs_f64()
+}
+
+fn whole_secs(d: kube::core::Duration) -> u64 {
+    secs(d).ceil() as u64
+}
+
+/// The SLI window (`spec.slo.window`, at least 1 s).
+pub fn window(v: &Validated) -> Window {
+    Window::seconds(whole_secs(v.slo.window).max(1))
+}
+
+/// Maps the validated spec and the settings in effect to the engine's spec. Pure.
+///
+/// A knob missing from `remediation.knobs` is pinned at its current value (min = max, a
+/// one-rung ladder, floor = ceiling), so the planner can reason about it but never move it.
+/// The quantization ladder starts at `serving.quantization`: step-back restores the level the
+/// user chose, and the planner never "improves" fidelity beyond it.
+pub fn slo_spec(v: &Validated, eff: &EffectiveSettings) -> SloSpec {
+    let may = |k: Knob| v.remediation.knobs.contains(&k);
+    let to_u32 = |n: i32| u32::try_from(n.max(0)).unwrap_or(0);
+    let (min_replicas, max_replicas) = if may(Knob::Replicas) {
+        (to_u32(v.min_replicas), to_u32(v.max_replicas))
+    } else {
+        (to_u32(eff.replicas), to_u32(eff.replicas))
+    };
+    let quantization_ladder: Vec<String> = if may(Knob::Quantization) {
+        let start = v.ladder_index(v.serving.quantization).unwrap_or(0);
+        v.serving.quantization_ladder[start..]
+            .iter()
+            .map(|q| q.as_flag().to_owned())
+            .collect()
+    } else {
+        vec![eff.quantization.as_flag().to_owned()]
+    };
+    let mt = &v.serving.max_tokens;
+    let (max_tokens, max_tokens_floor) = if may(Knob::MaxTokens) {
+        (mt.default, mt.floor)
+    } else {
+        (eff.max_tokens, eff.max_tokens)
+    };
+    let c = &v.remediation.cooldowns;
+    let tuning = Tuning {
+        scale_out_cooldown_seconds: whole_secs(c.scale_up),
+        scale_in_cooldown_seconds: whole_secs(c.scale_down),
+        quantization_cooldown_seconds: whole_secs(c.quantization),
+        max_tokens_cooldown_seconds: whole_secs(c.max_tokens),
+        ..Tuning::default()
+    };
+    SloSpec {
+        mode: mode(v.remediation.mode),
+        targets: SloTargets {
+            ttft_p95_seconds: Some(secs(v.slo.ttft_p95)),
+            tpot_seconds: Some(secs(v.slo.tpot_avg)),
+            // The CRD allows 0 ("no errors at all"); the engine needs a positive ratio, and
+            // one in a billion is the same objective for any real request count.
+            error_ratio: Some(v.slo.error_rate_max.max(1e-9)),
+            memory_ratio: f64::from(v.slo.vram_max_percent) / 100.0,
+        },
+        knobs: Knobs {
+            min_replicas,
+            max_replicas,
+            quantization_ladder,
+            max_tokens,
+            max_tokens_floor,
+        },
+        tuning,
+        thresholds: Default::default(),
+    }
+}
+
+/// The settings in effect: the operator's choice plus what the Deployment reports.
+pub fn settings(eff: &EffectiveSettings, rollout: Option<&Rollout>) -> Settings {
+    let to_u32 = |n: i32| u32::try_from(n.max(0)).unwrap_or(0);
+    Settings {
+        replicas: to_u32(eff.replicas),
+        ready_replicas: rollout.map(|r| to_u32(r.ready)).unwrap_or(0),
+        // No Deployment yet means nothing rolled out.
+        rollout_complete: rollout.is_some_and(|r| r.complete() && r.desired == eff.replicas),
+        quantization: eff.quantization.as_flag().to_owned(),
+        max_tokens: eff.max_tokens,
+    }
+}
+
+/// The quantization named by a server flag, if the CRD knows it.
+pub fn quantization_from_flag(flag: &str) -> Option<Quantization> {
+    [
+        Quantization::F32,
+        Quantization::F16,
+        Quantization::Bf16,
+        Quantization::Q8_0,
+        Quantization::Q4_0,
+        Quantization::Q4K,
+    ]
+    .into_iter()
+    .find(|q| q.as_flag() == flag)
+}
+
+/// The effective settings the engine asks for (replicas, quantization, max_tokens).
+pub fn effective_from(desired: &Settings, current: &EffectiveSettings) -> EffectiveSettings {
+    EffectiveSettings {
+        replicas: i32::try_from(desired.replicas).unwrap_or(i32::MAX),
+        quantization: quantization_from_flag(&desired.quantization).unwrap_or(current.quantization),
+        max_tokens: desired.max_tokens,
+    }
+}
+
+/// Label selector for the service's server pods as Prometheus sees them.
+///
+/// Both discovery modes the operator sets up (ServiceMonitor, and the usual
+/// `kubernetes-pods` job for scrape annotations) attach `namespace` and `pod` labels; the pod
+/// name of a Deployment is `<name>-<template hash>-<suffix>`, which the anchored regex matches
+/// exactly, so a service named `tiny` never picks up the pods of `tiny-big`.
+pub fn selector(v: &Validated) -> Result<Selector, SelectorError> {
+    Selector::new().eq("namespace", v.namespace.clone())?.with(
+        "pod",
+        MatchOp::Re,
+        format!(
+            "{}-[a-z0-9]+-[a-z0-9]+",
+            sluice_slo::promql::regex_escape(&v.name)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sluice_api::InferenceService;
+
+    fn validated(spec: serde_json::Value) -> Validated {
+        let obj: InferenceService = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "InferenceService",
+            "metadata": {"name": "tiny", "namespace": "demo", "uid": "u1"},
+            "spec": spec,
+        }))
+        .unwrap();
+        crate::validate::validate(&obj).unwrap()
+    }
+
+    fn eff(replicas: i32, q: Quantization, max_tokens: u32) -> EffectiveSettings {
+        EffectiveSettings {
+            replicas,
+            quantization: q,
+            max_tokens,
+        }
+    }
+
+    #[test]
+    fn maps_objectives_knobs_and_cooldowns() {
+        let v = validated(json!({
+            "model": {"builtin": "tiny"},
+            "replicas": {"min": 1, "max": 4},
+            "serving": {"quantization": "q8_0", "quantizationLadder": ["f16", "q8_0", "q4_0"],
+                        "maxTokens": {"default": 512, "floor": 32}},
+            "slo": {"ttftP95": "800ms", "tpotAvg": "40ms", "vramMaxPercent": 90,
+                    "errorRateMax": 0.01, "window": "2m"},
+            "remediation": {"mode": "Advise", "cooldowns": {"scaleUp": "30s", "scaleDown": "5m",
+                            "quantization": "10m", "maxTokens": "1m"}},
+        }));
+        let s = slo_spec(&v, &eff(2, Quantization::Q8_0, 512));
+        assert_eq!(s.mode, Mode::Advise);
+        assert_eq!(s.targets.ttft_p95_seconds, Some(0.8));
+        assert_eq!(s.targets.tpot_seconds, Some(0.04));
+        assert_eq!(s.targets.error_ratio, Some(0.01));
+        assert_eq!(s.targets.memory_ratio, 0.9);
+        assert_eq!(
+            s.knobs,
+            Knobs {
+                min_replicas: 1,
+                max_replicas: 4,
+                quantization_ladder: vec!["q8_0".into(), "q4_0".into()],
+                max_tokens: 512,
+                max_tokens_floor: 32,
+            }
+        );
+        assert_eq!(s.tuning.scale_out_cooldown_seconds, 30);
+        assert_eq!(s.tuning.scale_in_cooldown_seconds, 300);
+        assert_eq!(s.tuning.quantization_cooldown_seconds, 600);
+        assert_eq!(s.tuning.max_tokens_cooldown_seconds, 60);
+        assert_eq!(window(&v).as_secs(), 120);
+        s.validate().expect("mapped spec is valid for the engine");
+    }
+
+    #[test]
+    fn knobs_left_out_are_pinned_at_their_current_value() {
+        let v = validated(json!({
+            "model": {"builtin": "tiny"},
+            "replicas": {"min": 1, "max": 8},
+            "remediation": {"mode": "Auto", "knobs": ["MaxTokens"]},
+        }));
+        let s = slo_spec(&v, &eff(3, Quantization::F16, 128));
+        assert_eq!((s.knobs.min_replicas, s.knobs.max_replicas), (3, 3));
+        assert_eq!(s.knobs.quantization_ladder, vec!["f16".to_owned()]);
+        assert_eq!((s.knobs.max_tokens, s.knobs.max_tokens_floor), (256, 64));
+        let s = slo_spec(
+            &validated(json!({"model": {"builtin": "tiny"},
+                              "remediation": {"knobs": ["Replicas"]}})),
+            &eff(1, Quantization::F16, 128),
+        );
+        assert_eq!((s.knobs.max_tokens, s.knobs.max_tokens_floor), (128, 128));
+    }
+
+    #[test]
+    fn zero_error_budget_stays_a_valid_objective() {
+        let v = validated(json!({"model": {"builtin": "tiny"}, "slo": {"errorRateMax": 0.0}}));
+        let s = slo_spec(&v, &eff(1, Quantization::F16, 256));
+        assert!(s.targets.error_ratio.unwrap() > 0.0);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn settings_follow_the_rollout() {
+        let e = eff(2, Quantization::Q4_0, 100);
+        let r = Rollout {
+            desired: 2,
+            replicas: 2,
+            updated: 2,
+            ready: 2,
+            available: 2,
+            observed: true,
+            stalled: None,
+        };
+        let s = settings(&e, Some(&r));
+        assert_eq!(
+            s,
+            Settings {
+                replicas: 2,
+                ready_replicas: 2,
+                rollout_complete: true,
+                quantization: "q4_0".into(),
+                max_tokens: 100,
+            }
+        );
+        let rolling = Rollout {
+            updated: 1,
+            ready: 1,
+            available: 1,
+            ..r.clone()
+        };
+        assert!(!settings(&e, Some(&rolling)).rollout_complete);
+        // The Deployment still wants 1 while the operator chose 2: not settled.
+        let old = Rollout { desired: 1, ..r };
+        assert!(!settings(&e, Some(&old)).rollout_complete);
+        assert!(!settings(&e, None).rollout_complete);
+    }
+
+    #[test]
+    fn desired_settings_become_effective_settings() {
+        let cur = eff(1, Quantization::F16, 256);
+        let d = Settings {
+            replicas: 3,
+            ready_replicas: 1,
+            rollout_complete: true,
+            quantization: "q8_0".into(),
+            max_tokens: 128,
+        };
+        assert_eq!(effective_from(&d, &cur), eff(3, Quantization::Q8_0, 128));
+        assert_eq!(quantization_from_flag("q4k"), Some(Quantization::Q4K));
+        assert_eq!(quantization_from_flag("int3"), None);
+    }
+
+    #[test]
+    fn selector_scopes_to_the_deployment_pods() {
+        let v = validated(json!({"model": {"builtin": "tiny"}}));
+        assert_eq!(
+            selector(&v).unwrap().render(),
+            r#"namespace="demo",pod=~"tiny-[a-z0-9]+-[a-z0-9]+""#
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The SLO loop: on a periodic requeue per InferenceService it reads the service's SLIs through
+//! a [`MetricsSource`], lets the pure engine ([`sluice_slo::plan()`]) classify the bottleneck and
+//! choose at most one change, and, in `Auto` mode only, carries it out.
+//!
+//! Decide pure, act thin: [`mapping`] and [`report`] are pure translations between the CRD and
+//! the engine, [`evaluate`] runs one tick on a given snapshot without I/O, and [`actuate`] is the
+//! only part that talks to pods. Replicas and quantization are acted on through
+//! `status.effective`, which the same reconcile builds into the owned Deployment (a
+//! quantization change is a rolling restart); `max_tokens` is first pushed to every ready pod's
+//! `/admin/limits` and then persisted through `status.effective` into the Deployment args.
+
+pub mod actuate;
+pub mod evaluate;
+pub mod mapping;
+pub mod report;
+pub mod tick;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_slo::{MetricsSource, PrometheusSource, Selector, Sli, Window};
+
+pub use actuate::{HttpLimitsClient, LimitsClient, LimitsError, PodTarget, PushReport};
+pub use evaluate::{Evaluation, evaluate, is_due};
+
+/// Builds the metrics source for one service (Prometheus in production, canned in tests).
+pub trait SourceFactory: Send + Sync {
+    /// A source reading the service selected by `selector` from the Prometheus at `url`.
+    fn source(
+        &self,
+        url: &str,
+        selector: &Selector,
+        window: Window,
+    ) -> Result<Arc<dyn MetricsSource>, String>;
+}
+
+/// [`SourceFactory`] for [`PrometheusSource`] (TTFT P95, no DCGM selector: GPU utilisation is
+/// read only where an exporter labels the same pods).
+#[derive(Debug, Default)]
+pub struct PrometheusFactory;
+
+impl SourceFactory for PrometheusFactory {
+    fn source(
+        &self,
+        url: &str,
+        selector: &Selector,
+        window: Window,
+    ) -> Result<Arc<dyn MetricsSource>, String> {
+        let gpu = selector.clone();
+        PrometheusSource::new(url, selector, Some(&gpu), window, 0.95)
+            .map(|s| Arc::new(s) as Arc<dyn MetricsSource>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Default time between two evaluations of one service.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+
+impl Default for SloLoop {
+    /// 15 s interval, no default Prometheus URL, Prometheus sources, HTTP limits client.
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_INTERVAL,
+            None,
+            Arc::new(PrometheusFactory),
+            Arc::new(HttpLimitsClient::default()),
+        )
+    }
+}
+
+/// Most snapshots kept per service: an hour at the default 15 s interval, enough for the
+/// planner's reversal and scale-in guards.
+const HISTORY_CAP: usize = 240;
+
+/// Configuration and in-memory state of the SLO loop.
+pub struct SloLoop {
+    /// Time between two evaluations of one service.
+    pub interval: Duration,
+    /// Prometheus URL used when the CR sets none; without either the loop reports
+    /// `MetricsUnknown` and never acts.
+    pub prometheus_url: Option<String>,
+    /// Builds the metrics source.
+    pub sources: Arc<dyn SourceFactory>,
+    /// Pushes `max_tokens` to pods.
+    pub limits: Arc<dyn LimitsClient>,
+    /// SLI snapshots per InferenceService uid, oldest first. Lost on restart on purpose: the
+    /// decision log in status carries what must survive, and fresh snapshots re-confirm a class.
+    history: Mutex<HashMap<String, Vec<Sli>>>,
+}
+
+impl SloLoop {
+    /// A loop with the given interval, default Prometheus URL, source factory and limits client.
+    pub fn new(
+        interval: Duration,
+        prometheus_url: Option<String>,
+        sources: Arc<dyn SourceFactory>,
+        limits: Arc<dyn LimitsClient>,
+    ) -> Self {
+        Self {
+            interval,
+            prometheus_url,
+            sources,
+            limits,
+            history: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Appends `sli` to the service's history and returns the history (oldest first), keeping
+    /// snapshots younger than `keep_seconds` and at most [`HISTORY_CAP`].
+    pub fn remember(&self, uid: &str, sli: Sli, keep_seconds: f64) -> Vec<Sli> {
+        // A poisoned lock only means another tick panicked while pushing a snapshot.
+        let mut all = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(uid.to_owned()).or_default();
+        let now = sli.at;
+        h.push(sli);
+        h.retain(|s| now - s.at <= keep_seconds);
+        if h.len() > HISTORY_CAP {
+            let drop = h.len() - HISTORY_CAP;
+            h.drain(..drop);
+        }
+        h.clone()
+    }
+
+    /// Forgets a service's history (mode Off, or the service went away).
+    pub fn forget(&self, uid: &str) {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+}
+
+impl std::fmt::Debug for SloLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SloLoop")
+            .field("interval", &self.interval)
+            .field("prometheus_url", &self.prometheus_url)
+            .finish_non_exhaustive()
+    }
+}

@@ -129,6 +129,16 @@ impl FakeApi {
         self.state.lock().unwrap().objects.get(path).cloned()
     }
 
+    /// Every stored object whose path starts with `prefix` (e.g. the Events of a namespace).
+    pub fn objects_under(&self, prefix: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        s.objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Edits the stored object at `path` in place, as another client would (bumps
     /// resourceVersion, and generation when `spec` changed).
     pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {

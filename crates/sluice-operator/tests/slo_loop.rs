@@ -1,0 +1,449 @@
+//! The SLO loop inside the real reconcile, against the in-memory API server, with canned SLIs
+//! (a fake `SourceFactory`) and a fake limits client: Auto acts through `status.effective` and
+//! the Deployment (and pushes `max_tokens` to ready pods), Advise only reports, Off reads
+//! nothing, unknown metrics never scale, the CR spec is never written.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Method;
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use sluice_api::InferenceService;
+use sluice_operator::build::{BuildOptions, Monitoring};
+use sluice_operator::metrics::Metrics;
+use sluice_operator::reconcile::{Context, reconcile};
+use sluice_operator::slo::{LimitsClient, LimitsError, PodTarget, SloLoop, SourceFactory};
+use sluice_slo::{MemorySli, MetricsSource, Selector, Sli, SliValue, UnixSeconds, Window};
+use support::FakeApi;
+
+const ISVC: &str = "/apis/sluice.dev/v1alpha1/namespaces/demo/inferenceservices/tiny";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/tiny";
+const PODS: &str = "/api/v1/namespaces/demo/pods";
+
+/// Canned SLIs: every read returns the same shape, stamped with the read time.
+#[derive(Clone)]
+struct Canned(Arc<dyn Fn(UnixSeconds) -> Sli + Send + Sync>);
+
+#[async_trait]
+impl MetricsSource for Canned {
+    async fn read(&self, now: UnixSeconds) -> Sli {
+        (self.0)(now)
+    }
+}
+
+/// Records which Prometheus URL and selector each source was built for.
+struct FakeSources {
+    sli: Canned,
+    built: Mutex<Vec<(String, String, u64)>>,
+}
+
+impl SourceFactory for FakeSources {
+    fn source(
+        &self,
+        url: &str,
+        selector: &Selector,
+        window: Window,
+    ) -> Result<Arc<dyn MetricsSource>, String> {
+        self.built
+            .lock()
+            .unwrap()
+            .push((url.to_owned(), selector.render(), window.as_secs()));
+        Ok(Arc::new(self.sli.clone()))
+    }
+}
+
+#[derive(Default)]
+struct FakeLimits {
+    calls: Mutex<Vec<(String, u32)>>,
+}
+
+#[async_trait]
+impl LimitsClient for FakeLimits {
+    async fn set_max_tokens(
+        &self,
+        pod: &PodTarget,
+        max_tokens: u32,
+        _api_key: Option<&str>,
+    ) -> Result<(), LimitsError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((pod.base_url.clone(), max_tokens));
+        Ok(())
+    }
+}
+
+fn k(v: f64, at: f64) -> SliValue {
+    SliValue::known(v, at)
+}
+
+/// A service with a backlog: TTFT over target while 20 requests wait on one pod.
+fn queue_bound(at: f64) -> Sli {
+    let mut s = Sli::all_unknown(at, 300, "not canned");
+    s.ttft_p95_seconds = k(2.5, at);
+    s.tpot_seconds = k(0.01, at);
+    s.request_rate_per_second = k(10.0, at);
+    s.error_ratio = k(0.0, at);
+    s.internal_error_ratio = k(0.0, at);
+    s.rejection_ratio = k(0.0, at);
+    s.queue_depth = k(20.0, at);
+    s.running_sequences = k(4.0, at);
+    s.queue_wait_seconds = k(2.0, at);
+    s.service_time_seconds = k(0.3, at);
+    s.reporting_pods = k(1.0, at);
+    s.memory = vec![MemorySli {
+        memory_type: "vram".into(),
+        usage_megabytes: k(30.0, at),
+        capacity_megabytes: k(100.0, at),
+        usage_ratio: k(0.3, at),
+    }];
+    s
+}
+
+/// KV cache nearly full, no queue.
+fn memory_bound(at: f64) -> Sli {
+    let mut s = queue_bound(at);
+    s.ttft_p95_seconds = k(0.2, at);
+    s.queue_depth = k(0.0, at);
+    s.queue_wait_seconds = k(0.0, at);
+    s.memory[0].usage_ratio = k(0.97, at);
+    s
+}
+
+struct Harness {
+    api: FakeApi,
+    ctx: Arc<Context>,
+    sources: Arc<FakeSources>,
+    limits: Arc<FakeLimits>,
+}
+
+fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
+    let api = FakeApi::default();
+    let client = api.client();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let sources = Arc::new(FakeSources {
+        sli: Canned(Arc::new(sli)),
+        built: Mutex::new(Vec::new()),
+    });
+    let limits = Arc::new(FakeLimits::default());
+    // A 1 s interval makes every reconcile a due tick (status times are whole seconds).
+    let slo = SloLoop::new(
+        Duration::from_secs(1),
+        default_url.map(str::to_owned),
+        sources.clone(),
+        limits.clone(),
+    );
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            BuildOptions {
+                server_image: "registry.test/sluice-server:1".into(),
+                server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
+                monitoring: Monitoring::Annotations,
+            },
+            recorder,
+            Metrics::new().unwrap(),
+        )
+        .with_slo(slo),
+    );
+    Harness {
+        api,
+        ctx,
+        sources,
+        limits,
+    }
+}
+
+fn manifest(spec: Value) -> Value {
+    json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "InferenceService",
+           "metadata": {"name": "tiny", "namespace": "demo"}, "spec": spec})
+}
+
+impl Harness {
+    async fn reconcile(&self) {
+        let v = self.api.get(ISVC).unwrap();
+        let obj: Arc<DeserializeGuard<InferenceService>> =
+            Arc::new(serde_json::from_value(v).unwrap());
+        reconcile(obj, self.ctx.clone()).await.unwrap();
+    }
+
+    /// Marks the Deployment rolled out with `n` ready pods, as the Deployment controller would.
+    fn ready(&self, n: i64) {
+        self.api.edit(DEPLOY, |d| {
+            let g = d["metadata"]["generation"].clone();
+            d["status"] = json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n,
+                                 "readyReplicas": n, "availableReplicas": n});
+        });
+    }
+
+    fn status(&self) -> Value {
+        self.api.get(ISVC).unwrap()["status"].clone()
+    }
+
+    fn deployment(&self) -> Value {
+        self.api.get(DEPLOY).unwrap()
+    }
+
+    fn arg(&self, flag: &str) -> String {
+        let args: Vec<String> = serde_json::from_value(
+            self.deployment()["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+        )
+        .unwrap();
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1].clone()
+    }
+
+    /// Reasons of the Events recorded so far.
+    fn event_reasons(&self) -> Vec<String> {
+        self.api
+            .objects_under("/apis/events.k8s.io/v1/namespaces/demo/events/")
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Runs reconciles until the Deployment is ready and the loop has confirmed its class.
+    async fn settle(&self, ticks: usize) {
+        self.reconcile().await;
+        for _ in 0..ticks {
+            self.ready(self.deployment()["spec"]["replicas"].as_i64().unwrap_or(1));
+            self.reconcile().await;
+        }
+    }
+}
+
+fn decisions(status: &Value) -> Vec<Value> {
+    status["slo"]["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn auto_mode_scales_out_a_queue_bound_service_through_effective_settings() {
+    let h = harness(queue_bound, Some("http://prometheus.test:9090"));
+    let spec = json!({"model": {"builtin": "tiny"}, "replicas": {"min": 1, "max": 4},
+                      "remediation": {"mode": "Auto"}});
+    h.api.insert(ISVC, manifest(spec.clone()));
+    h.settle(2).await;
+
+    let st = h.status();
+    assert_eq!(st["slo"]["bottleneck"]["class"], "QueueBound", "{st:#}");
+    let d = decisions(&st);
+    let scale = d
+        .iter()
+        .find(|d| d["knob"] == "Replicas")
+        .unwrap_or_else(|| panic!("a scale decision in {st:#}"));
+    assert_eq!(scale["kind"], "Remediate");
+    assert_eq!(scale["outcome"], "Pending");
+    assert_eq!(scale["from"], "1");
+    let to: i64 = scale["to"].as_str().unwrap().parse().unwrap();
+    assert!(to > 1 && to <= 4);
+    assert!(!scale["evidence"].as_array().unwrap().is_empty());
+    assert_eq!(st["effective"]["replicas"], to);
+    assert_eq!(
+        h.deployment()["spec"]["replicas"],
+        to,
+        "the Deployment follows"
+    );
+    let cond = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SLOMet")
+        .unwrap()
+        .clone();
+    assert_eq!(cond["status"], "False");
+    assert_eq!(cond["reason"], "QueueBound");
+    assert_eq!(st["slo"]["state"], "Violated");
+    assert!(st["slo"]["slis"]["ttftP95Seconds"].as_f64().unwrap() > 2.0);
+    assert_eq!(
+        h.api.get(ISVC).unwrap()["spec"],
+        json!(spec),
+        "the CR spec is never written"
+    );
+    assert!(
+        !h.api
+            .writes()
+            .iter()
+            .any(|w| w.path == ISVC && w.method != Method::GET),
+        "only the status subresource is written"
+    );
+    let built = h.sources.built.lock().unwrap().clone();
+    assert_eq!(
+        built[0],
+        (
+            "http://prometheus.test:9090".to_owned(),
+            r#"namespace="demo",pod=~"tiny-[a-z0-9]+-[a-z0-9]+""#.to_owned(),
+            300
+        )
+    );
+    assert!(
+        h.event_reasons().iter().any(|r| r == "ScaleReplicas"),
+        "an Event named after the action: {:?}",
+        h.event_reasons()
+    );
+    let text = h.ctx.metrics.render();
+    assert!(
+        text.contains(
+            r#"sluice_operator_slo_decisions_total{action="scale_replicas",class="QueueBound"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"sluice_operator_slo_state{name="tiny",namespace="demo",state="Violated"} 1"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn advise_mode_reports_and_never_acts() {
+    let h = harness(queue_bound, Some("http://prometheus.test:9090"));
+    h.api.insert(
+        ISVC,
+        manifest(
+            json!({"model": {"builtin": "tiny"}, "replicas": {"min": 1, "max": 4},
+                        "remediation": {"mode": "Advise"}}),
+        ),
+    );
+    h.settle(3).await;
+    let st = h.status();
+    let d = decisions(&st);
+    let advice = d
+        .iter()
+        .find(|d| d["knob"] == "Replicas")
+        .unwrap_or_else(|| panic!("advice recorded in {st:#}"));
+    assert_eq!(advice["outcome"], "Advised");
+    assert_eq!(st["effective"]["replicas"], 1);
+    assert_eq!(h.deployment()["spec"]["replicas"], 1);
+    assert!(h.limits.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
+    let h = harness(memory_bound, None);
+    // Only max_tokens may move, and the per-CR URL is used without an operator default.
+    h.api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"},
+                        "slo": {"prometheusUrl": "http://prom.team-a:9090"},
+                        "remediation": {"mode": "Auto", "knobs": ["MaxTokens"]}})),
+    );
+    h.api.insert(
+        PODS,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+            {"metadata": {"name": "tiny-abc-1"},
+             "status": {"podIP": "10.1.0.7", "conditions": [{"type": "Ready", "status": "True"}]}},
+            {"metadata": {"name": "tiny-abc-2"},
+             "status": {"podIP": "10.1.0.8", "conditions": [{"type": "Ready", "status": "False"}]}},
+        ]}),
+    );
+    h.settle(2).await;
+    let st = h.status();
+    assert_eq!(st["slo"]["bottleneck"]["class"], "MemoryBound", "{st:#}");
+    let clamp = decisions(&st)
+        .into_iter()
+        .find(|d| d["knob"] == "MaxTokens")
+        .unwrap_or_else(|| panic!("a max_tokens decision in {st:#}"));
+    let to: u32 = clamp["to"].as_str().unwrap().parse().unwrap();
+    assert!((64..256).contains(&to), "clamped toward the floor: {to}");
+    assert_eq!(
+        *h.limits.calls.lock().unwrap(),
+        vec![("http://10.1.0.7:8000".to_owned(), to)],
+        "pushed to the ready pod only"
+    );
+    assert_eq!(st["effective"]["maxTokens"], to);
+    assert_eq!(
+        h.arg("--max-tokens"),
+        to.to_string(),
+        "persisted in the args"
+    );
+    assert_eq!(
+        h.arg("--quantization"),
+        "f16",
+        "quantization is not an allowed knob"
+    );
+    assert_eq!(
+        h.sources.built.lock().unwrap()[0].0,
+        "http://prom.team-a:9090"
+    );
+}
+
+#[tokio::test]
+async fn unknown_metrics_hold_and_never_scale() {
+    let h = harness(
+        |at| Sli::all_unknown(at, 300, "prometheus query failed: connection refused"),
+        Some("http://prometheus.test:9090"),
+    );
+    h.api.insert(
+        ISVC,
+        manifest(
+            json!({"model": {"builtin": "tiny"}, "replicas": {"min": 1, "max": 4},
+                        "remediation": {"mode": "Auto"}}),
+        ),
+    );
+    h.api.edit(ISVC, |o| {
+        o["status"] =
+            json!({"effective": {"replicas": 3, "quantization": "f16", "maxTokens": 256}});
+    });
+    h.settle(3).await;
+    let st = h.status();
+    assert_eq!(
+        st["effective"]["replicas"], 3,
+        "no scale-down on unknown metrics"
+    );
+    assert_eq!(st["slo"]["bottleneck"]["class"], "Unknown");
+    assert_eq!(st["slo"]["state"], "Unknown");
+    assert!(
+        decisions(&st).iter().all(|d| d.get("knob").is_none()),
+        "{st:#}"
+    );
+    let unknown = st["slo"]["slis"]["unknown"].as_array().unwrap();
+    assert!(
+        unknown
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("connection refused"))
+    );
+}
+
+#[tokio::test]
+async fn off_mode_reads_nothing_and_without_a_url_nothing_is_read() {
+    let h = harness(queue_bound, Some("http://prometheus.test:9090"));
+    h.api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"}, "remediation": {"mode": "Off"}})),
+    );
+    h.settle(2).await;
+    assert!(h.sources.built.lock().unwrap().is_empty());
+    assert!(h.status().get("slo").is_none());
+
+    let h = harness(queue_bound, None);
+    h.api
+        .insert(ISVC, manifest(json!({"model": {"builtin": "tiny"}})));
+    h.settle(1).await;
+    assert!(h.sources.built.lock().unwrap().is_empty());
+    let st = h.status();
+    let cond = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SLOMet")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("Unknown"), Some("NoPrometheusUrl"))
+    );
+}

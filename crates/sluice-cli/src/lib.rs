@@ -2,8 +2,11 @@
 //! inference services run by the Sluice operator. The binaries (`sluice`, `kubectl-sluice`)
 //! only call [`main_entry`].
 
+pub mod analyze;
 pub mod bench;
 pub mod cli;
+pub mod demo;
+pub mod render;
 pub mod report;
 pub mod stats;
 pub mod trace;
@@ -43,8 +46,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = bench::run(&args, true).await?;
             Ok(bench::output::emit(&report, &args)?)
         }
-        Command::Analyze(_) | Command::Demo(_) => anyhow::bail!(
-            "failed to run: `analyze` and `demo` need the sluice-slo engine, which does not build yet"
-        ),
+        Command::Analyze(args) => analyze::run(&args).await,
+        Command::Demo(args) => demo::run(&args).await,
     }
 }

@@ -16,16 +16,10 @@ step "cargo test"
 cargo test --workspace --locked
 step "openai Python client against sluice-server"
 bash scripts/openai_smoke.sh
-if [ -f scripts/locust_smoke.sh ]; then
-  step "Locust (seed flags, short run) against sluice-server"
-  bash scripts/locust_smoke.sh
-fi
-if [ -f charts/sluice/tests/lint.py ]; then
-  step "helm lint (helm-sdkpy)"
-  python3 charts/sluice/tests/lint.py
-fi
-if [ -f charts/sluice/tests/test_argocd_health.py ]; then
-  step "Argo CD health check (Lua)"
-  python3 charts/sluice/tests/test_argocd_health.py
-fi
+step "Locust (seed flags, short run) against sluice-server"
+bash scripts/locust_smoke.sh
+step "helm lint (helm-sdkpy)"
+python3 charts/sluice/tests/lint.py
+step "Argo CD health check (Lua)"
+python3 charts/sluice/tests/test_argocd_health.py
 step "all checks passed"

@@ -43,6 +43,9 @@ VARIANTS = [
             ("    enabled: false\n    # -- Extra labels on that", "    enabled: true\n    # -- Extra labels on that"),
             ('  image: ""\n', "  image: registry.example/sluice-server:0.1.0\n"),
             ("replicaCount: 1", "replicaCount: 2"),
+            ('  prometheusUrl: ""', "  prometheusUrl: http://prometheus-operated.monitoring:9090"),
+            ("  interval: 15s", "  interval: 1m"),
+            ("  readApiKeySecrets: true", "  readApiKeySecrets: false"),
         ],
     ),
     (
@@ -127,6 +130,15 @@ def main() -> int:
             failed = True
         else:
             print("ok   self-test: a broken template is reported")
+
+        # values.schema.json must turn away a Prometheus URL the operator would refuse at start.
+        bad = variant_copy(tmp, "self-test-bad-url", [('  prometheusUrl: ""', "  prometheusUrl: prometheus:9090")])
+        problems, _ = lint(bad)
+        if not problems:
+            print("FAIL schema: slo.prometheusUrl without http:// was accepted")
+            failed = True
+        else:
+            print("ok   schema: slo.prometheusUrl without http:// is rejected")
 
         for name, substitutions in VARIANTS:
             problems, infos = lint(variant_copy(tmp, name, substitutions))

@@ -185,13 +185,24 @@ pub struct AnalyzeArgs {
     #[arg(long, env = "SLUICE_PROMETHEUS_URL", value_parser = parse_base_url)]
     pub prometheus: reqwest::Url,
 
-    /// Service whose SLIs are analysed (the `service` label the operator's pods carry).
+    /// InferenceService to analyse: its pods are the series whose `pod` label is
+    /// `<service>-<hash>-<suffix>` (the operator's own selector). Also the Jaeger service name
+    /// unless --jaeger-service is given.
     #[arg(long, env = "SLUICE_SERVICE")]
     pub service: String,
 
     /// Kubernetes namespace of the service (adds a `namespace` label matcher when set).
     #[arg(long, env = "SLUICE_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Select the server series by these labels instead, as label=value[,label=value], e.g.
+    /// `job=sluice` for servers scraped outside Kubernetes.
+    #[arg(long, env = "SLUICE_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Service name of the spans in Jaeger (the servers' OTEL_SERVICE_NAME; default: --service).
+    #[arg(long, env = "SLUICE_JAEGER_SERVICE")]
+    pub jaeger_service: Option<String>,
 
     /// Jaeger query base URL, e.g. http://jaeger-query:16686, for the span breakdown.
     #[arg(long, env = "SLUICE_JAEGER_URL", value_parser = parse_base_url)]

@@ -93,6 +93,25 @@ impl Selector {
         Ok(self)
     }
 
+    /// The pods of one Deployment as Prometheus sees them: `pod=~"<name>-<hash>-<suffix>"`,
+    /// after `namespace="<ns>"` when a namespace is given.
+    ///
+    /// Both usual discovery modes (a ServiceMonitor, and the `kubernetes-pods` job for scrape
+    /// annotations) attach `namespace` and `pod` labels, while a `service` label exists only
+    /// with the first. The anchored regex matches a Deployment's pod names exactly, so a
+    /// service named `tiny` never picks up the pods of `tiny-big`.
+    pub fn deployment_pods(namespace: Option<&str>, name: &str) -> Result<Self, SelectorError> {
+        let sel = match namespace {
+            Some(ns) => Self::new().eq("namespace", ns)?,
+            None => Self::new(),
+        };
+        sel.with(
+            "pod",
+            MatchOp::Re,
+            format!("{}-[a-z0-9]+-[a-z0-9]+", regex_escape(name)),
+        )
+    }
+
     /// `label="value"`.
     pub fn eq(self, label: &str, value: impl Into<String>) -> Result<Self, SelectorError> {
         self.with(label, MatchOp::Eq, value)
@@ -424,6 +443,20 @@ mod tests {
     }
 
     const W: Window = Window(60);
+
+    #[test]
+    fn deployment_pods_anchor_the_pod_name() {
+        assert_eq!(
+            Selector::deployment_pods(Some("demo"), "tiny.v2")
+                .unwrap()
+                .render(),
+            r#"namespace="demo",pod=~"tiny\\.v2-[a-z0-9]+-[a-z0-9]+""#
+        );
+        assert_eq!(
+            Selector::deployment_pods(None, "chat").unwrap().render(),
+            r#"pod=~"chat-[a-z0-9]+-[a-z0-9]+""#
+        );
+    }
 
     #[test]
     fn ttft_p95_matches_the_seed_query() {

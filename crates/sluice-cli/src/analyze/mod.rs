@@ -35,25 +35,37 @@ struct Analysis {
 }
 
 fn selector(args: &AnalyzeArgs) -> anyhow::Result<Selector> {
-    let mut sel = Selector::new().eq("service", &args.service)?;
-    if let Some(ns) = &args.namespace {
-        sel = sel.eq("namespace", ns)?;
+    match &args.selector {
+        Some(spec) => label_pairs(spec, "--selector"),
+        None => Ok(Selector::deployment_pods(
+            args.namespace.as_deref(),
+            &args.service,
+        )?),
     }
-    Ok(sel)
 }
 
 fn gpu_selector(args: &AnalyzeArgs) -> anyhow::Result<Option<Selector>> {
-    let Some(spec) = &args.gpu_selector else {
-        return Ok(None);
-    };
+    args.gpu_selector
+        .as_deref()
+        .map(|spec| label_pairs(spec, "--gpu-selector"))
+        .transpose()
+}
+
+/// `label=value[,label=value]` into an equality selector.
+fn label_pairs(spec: &str, flag: &str) -> anyhow::Result<Selector> {
     let mut sel = Selector::new();
     for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = pair.split_once('=').with_context(|| {
-            format!("invalid --gpu-selector {spec:?}: expected label=value[,label=value]")
+            format!("invalid {flag} {spec:?}: expected label=value[,label=value]")
         })?;
-        sel = sel.eq(k.trim(), v.trim().trim_matches('"'))?;
+        sel = sel
+            .eq(k.trim(), v.trim().trim_matches('"'))
+            .with_context(|| format!("invalid {flag} {spec:?}"))?;
     }
-    Ok(Some(sel))
+    if sel.matchers.is_empty() {
+        anyhow::bail!("invalid {flag} {spec:?}: expected label=value[,label=value]");
+    }
+    Ok(sel)
 }
 
 pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
@@ -92,7 +104,8 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         correlate::correlations(&client, &sel, gpu.as_ref(), window, args.window).await;
     let (spans, spans_error) = match &args.jaeger {
         Some(j) => {
-            match jaeger::fetch(&http, j, &args.service, args.window, args.jaeger_limit).await {
+            let service = args.jaeger_service.as_deref().unwrap_or(&args.service);
+            match jaeger::fetch(&http, j, service, args.window, args.jaeger_limit).await {
                 Ok(traces) => (Some(jaeger::breakdown(&traces)), None),
                 Err(e) => (None, Some(e.to_string())),
             }

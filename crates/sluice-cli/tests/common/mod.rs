@@ -105,3 +105,17 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let head = std::str::from_utf8(&buf[..n]).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Body of a plain HTTP/1.1 GET (the server closes the connection), or None on any failure.
+pub fn http_get_body(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}

@@ -3,7 +3,7 @@
 //! selector that scopes every PromQL query to the service's pods.
 
 use sluice_api::{EffectiveSettings, Knob, Quantization, RemediationMode};
-use sluice_slo::promql::{MatchOp, SelectorError};
+use sluice_slo::promql::SelectorError;
 use sluice_slo::{Knobs, Mode, Selector, Settings, SloSpec, SloTargets, Tuning, Window};
 
 use crate::status::Rollout;
@@ -126,21 +126,10 @@ pub fn effective_from(desired: &Settings, current: &EffectiveSettings) -> Effect
     }
 }
 
-/// Label selector for the service's server pods as Prometheus sees them.
-///
-/// Both discovery modes the operator sets up (ServiceMonitor, and the usual
-/// `kubernetes-pods` job for scrape annotations) attach `namespace` and `pod` labels; the pod
-/// name of a Deployment is `<name>-<template hash>-<suffix>`, which the anchored regex matches
-/// exactly, so a service named `tiny` never picks up the pods of `tiny-big`.
+/// Label selector for the service's server pods as Prometheus sees them (see
+/// [`Selector::deployment_pods`]; `sluice analyze --service` uses the same one).
 pub fn selector(v: &Validated) -> Result<Selector, SelectorError> {
-    Selector::new().eq("namespace", v.namespace.clone())?.with(
-        "pod",
-        MatchOp::Re,
-        format!(
-            "{}-[a-z0-9]+-[a-z0-9]+",
-            sluice_slo::promql::regex_escape(&v.name)
-        ),
-    )
+    Selector::deployment_pods(Some(&v.namespace), &v.name)
 }
 
 #[cfg(test)]

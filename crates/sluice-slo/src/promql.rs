@@ -286,11 +286,13 @@ pub fn memory_capacity(sel: &Selector) -> String {
     )
 }
 
-/// Highest per-pod use/capacity ratio per `memory_type`: one full pod is a memory problem even
-/// when the fleet average looks fine.
-pub fn memory_ratio(sel: &Selector) -> String {
+/// Highest per-pod use/capacity ratio per `memory_type`, at each pod's peak use within the
+/// window: one full pod is a memory problem even when the fleet average looks fine, and the KV
+/// cache fills and drains with every request, so an instant sample would flip between "full"
+/// and "fine" from one evaluation to the next.
+pub fn memory_ratio(sel: &Selector, w: Window) -> String {
     format!(
-        "max by (memory_type) ({} / {})",
+        "max by (memory_type) (max_over_time({}[{w}]) / {})",
         sel.series("llm_memory_usage_megabytes", ""),
         sel.series("llm_memory_capacity_megabytes", "")
     )
@@ -413,7 +415,7 @@ impl QuerySet {
             tpot: tpot_mean(sel, w),
             memory_usage: memory_usage(sel),
             memory_capacity: memory_capacity(sel),
-            memory_ratio: memory_ratio(sel),
+            memory_ratio: memory_ratio(sel, w),
             request_rate: request_rate(sel, w),
             error_ratio: error_ratio(sel, w),
             internal_error_ratio: status_ratio(&["error"], sel, w),
@@ -485,8 +487,8 @@ mod tests {
             r#"sum by (memory_type) (llm_memory_capacity_megabytes{namespace="prod",service="chat"})"#
         );
         assert_eq!(
-            memory_ratio(&sel()),
-            r#"max by (memory_type) (llm_memory_usage_megabytes{namespace="prod",service="chat"} / llm_memory_capacity_megabytes{namespace="prod",service="chat"})"#
+            memory_ratio(&sel(), W),
+            r#"max by (memory_type) (max_over_time(llm_memory_usage_megabytes{namespace="prod",service="chat"}[60s]) / llm_memory_capacity_megabytes{namespace="prod",service="chat"})"#
         );
     }
 

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sluice_slo::source::{Scrape, TargetPage, compute_sli, parse_exposition};
+use sluice_slo::source::{Scrape, TargetPage, compute_sli, parse_exposition, peak_memory_ratio};
 use sluice_slo::{MetricsSource, PrometheusSource, ScrapeSource, Selector, Window};
 
 const NOW: f64 = 1_700_000_000.0;
@@ -389,4 +389,29 @@ async fn scrape_source_reads_live_pages_over_loopback() {
             .unwrap()
             .contains("404")
     );
+}
+
+#[test]
+fn scrape_memory_ratio_is_the_peak_within_the_window() {
+    let page = |used: u32| {
+        format!(
+            "llm_memory_usage_megabytes{{memory_type=\"kv_cache\"}} {used}\nllm_memory_capacity_megabytes{{memory_type=\"kv_cache\"}} 100\n"
+        )
+    };
+    let (full, half, low) = (page(90), page(50), page(20));
+    let earlier = [
+        scrape(1000.0, &[("pod-1", &full)]),
+        scrape(1005.0, &[("pod-1", &half)]),
+    ];
+    let mut s = compute_sli(None, &scrape(1010.0, &[("pod-1", &low)]), 60, 0.95);
+    assert_eq!(s.memory_pressure(), Some(("kv_cache", 0.2)));
+    peak_memory_ratio(&mut s.memory, earlier.iter());
+    // The KV cache was 90 % full five seconds ago: that is the pressure, stamped now.
+    assert_eq!(s.memory_pressure(), Some(("kv_cache", 0.9)));
+    assert!(matches!(
+        s.memory[0].usage_ratio,
+        sluice_slo::SliValue::Known { at, .. } if at == 1010.0
+    ));
+    // Usage itself stays the current reading.
+    assert_eq!(s.memory[0].usage_megabytes.value(), Some(20.0));
 }

@@ -93,7 +93,7 @@ fn pairs(
         (
             "TPOT vs memory",
             "memory use ratio",
-            format!("max({})", promql::memory_ratio(sel)),
+            format!("max({})", promql::memory_ratio(sel, w)),
             "TPOT (s)",
             promql::tpot_mean(sel, w),
             "decoding slows as memory fills (KV cache / batch pressure)",

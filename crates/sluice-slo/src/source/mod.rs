@@ -14,7 +14,7 @@ mod scrape;
 pub use exposition::{ExpositionError, ExpositionSample, parse_exposition};
 pub use prometheus::{PrometheusSource, PrometheusSourceError};
 pub use quantile::bucket_quantile;
-pub use scrape::{Scrape, ScrapeSource, TargetPage, compute_sli};
+pub use scrape::{Scrape, ScrapeSource, TargetPage, compute_sli, peak_memory_ratio};
 
 use async_trait::async_trait;
 

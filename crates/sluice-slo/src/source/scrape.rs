@@ -223,6 +223,26 @@ fn memory(cur: &Scrape) -> Vec<MemorySli> {
         .collect()
 }
 
+/// Raises each memory type's known usage ratio to its highest value in `earlier` scrapes
+/// (keeping the current snapshot's timestamp).
+pub fn peak_memory_ratio<'a>(memory: &mut [MemorySli], earlier: impl Iterator<Item = &'a Scrape>) {
+    for scrape in earlier {
+        for old in self::memory(scrape) {
+            let (Some(r), Some(m)) = (
+                old.usage_ratio.value(),
+                memory.iter_mut().find(|m| m.memory_type == old.memory_type),
+            ) else {
+                continue;
+            };
+            if let SliValue::Known { value, .. } = &mut m.usage_ratio
+                && r > *value
+            {
+                *value = r;
+            }
+        }
+    }
+}
+
 /// Computes a snapshot from the current scrape and the scrape at the start of the window.
 ///
 /// Pure, so the CLI and tests can feed canned pages. Without `prev` the rate-based SLIs are
@@ -375,12 +395,17 @@ impl MetricsSource for ScrapeSource {
             }
         }
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let sli = compute_sli(
+        let mut sli = compute_sli(
             window_start(&history, now, window as f64),
             &cur,
             window,
             self.ttft_quantile,
         );
+        // Memory pressure is the peak within the window, as with Prometheus' max_over_time.
+        let earlier = history
+            .iter()
+            .filter(|s| s.at >= now - window as f64 && s.at < now);
+        peak_memory_ratio(&mut sli.memory, earlier);
         history.push_back(cur);
         // Keep one window plus the scrape just before it, for sparse reads.
         while history.len() > 2 && history.get(1).is_some_and(|s| s.at < now - window as f64) {

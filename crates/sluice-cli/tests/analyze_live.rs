@@ -12,110 +12,15 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::Command as BinCommand;
 use serde_json::Value;
+use sluice_testkit::{Prometheus, ScrapeTarget};
 
 const NAMESPACE: &str = "ml";
 const POD: &str = "chat-5f7d8b9c4-x2x7q";
-
-fn prometheus_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLUICE_PROMETHEUS_BIN") {
-        return PathBuf::from(p);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("prometheus"))
-            .find(|p| p.is_file())
-    });
-    let bin = found.unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
-    assert!(
-        bin.is_file(),
-        "prometheus not found on PATH or at /usr/bin/prometheus: install it with \
-         scripts/install-deps.sh (Debian package `prometheus`) or set SLUICE_PROMETHEUS_BIN"
-    );
-    bin
-}
-
-/// Prometheus on a free loopback port, killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target_port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n        labels:\n          namespace: {NAMESPACE}\n          pod: {POD}\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
-        let port = common::free_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(prometheus_binary())
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            // The Debian build looks for console templates under /etc; none are needed.
-            .arg(format!(
-                "--web.console.templates={}",
-                dir.path().join("c").display()
-            ))
-            .arg(format!(
-                "--web.console.libraries={}",
-                dir.path().join("l").display()
-            ))
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn prometheus");
-        let mut p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while common::http_get_status(port, "/-/ready") != Some(200) {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("prometheus exited: {status}\n{}", p.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "prometheus not ready after 60 s\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        p
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Two traces shaped like the server's spans: 1000 µs and 3000 µs requests.
 const TRACES: &str = r#"{"data":[
@@ -159,24 +64,6 @@ fn jaeger_stub() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
-/// Waits until Prometheus has a TTFT sample for the pod (the scrape has happened).
-fn wait_for_series(prom: &Prometheus) {
-    let start = Instant::now();
-    loop {
-        // llm_ttft_seconds_count{pod="<POD>"}, URL-encoded.
-        let path = format!("/api/v1/query?query=llm_ttft_seconds_count%7Bpod%3D%22{POD}%22%7D");
-        if common::http_get_body(prom.port, &path).is_some_and(|b| b.contains(POD)) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "prometheus never scraped the server\n{}",
-            prom.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
     BinCommand::cargo_bin("sluice")
         .unwrap()
@@ -205,7 +92,14 @@ fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
 #[test]
 fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
     let server = common::Server::start(&["--max-tokens", "64"]);
-    let prom = Prometheus::start(server.port);
+    let prom = Prometheus::start(&[ScrapeTarget {
+        job: "sluice".into(),
+        address: format!("127.0.0.1:{}", server.port),
+        labels: vec![
+            ("namespace".into(), NAMESPACE.into()),
+            ("pod".into(), POD.into()),
+        ],
+    }]);
     let (jaeger_port, jaeger_seen) = jaeger_stub();
     let jaeger = format!("http://127.0.0.1:{jaeger_port}");
 
@@ -237,7 +131,12 @@ fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
         "bench failed:\n{}",
         String::from_utf8_lossy(&bench.stderr)
     );
-    wait_for_series(&prom);
+    // llm_ttft_seconds_count{pod="<POD>"}, URL-encoded: the load has been scraped.
+    prom.wait_for(
+        &format!("llm_ttft_seconds_count%7Bpod%3D%22{POD}%22%7D"),
+        POD,
+        Duration::from_secs(30),
+    );
     // Let a few more scrapes land after the load so rates cover it.
     std::thread::sleep(Duration::from_secs(3));
 

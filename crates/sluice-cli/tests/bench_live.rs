@@ -199,6 +199,52 @@ fn open_loop_and_trace_replay() {
     assert!(json["summary"]["output_tokens"].as_u64().unwrap() <= 4 * 8 + 3);
 }
 
+/// The public Azure conversation trace beside the checkout (`../shared/data/`), or
+/// `SLUICE_AZURE_TRACE`.
+fn azure_trace() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("SLUICE_AZURE_TRACE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/azure-llm-inference-2023-conv.csv")
+        });
+    path.is_file().then_some(path)
+}
+
+#[test]
+fn replays_a_slice_of_the_real_azure_trace() {
+    let Some(trace) = azure_trace() else {
+        eprintln!("skipped: the Azure trace is not beside the checkout (set SLUICE_AZURE_TRACE)");
+        return;
+    };
+    let server = Server::start(&[]);
+    // 60 consecutive conversation requests, arrivals 10x faster than recorded; prompts and
+    // generations capped to what the tiny model's context holds.
+    let (code, json, stderr) = bench(
+        &server,
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--trace-offset",
+            "1000",
+            "--max-requests",
+            "60",
+            "--time-scale",
+            "0.1",
+            "--max-prompt-tokens",
+            "64",
+            "--max-tokens",
+            "16",
+            "--fail-on-error",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json["load"]["mode"], "trace");
+    assert_eq!(json["load"]["requests"], 60);
+    assert_eq!(json["summary"]["succeeded"], 60);
+    assert_eq!(json["summary"]["failed"], 0);
+}
+
 #[test]
 fn overload_failures_are_counted_and_fail_the_run_when_asked() {
     // One admitted request at a time: eight users must see 429s.

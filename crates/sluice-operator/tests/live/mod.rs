@@ -1,14 +1,14 @@
 //! Real processes for live tests: `sluice-server` and Prometheus on free loopback ports (killed
 //! on drop), and a small closed-loop streaming load client that measures TTFT itself.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use sluice_testkit::{Proc, ScrapeTarget, free_port};
 use tempfile::TempDir;
 
 /// Seconds since the epoch.
@@ -25,13 +25,6 @@ pub fn percentile(v: &[f64], q: f64) -> f64 {
     s.sort_by(f64::total_cmp);
     let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
     s[rank - 1]
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn workspace_root() -> PathBuf {
@@ -80,68 +73,6 @@ pub fn server_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// The `prometheus` binary: `SLUICE_PROMETHEUS_BIN`, else PATH, else `/usr/bin/prometheus`.
-pub fn prometheus_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("SLUICE_PROMETHEUS_BIN") {
-        return PathBuf::from(p);
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("prometheus"))
-            .find(|p| p.is_file())
-    });
-    let bin = from_path.unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
-    assert!(
-        bin.is_file(),
-        "prometheus not found on PATH or at /usr/bin/prometheus: install it with \
-         scripts/install-deps.sh (Debian package `prometheus`) or set SLUICE_PROMETHEUS_BIN"
-    );
-    bin
-}
-
-/// A child process killed (and reaped) on drop; its output goes to a log file shown on failure.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("failed to start {cmd:?}: {e}"));
-        Self { child, log }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut start = text.len().saturating_sub(4000);
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        text[start..].to_owned()
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log_tail());
-        }
-    }
 }
 
 async fn wait_http_ok(proc: &mut Proc, url: &str, what: &str, timeout: Duration) {
@@ -229,88 +160,37 @@ impl Server {
 
 /// Prometheus scraping the given servers every second, each under `namespace` and a `pod` label.
 pub struct Prometheus {
-    proc: Proc,
-    url: String,
-    _dir: TempDir,
+    inner: sluice_testkit::Prometheus,
 }
 
 impl Prometheus {
-    /// Writes the config, starts Prometheus on a free loopback port and waits for `/-/ready`.
+    /// Starts Prometheus on a free loopback port and waits for `/-/ready`.
     pub async fn start(targets: &[(&Server, &str)], namespace: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
-        );
-        for (server, pod) in targets {
-            cfg.push_str(&format!(
-                "  - job_name: {pod}\n    static_configs:\n      - targets: ['{}']\n        labels:\n          namespace: {namespace}\n          pod: {pod}\n",
-                server.target()
-            ));
-        }
-        let cfg_path = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
-        let port = free_port();
-        let mut cmd = Command::new(prometheus_binary());
-        cmd.arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            // The Debian build looks for its console templates under /etc; none are needed.
-            .arg(format!(
-                "--web.console.templates={}",
-                dir.path().join("consoles").display()
-            ))
-            .arg(format!(
-                "--web.console.libraries={}",
-                dir.path().join("console_libraries").display()
-            ))
-            .current_dir(dir.path());
-        let mut proc = Proc::spawn(cmd, dir.path().join("prometheus.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http_ok(
-            &mut proc,
-            &format!("{url}/-/ready"),
-            "prometheus",
-            Duration::from_secs(60),
-        )
-        .await;
+        let targets: Vec<ScrapeTarget> = targets
+            .iter()
+            .map(|(server, pod)| ScrapeTarget {
+                job: (*pod).to_owned(),
+                address: server.target(),
+                labels: vec![
+                    ("namespace".into(), namespace.to_owned()),
+                    ("pod".into(), (*pod).to_owned()),
+                ],
+            })
+            .collect();
+        // Starting blocks for a second or two; nothing else runs on this test's runtime yet.
         Self {
-            proc,
-            url,
-            _dir: dir,
+            inner: tokio::task::block_in_place(|| sluice_testkit::Prometheus::start(&targets)),
         }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        self.url.clone()
+        self.inner.url()
     }
 
     /// Waits until `n` targets report `up`.
     pub async fn wait_targets_up(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut last = serde_json::Value::Null;
-        while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("{}/api/v1/targets", self.url)).await
-                && let Ok(v) = r.json::<serde_json::Value>().await
-            {
-                let up = v["data"]["activeTargets"]
-                    .as_array()
-                    .map(|a| a.iter().filter(|t| t["health"] == "up").count())
-                    .unwrap_or(0);
-                if up >= n {
-                    return;
-                }
-                last = v;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!(
-            "prometheus targets not up within {timeout:?}: {last}\n{}",
-            self.proc.log_tail()
-        );
+        tokio::task::block_in_place(|| self.inner.wait_targets_up(n, timeout));
     }
 }
 

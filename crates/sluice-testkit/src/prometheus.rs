@@ -1,0 +1,154 @@
+//! A real Prometheus (the Debian package's binary) on a free loopback port, scraping the given
+//! targets every second under the labels a test chooses, e.g. the `namespace` and `pod` a
+//! Deployment's pod would carry in a cluster.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::net::{free_port, http_get_body, http_get_status};
+use crate::proc::Proc;
+
+/// The `prometheus` binary: `SLUICE_PROMETHEUS_BIN`, else PATH, else `/usr/bin/prometheus`.
+pub fn prometheus_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_PROMETHEUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let from_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    let bin = from_path.unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
+    assert!(
+        bin.is_file(),
+        "prometheus not found on PATH or at /usr/bin/prometheus: install it with \
+         scripts/install-deps.sh (Debian package `prometheus`) or set SLUICE_PROMETHEUS_BIN"
+    );
+    bin
+}
+
+/// One scrape job: `address` (`127.0.0.1:PORT`) with extra target labels.
+#[derive(Debug, Clone)]
+pub struct ScrapeTarget {
+    pub job: String,
+    pub address: String,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Prometheus scraping [`ScrapeTarget`]s every second; killed on drop.
+pub struct Prometheus {
+    proc: Proc,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Writes the config, starts Prometheus and waits (up to 60 s) for `/-/ready`.
+    pub fn start(targets: &[ScrapeTarget]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for t in targets {
+            cfg.push_str(&format!(
+                "  - job_name: {}\n    static_configs:\n      - targets: ['{}']\n        labels:\n",
+                t.job, t.address
+            ));
+            for (k, v) in &t.labels {
+                cfg.push_str(&format!("          {k}: {v}\n"));
+            }
+        }
+        let cfg_path = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
+        let port = free_port();
+        let mut cmd = Command::new(prometheus_binary());
+        cmd.arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // The Debian build looks for its console templates under /etc; none are needed.
+            .arg(format!(
+                "--web.console.templates={}",
+                dir.path().join("consoles").display()
+            ))
+            .arg(format!(
+                "--web.console.libraries={}",
+                dir.path().join("console_libraries").display()
+            ))
+            .current_dir(dir.path());
+        let mut proc = Proc::spawn(cmd, dir.path().join("prometheus.log"));
+        let start = Instant::now();
+        while http_get_status(port, "/-/ready") != Some(200) {
+            if let Some(status) = proc.exited() {
+                panic!("prometheus exited with {status}:\n{}", proc.log_tail());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "prometheus not ready within 60 s:\n{}",
+                proc.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Self {
+            proc,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The tail of Prometheus' own log.
+    pub fn log_tail(&self) -> String {
+        self.proc.log_tail()
+    }
+
+    /// Waits until `n` targets report `up`, panicking with the target list after `timeout`.
+    pub fn wait_targets_up(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < timeout {
+            if let Some(body) = http_get_body(self.port, "/api/v1/targets") {
+                if body.matches(r#""health":"up""#).count() >= n {
+                    return;
+                }
+                last = body;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "prometheus targets not up within {timeout:?}: {last}\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Waits until an instant query's answer mentions `needle` (e.g. a pod name: the series
+    /// has been scraped), panicking after `timeout`. `query` must be URL-encoded.
+    pub fn wait_for(&self, query: &str, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        let path = format!("/api/v1/query?query={query}");
+        while start.elapsed() < timeout {
+            if http_get_body(self.port, &path).is_some_and(|b| b.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "prometheus never answered {query} with {needle} within {timeout:?}\n{}",
+            self.log_tail()
+        );
+    }
+}

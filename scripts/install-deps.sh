@@ -10,5 +10,12 @@ if ! command -v prometheus >/dev/null || ! command -v curl >/dev/null; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends prometheus curl ca-certificates >/dev/null
 fi
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+fi
+# Debian's own python3 refuses user-level installs (PEP 668) unless told otherwise; a pyenv or
+# venv python ignores this.
+export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check openai locust lupa
 python3 -m pip install -q --disable-pip-version-check --ignore-requires-python helm-sdkpy

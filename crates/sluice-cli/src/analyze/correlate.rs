@@ -68,48 +68,48 @@ pub fn reading(r: f64, rises: &str) -> String {
     }
 }
 
-/// The three pairs: (name, x label, x query, y label, y query, meaning of a positive r).
-fn pairs(
-    sel: &Selector,
-    gpu: Option<&Selector>,
-    w: Window,
-) -> Vec<(
-    &'static str,
-    &'static str,
-    String,
-    &'static str,
-    String,
-    &'static str,
-)> {
-    let mut out = vec![
-        (
-            "TTFT vs load",
-            "request rate (req/s)",
-            promql::request_rate(sel, w),
-            "TTFT P95 (s)",
-            promql::ttft_quantile(0.95, sel, w),
-            "TTFT rises with load (queueing or saturation)",
-        ),
-        (
-            "TPOT vs memory",
-            "memory use ratio",
-            format!("max({})", promql::memory_ratio(sel, w)),
-            "TPOT (s)",
-            promql::tpot_mean(sel, w),
-            "decoding slows as memory fills (KV cache / batch pressure)",
-        ),
-    ];
-    if let Some(g) = gpu {
-        out.push((
-            "throughput vs GPU utilisation",
-            "GPU utilisation",
-            promql::gpu_utilization(g),
-            "tokens/s",
-            promql::tokens_per_second(sel, w),
-            "throughput follows GPU use (compute is the lever)",
-        ));
-    }
-    out
+/// One pair of series to correlate.
+struct Pair {
+    name: &'static str,
+    x_label: &'static str,
+    /// Why the pair cannot be queried, when it cannot.
+    x_query: Result<String, &'static str>,
+    y_label: &'static str,
+    y_query: String,
+    /// What a positive r means.
+    rises: &'static str,
+}
+
+/// The seed's three pairs; the GPU pair has no query without a GPU selector.
+fn pairs(sel: &Selector, gpu: Option<&Selector>, w: Window) -> [Pair; 3] {
+    [
+        Pair {
+            name: "TTFT vs load",
+            x_label: "request rate (req/s)",
+            x_query: Ok(promql::request_rate(sel, w)),
+            y_label: "TTFT P95 (s)",
+            y_query: promql::ttft_quantile(0.95, sel, w),
+            rises: "TTFT rises with load (queueing or saturation)",
+        },
+        Pair {
+            name: "TPOT vs memory",
+            x_label: "memory use ratio",
+            x_query: Ok(format!("max({})", promql::memory_ratio(sel, w))),
+            y_label: "TPOT (s)",
+            y_query: promql::tpot_mean(sel, w),
+            rises: "decoding slows as memory fills (KV cache / batch pressure)",
+        },
+        Pair {
+            name: "throughput vs GPU utilisation",
+            x_label: "GPU utilisation",
+            x_query: gpu
+                .map(promql::gpu_utilization)
+                .ok_or("no GPU series selected (pass --gpu-selector)"),
+            y_label: "tokens/s",
+            y_query: promql::tokens_per_second(sel, w),
+            rises: "throughput follows GPU use (compute is the lever)",
+        },
+    ]
 }
 
 /// Runs the range queries over `window` ending now and computes each correlation.
@@ -125,46 +125,35 @@ pub async fn correlations(
     // About 60 points, never finer than 15 s (a typical scrape interval).
     let step = (window.as_secs_f64() / 60.0).max(15.0);
     let mut out = Vec::new();
-    for (name, xl, xq, yl, yq, rises) in pairs(sel, gpu, rate_window) {
-        let (xs, ys) = futures::join!(
-            range(client, &xq, start, end, step),
-            range(client, &yq, start, end, step)
-        );
-        let c = match (xs, ys) {
-            (Ok(xs), Ok(ys)) => {
-                let aligned = align(&xs, &ys);
-                let r = pearson(&aligned);
-                Correlation {
-                    name: name.into(),
-                    x: xl.into(),
-                    y: yl.into(),
-                    r,
-                    points: aligned.len(),
-                    reading: match r {
-                        Some(r) => reading(r, rises),
-                        None => "not enough varying data in the window".into(),
-                    },
+    for pair in pairs(sel, gpu, rate_window) {
+        let (r, points, reading_text) = match &pair.x_query {
+            Err(why) => (None, 0, (*why).to_string()),
+            Ok(xq) => {
+                let (xs, ys) = futures::join!(
+                    range(client, xq, start, end, step),
+                    range(client, &pair.y_query, start, end, step)
+                );
+                match (xs, ys) {
+                    (Ok(xs), Ok(ys)) => {
+                        let aligned = align(&xs, &ys);
+                        let r = pearson(&aligned);
+                        let text = match r {
+                            Some(r) => reading(r, pair.rises),
+                            None => "not enough varying data in the window".into(),
+                        };
+                        (r, aligned.len(), text)
+                    }
+                    (Err(e), _) | (_, Err(e)) => (None, 0, e),
                 }
             }
-            (Err(e), _) | (_, Err(e)) => Correlation {
-                name: name.into(),
-                x: xl.into(),
-                y: yl.into(),
-                r: None,
-                points: 0,
-                reading: e,
-            },
         };
-        out.push(c);
-    }
-    if gpu.is_none() {
         out.push(Correlation {
-            name: "throughput vs GPU utilisation".into(),
-            x: "GPU utilisation".into(),
-            y: "tokens/s".into(),
-            r: None,
-            points: 0,
-            reading: "no GPU series selected (pass --gpu-selector)".into(),
+            name: pair.name.into(),
+            x: pair.x_label.into(),
+            y: pair.y_label.into(),
+            r,
+            points,
+            reading: reading_text,
         });
     }
     out
@@ -234,11 +223,21 @@ mod tests {
     fn queries_come_from_the_slo_builders() {
         let sel = Selector::new().eq("service", "llm").unwrap();
         let p = pairs(&sel, None, Window::seconds(60));
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[0].2, promql::request_rate(&sel, Window::seconds(60)));
         assert_eq!(
-            p[0].4,
+            p[0].x_query,
+            Ok(promql::request_rate(&sel, Window::seconds(60)))
+        );
+        assert_eq!(
+            p[0].y_query,
             promql::ttft_quantile(0.95, &sel, Window::seconds(60))
         );
+        // Without a GPU selector the GPU pair is listed but not queried.
+        assert_eq!(
+            p[2].x_query,
+            Err("no GPU series selected (pass --gpu-selector)")
+        );
+        let gpu = Selector::new().eq("gpu", "0").unwrap();
+        let with_gpu = pairs(&sel, Some(&gpu), Window::seconds(60));
+        assert_eq!(with_gpu[2].x_query, Ok(promql::gpu_utilization(&gpu)));
     }
 }

@@ -116,13 +116,13 @@ pub fn sli_table(columns: &[(&str, &Sli)], targets: &SloTargets) -> String {
     let Some((_, first)) = columns.first() else {
         return String::new();
     };
-    let n = rows(first, targets).len();
+    // Row i of every column is the same SLI; the first column's row names it.
+    let per_column: Vec<Vec<Row>> = columns.iter().map(|(_, s)| rows(s, targets)).collect();
     let mut unknown: Vec<String> = Vec::new();
-    for i in 0..n {
-        let proto = &rows(first, targets)[i];
+    for (i, proto) in per_column[0].iter().enumerate() {
         let mut line = vec![proto.name.to_string()];
-        for (_, sli) in columns {
-            let row = &rows(sli, targets)[i];
+        for column in &per_column {
+            let row = &column[i];
             if let Some(reason) = row.value.unknown_reason() {
                 let note = format!("{}: {reason}", row.name);
                 if !unknown.contains(&note) {

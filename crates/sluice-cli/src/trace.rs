@@ -288,17 +288,12 @@ mod tests {
 
     #[test]
     fn the_shared_azure_trace_parses_when_present() {
-        // `shared/` sits beside the checkout; SLUICE_AZURE_TRACE points elsewhere.
-        let path = std::env::var_os("SLUICE_AZURE_TRACE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../../shared/data/azure-llm-inference-2023-conv.csv")
-            });
-        if !path.exists() {
-            eprintln!("skipped: {} not found", path.display());
+        let Some(path) = sluice_testkit::azure_trace() else {
+            eprintln!(
+                "skipped: the Azure trace is not beside the checkout (set SLUICE_AZURE_TRACE)"
+            );
             return;
-        }
+        };
         let r = load_trace(&path, &opts()).unwrap();
         assert!(r.len() > 10_000);
         assert!(r.windows(2).all(|w| w[0].at <= w[1].at));

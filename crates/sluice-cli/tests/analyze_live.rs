@@ -92,13 +92,10 @@ fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
 #[test]
 fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
     let server = common::Server::start(&["--max-tokens", "64"]);
+    // Job `sluice`: the --selector case below reaches the same series by it.
     let prom = Prometheus::start(&[ScrapeTarget {
         job: "sluice".into(),
-        address: format!("127.0.0.1:{}", server.port),
-        labels: vec![
-            ("namespace".into(), NAMESPACE.into()),
-            ("pod".into(), POD.into()),
-        ],
+        ..ScrapeTarget::pod(format!("127.0.0.1:{}", server.port), NAMESPACE, POD)
     }]);
     let (jaeger_port, jaeger_seen) = jaeger_stub();
     let jaeger = format!("http://127.0.0.1:{jaeger_port}");

@@ -199,21 +199,9 @@ fn open_loop_and_trace_replay() {
     assert!(json["summary"]["output_tokens"].as_u64().unwrap() <= 4 * 8 + 3);
 }
 
-/// The public Azure conversation trace beside the checkout (`../shared/data/`), or
-/// `SLUICE_AZURE_TRACE`.
-fn azure_trace() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("SLUICE_AZURE_TRACE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/azure-llm-inference-2023-conv.csv")
-        });
-    path.is_file().then_some(path)
-}
-
 #[test]
 fn replays_a_slice_of_the_real_azure_trace() {
-    let Some(trace) = azure_trace() else {
+    let Some(trace) = sluice_testkit::azure_trace() else {
         eprintln!("skipped: the Azure trace is not beside the checkout (set SLUICE_AZURE_TRACE)");
         return;
     };

@@ -38,6 +38,21 @@ pub struct ScrapeTarget {
     pub labels: Vec<(String, String)>,
 }
 
+impl ScrapeTarget {
+    /// A target labelled like a Kubernetes pod as Prometheus discovers it (`namespace`, `pod`),
+    /// so the operator's pod selector matches it exactly as in a cluster; the job is the pod name.
+    pub fn pod(address: String, namespace: &str, pod: &str) -> Self {
+        Self {
+            job: pod.to_owned(),
+            address,
+            labels: vec![
+                ("namespace".into(), namespace.to_owned()),
+                ("pod".into(), pod.to_owned()),
+            ],
+        }
+    }
+}
+
 /// Prometheus scraping [`ScrapeTarget`]s every second; killed on drop.
 pub struct Prometheus {
     proc: Proc,

@@ -168,14 +168,7 @@ impl Prometheus {
     pub async fn start(targets: &[(&Server, &str)], namespace: &str) -> Self {
         let targets: Vec<ScrapeTarget> = targets
             .iter()
-            .map(|(server, pod)| ScrapeTarget {
-                job: (*pod).to_owned(),
-                address: server.target(),
-                labels: vec![
-                    ("namespace".into(), namespace.to_owned()),
-                    ("pod".into(), (*pod).to_owned()),
-                ],
-            })
+            .map(|(server, pod)| ScrapeTarget::pod(server.target(), namespace, pod))
             .collect();
         // Starting blocks for a second or two; nothing else runs on this test's runtime yet.
         Self {

@@ -94,6 +94,16 @@ def variant_copy(tmp: Path, name: str, substitutions: list[tuple[str, str]]) -> 
     return target
 
 
+def expect_rejected(chart_dir: Path, what: str) -> bool:
+    """Lints a chart that must fail; prints the verdict and returns True when it did fail."""
+    problems, _ = lint(chart_dir)
+    if problems:
+        print(f"ok   {what} is rejected")
+        return True
+    print(f"FAIL {what} was accepted by Helm's linter")
+    return False
+
+
 def static_checks() -> list[str]:
     problems = []
     chart_crd = CHART / "crds" / CRD_NAME
@@ -124,21 +134,11 @@ def main() -> int:
         # Self-test: a template that cannot render must fail the lint.
         broken = variant_copy(tmp, "self-test-broken", [])
         (broken / "templates" / "broken.yaml").write_text("kind: ConfigMap\n{{ .Values.no.such.key }}\n")
-        problems, _ = lint(broken)
-        if not problems:
-            print("FAIL self-test: Helm's linter accepted a chart that cannot render")
-            failed = True
-        else:
-            print("ok   self-test: a broken template is reported")
+        failed |= not expect_rejected(broken, "self-test: a broken template")
 
         # values.schema.json must turn away a Prometheus URL the operator would refuse at start.
         bad = variant_copy(tmp, "self-test-bad-url", [('  prometheusUrl: ""', "  prometheusUrl: prometheus:9090")])
-        problems, _ = lint(bad)
-        if not problems:
-            print("FAIL schema: slo.prometheusUrl without http:// was accepted")
-            failed = True
-        else:
-            print("ok   schema: slo.prometheusUrl without http:// is rejected")
+        failed |= not expect_rejected(bad, "schema: slo.prometheusUrl without http://")
 
         for name, substitutions in VARIANTS:
             problems, infos = lint(variant_copy(tmp, name, substitutions))

@@ -3,7 +3,7 @@
 //! TinyLlama-1.1B-shaped random weights in q8_0 and q4_0. Prints a markdown table; the ratio
 //! column is tokens/s relative to one stream of the same model and mode, measured in this run.
 //!
-//! `cargo bench -p sluice-server --bench throughput -- [--models tiny,tinyllama-q8_0,tinyllama-q4_0] [--tokens 32]`
+//! `cargo bench -p sluice-server --bench throughput -- [--models tiny,tinyllama-q8_0,tinyllama-q4_0] [--tokens 32] [--streams 1,4,16] [--modes on,off]`
 //!
 //! The 1.1B-shaped GGUF files are generated on first use under `target/bench-models/` (never
 //! committed, never downloaded).
@@ -115,8 +115,15 @@ fn main() {
     {
         return; // `cargo test --benches` compiles and runs benches as tests; skip the long run.
     }
+    sluice_server::cli::set_compute_threads(None);
     let models = arg("--models").unwrap_or_else(|| "tiny,tinyllama-q8_0,tinyllama-q4_0".into());
     let tokens: usize = arg("--tokens").and_then(|t| t.parse().ok()).unwrap_or(32);
+    let streams: Vec<usize> = arg("--streams")
+        .unwrap_or_else(|| "1,4,16".into())
+        .split(',')
+        .map(|s| s.parse().expect("--streams takes numbers"))
+        .collect();
+    let modes = arg("--modes").unwrap_or_else(|| "on,off".into());
     println!("| model | batching | streams | tokens/s | vs 1 stream |");
     println!("|---|---|---:|---:|---:|");
     for name in models.split(',') {
@@ -131,6 +138,9 @@ fn main() {
         .unwrap();
         let runner = Arc::new(std::sync::Mutex::new(Some(loaded)));
         for (mode, batch) in [("on", 16usize), ("off", 1usize)] {
+            if !modes.split(',').any(|m| m == mode) {
+                continue;
+            }
             let loaded = load_again(&runner, name);
             let served = EngineModel::serve(loaded);
             let info = served.1.clone();
@@ -142,9 +152,9 @@ fn main() {
             );
             run(&engine, 1, 4); // warm-up
             let mut base = 0.0;
-            for streams in [1usize, 4, 16] {
+            for &streams in &streams {
                 let tps = run(&engine, streams, tokens);
-                if streams == 1 {
+                if base == 0.0 {
                     base = tps;
                 }
                 println!(

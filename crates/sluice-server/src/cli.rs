@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "SLUICE_PORT", default_value_t = 8000)]
     pub port: u16,
+    /// CPU threads the model computes on. Default: the CPU quota this process may use (its
+    /// cgroup limit in a container, else its cores), so a pod limited to 2 CPUs on a 64-core
+    /// node runs 2 threads, not 64. An explicit `RAYON_NUM_THREADS` is honoured as well.
+    #[arg(long, env = "SLUICE_THREADS")]
+    pub threads: Option<usize>,
     /// Weight precision: auto, f32, f16, bf16, q8_0, q4_0 or q4k.
     #[arg(long, env = "SLUICE_QUANTIZATION", default_value = "auto")]
     pub quantization: Quantization,
@@ -119,6 +124,9 @@ pub struct ExportArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_none() {
+        set_compute_threads(cli.serve.threads);
+    }
     let result = match cli.command {
         Some(Command::ExportTiny(args)) => export(args),
         None => serve(cli.serve),
@@ -129,6 +137,25 @@ pub fn main() -> ExitCode {
             eprintln!("sluice-server: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Fixes the size of candle's worker pool (which reads `RAYON_NUM_THREADS`). Without it candle
+/// counts physical cores — ignoring a container's CPU limit — and, where all cores look alike,
+/// re-reads `/proc/cpuinfo` on every operation to do so.
+///
+/// Must run before any other thread starts: it sets an environment variable.
+pub fn set_compute_threads(threads: Option<usize>) {
+    let threads = match threads {
+        Some(0) | None if std::env::var_os("RAYON_NUM_THREADS").is_some() => return,
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    // SAFETY: called first thing in `main` (and in the benchmarks' `main`), before telemetry,
+    // tokio or candle start a thread, so nothing can read the environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
 

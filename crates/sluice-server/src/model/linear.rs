@@ -4,7 +4,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
-use super::q4::Q4Matrix;
+use super::qmm::BlockMatrix;
 use super::quant::Quantization;
 
 /// `y = x · Wᵀ (+ b)` on a stacked batch of rows.
@@ -19,8 +19,9 @@ pub struct Linear {
 enum Weight {
     Full(Tensor),
     Quantized(QMatMul),
-    /// q4_0 on CPU: our weight-stationary kernel, so batches read each weight once.
-    Q4(std::sync::Arc<Q4Matrix>),
+    /// q4_0 / q8_0 on CPU: our weight-stationary integer kernel, so a batch reads each weight
+    /// block once per tile of rows rather than once per row.
+    Block(std::sync::Arc<BlockMatrix>),
 }
 
 impl Linear {
@@ -51,7 +52,7 @@ impl Linear {
 
     /// Wraps a tensor read from a GGUF file as stored.
     pub fn from_qtensor(q: QTensor, bias: Option<Tensor>) -> Result<Self> {
-        let bytes = q.storage_size_in_bytes();
+        let mut bytes = q.storage_size_in_bytes();
         let weight = match q.dtype() {
             // Full-precision GGUF tensors run through the dense path like safetensors ones.
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
@@ -61,8 +62,11 @@ impl Linear {
                     _ => DType::F32,
                 })?)
             }
-            GgmlDType::Q4_0 if q.device().is_cpu() => {
-                Weight::Q4(std::sync::Arc::new(Q4Matrix::from_qtensor(&q)?))
+            GgmlDType::Q4_0 | GgmlDType::Q8_0 if q.device().is_cpu() => {
+                let m = BlockMatrix::from_qtensor(&q)?;
+                // Scales are widened to f32, so this is a little more than the ggml size.
+                bytes = m.bytes();
+                Weight::Block(std::sync::Arc::new(m))
             }
             _ => Weight::Quantized(QMatMul::from_qtensor(q)?),
         };
@@ -97,7 +101,7 @@ impl Linear {
                 .matmul(&w.t()?)?
                 .to_dtype(DType::F32)?,
             Weight::Quantized(q) => q.forward(x)?,
-            Weight::Q4(q) => q.forward(x)?,
+            Weight::Block(q) => q.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

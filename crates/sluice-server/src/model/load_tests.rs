@@ -134,8 +134,8 @@ fn gguf_requantization_on_load() {
 
 #[test]
 fn a_ragged_batch_step_equals_solo_steps() {
-    // f32 runs candle's gemm; q4_0 runs our weight-stationary kernel.
-    for q in [Quantization::Auto, Quantization::Q4_0] {
+    // f32 runs candle's gemm; q4_0 and q8_0 run our weight-stationary integer kernel.
+    for q in [Quantization::Auto, Quantization::Q4_0, Quantization::Q8_0] {
         ragged_batch_equals_solo(q);
     }
 }

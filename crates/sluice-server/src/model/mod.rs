@@ -4,7 +4,7 @@ pub mod chat;
 pub mod config;
 pub mod linear;
 pub mod llama;
-pub mod q4;
+pub mod qmm;
 pub mod quant;
 pub mod tiny;
 pub mod tokenizer;

@@ -1,0 +1,103 @@
+//! The quantized matrix multiply alone: Sluice's weight-stationary integer kernel on each
+//! instruction set this CPU has, against candle's `QMatMul`, on TinyLlama's largest layer shape
+//! (the 2048 → 5632 FFN projection) at 1, 4 and 16 rows. Prints a markdown table of
+//! multiply-accumulates per second; the ratio column is relative to one row of the same kernel,
+//! measured in this run — the batching gain a decode step can get from the linear layers.
+//!
+//! `cargo bench -p sluice-server --bench qmatmul -- [--iters 20]`
+
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use sluice_server::model::qmm::{BlockMatrix, Format, Isa};
+
+/// A named kernel under test: multiplies one activation matrix.
+type Kernel<'a> = (String, Box<dyn Fn(&Tensor) + 'a>);
+
+const N: usize = 5632;
+const K: usize = 2048;
+
+fn matrix(rows: usize, cols: usize, seed: u32) -> Tensor {
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
+}
+
+/// Median seconds of `iters` calls after one warm-up.
+fn time(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut samples: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[iters / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--test") {
+        return; // `cargo test --benches` compiles benches; the timing run is opt-in.
+    }
+    let iters: usize = args
+        .iter()
+        .position(|a| a == "--iters")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let w = matrix(N, K, 1);
+    println!("shape [{N}, {K}], median of {iters} calls");
+    println!();
+    println!("| weights | kernel | rows | GMAC/s | vs 1 row |");
+    println!("|---|---|---:|---:|---:|");
+    for format in [Format::Q4_0, Format::Q8_0] {
+        let ggml = match format {
+            Format::Q4_0 => GgmlDType::Q4_0,
+            Format::Q8_0 => GgmlDType::Q8_0,
+        };
+        let ours = BlockMatrix::quantize(&w, format).unwrap();
+        let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, ggml).unwrap()).unwrap();
+        let mut kernels: Vec<Kernel<'_>> = vec![(
+            "candle QMatMul".into(),
+            Box::new(|x: &Tensor| {
+                theirs.forward(x).unwrap();
+            }),
+        )];
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Vnni] {
+            if isa.supported() {
+                let ours = &ours;
+                kernels.push((
+                    format!("sluice {isa:?}"),
+                    Box::new(move |x: &Tensor| {
+                        ours.forward_on(x, isa).unwrap();
+                    }),
+                ));
+            }
+        }
+        for (name, run) in &kernels {
+            let mut base = 0.0;
+            for rows in [1usize, 4, 16] {
+                let x = matrix(rows, K, 7);
+                // The scalar reference is slow; fewer calls keep the run short.
+                let n = if name.ends_with("Scalar") { 3 } else { iters };
+                let secs = time(n, || run(&x));
+                let gmacs = (rows * N * K) as f64 / secs / 1e9;
+                if rows == 1 {
+                    base = gmacs;
+                }
+                println!(
+                    "| {format:?} | {name} | {rows} | {gmacs:.1} | {:.2}x |",
+                    gmacs / base
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Activations quantized the way ggml's `q8_0` does it: each row is cut into 32-wide blocks, and
+//! each block becomes 32 signed bytes in `-127..=127` plus one f32 scale. Every row is quantized on
+//! its own, so a row's bytes never depend on its batch-mates.
+
+use super::QK;
+
+/// A quantized `[m, k]` activation matrix.
+#[derive(Debug)]
+pub struct Acts {
+    pub m: usize,
+    pub kb: usize,
+    /// `[m][k]` signed bytes.
+    pub q: Vec<i8>,
+    /// `[m][kb]` block scales.
+    pub d: Vec<f32>,
+    /// `[m][kb]`: `-offset ×` the sum of the block's bytes. Weights are stored as unsigned bytes
+    /// `w + offset`, and starting the integer sum here turns `Σ (w + offset)·a` back into the
+    /// exact `Σ w·a` without touching the weights.
+    pub init: Vec<i32>,
+}
+
+impl Acts {
+    /// Quantizes `x` (`[m, k]` row-major, `k` a multiple of [`QK`]); `offset` is the bias the
+    /// weight bytes carry (8 for q4_0 nibbles, 128 for q8_0).
+    pub fn quantize(x: &[f32], m: usize, k: usize, offset: i32) -> Self {
+        debug_assert_eq!(x.len(), m * k);
+        let kb = k / QK;
+        let mut q = vec![0i8; m * k];
+        let mut d = vec![0f32; m * kb];
+        let mut init = vec![0i32; m * kb];
+        for (((src, dst), scale), start) in x
+            .chunks_exact(QK)
+            .zip(q.chunks_exact_mut(QK))
+            .zip(d.iter_mut())
+            .zip(init.iter_mut())
+        {
+            let amax = src.iter().fold(0f32, |acc, v| acc.max(v.abs()));
+            let delta = amax / 127.0;
+            let inv = if delta > 0.0 { 1.0 / delta } else { 0.0 };
+            for (o, v) in dst.iter_mut().zip(src) {
+                *o = round_to_i8(v * inv);
+            }
+            *scale = delta;
+            *start = -offset * dst.iter().map(|&v| i32::from(v)).sum::<i32>();
+        }
+        Self { m, kb, q, d, init }
+    }
+}
+
+/// Rounds half to even, as llama.cpp's SIMD quantizers do, without a libm call: adding and
+/// subtracting 1.5 × 2²³ leaves an f32 of magnitude below 2²² rounded to an integer by the FPU's
+/// own rounding, and the loop vectorizes. The clamp only guards against NaN/inf input.
+#[inline(always)]
+fn round_to_i8(x: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((x.clamp(-127.0, 127.0) + MAGIC) - MAGIC) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let a = Acts::quantize(&x, 1, 64, 8);
+        for (blk, chunk) in x.chunks(QK).enumerate() {
+            let d = a.d[blk];
+            for (i, v) in chunk.iter().enumerate() {
+                let back = f32::from(a.q[blk * QK + i]) * d;
+                assert!((back - v).abs() <= d / 2.0 + 1e-6, "{back} vs {v}");
+            }
+            let max = a.q[blk * QK..(blk + 1) * QK]
+                .iter()
+                .map(|v| v.unsigned_abs())
+                .max();
+            assert_eq!(max, Some(127), "the largest element uses the full range");
+        }
+    }
+
+    #[test]
+    fn corrections_cancel_the_weight_offset() {
+        let x: Vec<f32> = (0..32).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let a = Acts::quantize(&x, 1, 32, 8);
+        let w: Vec<i32> = (0..32).map(|i| (i % 16) - 8).collect();
+        let exact: i32 = w.iter().zip(&a.q).map(|(w, a)| w * i32::from(*a)).sum();
+        let shifted: i32 = w
+            .iter()
+            .zip(&a.q)
+            .map(|(w, a)| (w + 8) * i32::from(*a))
+            .sum();
+        assert_eq!(a.init[0] + shifted, exact);
+    }
+
+    #[test]
+    fn rounds_half_to_even_and_clamps() {
+        let cases = [
+            (0.5, 0),
+            (1.5, 2),
+            (-2.5, -2),
+            (0.49, 0),
+            (126.6, 127),
+            (-126.6, -127),
+            (300.0, 127),
+            (f32::NEG_INFINITY, -127),
+            (f32::NAN, 0),
+        ];
+        for (x, want) in cases {
+            assert_eq!(round_to_i8(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn an_all_zero_block_has_zero_scale_and_bytes() {
+        let a = Acts::quantize(&[0.0; 32], 1, 32, 128);
+        assert_eq!(a.d, vec![0.0]);
+        assert!(a.q.iter().all(|&v| v == 0));
+        assert_eq!(a.init, vec![0]);
+    }
+}

@@ -1,5 +1,5 @@
-//! The integer inner loops: a portable reference and two x86 versions (AVX2 `maddubs`, and
-//! AVX-512 VNNI `dpbusd` on 256-bit registers), picked at run time.
+//! The integer inner loops: a portable reference and two x86 versions (AVX2 `maddubs` on
+//! 256-bit registers, and AVX-512 VNNI `dpbusd` on 512-bit ones), picked at run time.
 //!
 //! Every version computes, for one (row, column) pair, exactly the same thing in the same order:
 //! per 32-wide block an exact integer dot product, converted to f32 and fused-multiply-added with
@@ -17,7 +17,7 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd` per block.
     Avx2,
-    /// AVX-512 VNNI (+VL): one `vpdpbusd` per block, and 32 vector registers for bigger tiles.
+    /// AVX-512 VNNI (+F/BW/VL): `vpdpbusd` on 512-bit registers, 16 columns at a time.
     Vnni,
 }
 
@@ -28,6 +28,7 @@ impl Isa {
         {
             if std::is_x86_feature_detected!("avx512vnni")
                 && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("fma")
             {
@@ -132,7 +133,7 @@ pub unsafe fn tiles(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Vnni if Isa::Vnni.supported() => {
-            // SAFETY: the CPU has AVX-512 F/VL/VNNI and FMA (checked just above), and the
+            // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI and FMA (checked just above), and the
             // asserts above bound every index the kernel forms.
             #[allow(unsafe_code)]
             unsafe {
@@ -258,68 +259,37 @@ mod x86 {
         unsafe { _mm256_dpbusd_epi32(acc, w, a) }
     }
 
-    macro_rules! kernels {
-        ($tiles:ident, $micro:ident, $features:literal, $start:ident, $dot:ident, $rows:literal, $cols:literal) => {
-            /// Walks the output in blocks of rows × tiles and hands each to the micro-kernel.
+    /// Walks `m` rows in blocks of `$big`, then fours, then singles, calling `$call!(R, row)`.
+    /// Each row's arithmetic is the same whichever block size computes it.
+    macro_rules! walk_rows {
+        ($m:expr, $big:literal, $call:ident) => {{
+            let mut r = 0;
+            while $m - r >= $big {
+                $call!($big, r);
+                r += $big;
+            }
+            while $m - r >= 4 {
+                $call!(4, r);
+                r += 4;
+            }
+            while r < $m {
+                $call!(1, r);
+                r += 1;
+            }
+        }};
+    }
+
+    macro_rules! micro_256 {
+        ($micro:ident, $features:literal, $start:ident, $dot:ident) => {
+            /// `R` rows × one tile of 8 columns in 256-bit registers, accumulating across the
+            /// whole width; each tile block is loaded (and unpacked) once for all `R` rows.
             ///
             /// # Safety
-            /// The CPU must support the enabled features, the caller must have checked the
-            /// shapes, and no other thread may write these tiles (see `kernel::tiles`).
+            /// The CPU must support the enabled features; rows `r..r + R` and tile
+            /// `tile0 + t` must lie inside the shapes `kernel::tiles` checked, and no other
+            /// thread may write that tile.
             #[target_feature(enable = $features)]
-            pub unsafe fn $tiles(
-                w: &Weights<'_>,
-                acts: &Acts,
-                tile0: usize,
-                count: usize,
-                out: &Out<'_>,
-            ) {
-                let q4 = w.format == Format::Q4_0;
-                let m = acts.m;
-                let mut t = 0;
-                while t < count {
-                    let full_t = count - t >= $cols;
-                    let mut r = 0;
-                    while r < m {
-                        let full_r = m - r >= $rows;
-                        // SAFETY: the block lies inside the checked shapes.
-                        unsafe {
-                            match (q4, full_r, full_t) {
-                                (true, true, true) => {
-                                    $micro::<$rows, $cols, true>(w, acts, tile0, t, r, out)
-                                }
-                                (true, true, false) => {
-                                    $micro::<$rows, 1, true>(w, acts, tile0, t, r, out)
-                                }
-                                (true, false, true) => {
-                                    $micro::<1, $cols, true>(w, acts, tile0, t, r, out)
-                                }
-                                (true, false, false) => {
-                                    $micro::<1, 1, true>(w, acts, tile0, t, r, out)
-                                }
-                                (false, true, true) => {
-                                    $micro::<$rows, $cols, false>(w, acts, tile0, t, r, out)
-                                }
-                                (false, true, false) => {
-                                    $micro::<$rows, 1, false>(w, acts, tile0, t, r, out)
-                                }
-                                (false, false, true) => {
-                                    $micro::<1, $cols, false>(w, acts, tile0, t, r, out)
-                                }
-                                (false, false, false) => {
-                                    $micro::<1, 1, false>(w, acts, tile0, t, r, out)
-                                }
-                            }
-                        }
-                        r += if full_r { $rows } else { 1 };
-                    }
-                    t += if full_t { $cols } else { 1 };
-                }
-            }
-
-            /// `R` rows × `T` tiles, accumulating in registers across the whole width; each tile
-            /// block is loaded (and unpacked) once for all `R` rows.
-            #[target_feature(enable = $features)]
-            unsafe fn $micro<const R: usize, const T: usize, const Q4: bool>(
+            unsafe fn $micro<const R: usize, const Q4: bool>(
                 w: &Weights<'_>,
                 acts: &Acts,
                 tile0: usize,
@@ -334,55 +304,209 @@ mod x86 {
                 let aq = acts.q.as_ptr();
                 let ad = acts.d.as_ptr();
                 let ainit = acts.init.as_ptr();
-                let mut acc = [[_mm256_setzero_ps(); T]; R];
-                // SAFETY: rows r..r+R ≤ m and tiles tile0+t..tile0+t+T ≤ w.tiles (checked by
-                // the caller), so every block index below is in bounds of its slice.
+                let mut acc = [_mm256_setzero_ps(); R];
+                // SAFETY: in bounds per the contract above.
                 unsafe {
                     for b in 0..kb {
-                        for tt in 0..T {
-                            let tb = (tile0 + t + tt) * kb + b;
-                            let wg = load_tile_block::<Q4>(wdata.add(tb * tbb));
-                            let dw = _mm256_loadu_ps(wscale.add(tb * COLS));
-                            for (i, row_acc) in acc.iter_mut().enumerate() {
-                                let ab = (r + i) * kb + b;
-                                let a = aq.add(ab * QK).cast::<i32>();
-                                let mut isum = $start::<Q4>(*ainit.add(ab));
-                                for (g, wv) in wg.iter().enumerate() {
-                                    let a4 = _mm256_set1_epi32(a.add(g).read_unaligned());
-                                    isum = $dot::<Q4>(isum, *wv, a4);
-                                }
-                                let s = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
-                                row_acc[tt] =
-                                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, row_acc[tt]);
+                        let tb = (tile0 + t) * kb + b;
+                        let wg = load_tile_block::<Q4>(wdata.add(tb * tbb));
+                        let dw = _mm256_loadu_ps(wscale.add(tb * COLS));
+                        for (i, row_acc) in acc.iter_mut().enumerate() {
+                            let ab = (r + i) * kb + b;
+                            let a = aq.add(ab * QK).cast::<i32>();
+                            let mut isum = $start::<Q4>(*ainit.add(ab));
+                            for (g, wv) in wg.iter().enumerate() {
+                                let a4 = _mm256_set1_epi32(a.add(g).read_unaligned());
+                                isum = $dot::<Q4>(isum, *wv, a4);
                             }
+                            let s = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
+                            *row_acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, *row_acc);
                         }
                     }
                 }
-                for (i, row_acc) in acc.iter().enumerate() {
-                    for (tt, lanes) in row_acc.iter().enumerate() {
-                        let mut v = [0f32; COLS];
-                        // SAFETY: `v` is exactly one 256-bit vector wide.
-                        unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *lanes) };
-                        for (c, value) in v.into_iter().enumerate() {
-                            // SAFETY: the caller owns these tiles' columns.
-                            unsafe { out.write(r + i, (tile0 + t + tt) * COLS + c, value) };
-                        }
+                for (i, lanes) in acc.iter().enumerate() {
+                    let mut v = [0f32; COLS];
+                    // SAFETY: `v` is exactly one 256-bit vector wide.
+                    unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *lanes) };
+                    for (c, value) in v.into_iter().enumerate() {
+                        // SAFETY: the caller owns this tile's columns.
+                        unsafe { out.write(r + i, (tile0 + t) * COLS + c, value) };
                     }
                 }
             }
         };
     }
 
-    kernels!(
-        tiles_avx2, micro_avx2, "avx2,fma", start_avx2, dot_avx2, 4, 1
-    );
-    kernels!(
-        tiles_vnni,
+    micro_256!(micro_avx2, "avx2,fma", start_avx2, dot_avx2);
+    micro_256!(
         micro_vnni,
-        "avx2,fma,avx512f,avx512vl,avx512vnni",
+        "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
         start_vnni,
-        dot_vnni,
-        4,
-        2
+        dot_vnni
     );
+
+    /// AVX2: every tile in 256-bit registers, four rows at a time (16 registers).
+    ///
+    /// # Safety
+    /// As for `kernel::tiles`, and the CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tiles_avx2(
+        w: &Weights<'_>,
+        acts: &Acts,
+        tile0: usize,
+        count: usize,
+        out: &Out<'_>,
+    ) {
+        let q4 = w.format == Format::Q4_0;
+        for t in 0..count {
+            macro_rules! call {
+                ($r:literal, $row:expr) => {
+                    // SAFETY: inside the checked shapes; the caller owns these tiles.
+                    unsafe {
+                        if q4 {
+                            micro_avx2::<$r, true>(w, acts, tile0, t, $row, out)
+                        } else {
+                            micro_avx2::<$r, false>(w, acts, tile0, t, $row, out)
+                        }
+                    }
+                };
+            }
+            walk_rows!(acts.m, 4, call);
+        }
+    }
+
+    /// AVX-512 VNNI: tiles in pairs, 16 columns per 512-bit register and eight rows at a time;
+    /// an odd last tile in a 256-bit register.
+    ///
+    /// # Safety
+    /// As for `kernel::tiles`, and the CPU must support AVX-512 F/BW/VL/VNNI and FMA.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tiles_vnni(
+        w: &Weights<'_>,
+        acts: &Acts,
+        tile0: usize,
+        count: usize,
+        out: &Out<'_>,
+    ) {
+        let q4 = w.format == Format::Q4_0;
+        let mut t = 0;
+        while acts.m >= 4 && count - t >= 2 {
+            macro_rules! call {
+                ($r:literal, $row:expr) => {
+                    // SAFETY: inside the checked shapes; the caller owns these tiles.
+                    unsafe {
+                        if q4 {
+                            micro_vnni_512::<$r, true>(w, acts, tile0, t, $row, out)
+                        } else {
+                            micro_vnni_512::<$r, false>(w, acts, tile0, t, $row, out)
+                        }
+                    }
+                };
+            }
+            walk_rows!(acts.m, 16, call);
+            t += 2;
+        }
+        while t < count {
+            macro_rules! call {
+                ($r:literal, $row:expr) => {
+                    // SAFETY: as above.
+                    unsafe {
+                        if q4 {
+                            micro_vnni::<$r, true>(w, acts, tile0, t, $row, out)
+                        } else {
+                            micro_vnni::<$r, false>(w, acts, tile0, t, $row, out)
+                        }
+                    }
+                };
+            }
+            walk_rows!(acts.m, 8, call);
+            t += 1;
+        }
+    }
+
+    /// Two adjacent packed tile blocks (16 columns) as one 512-bit register per weight group.
+    #[inline(always)]
+    unsafe fn load_tile_pair<const Q4: bool>(p0: *const u8, p1: *const u8) -> [__m512i; GROUPS] {
+        // SAFETY (for the callers): both point at whole packed tile blocks.
+        unsafe {
+            let pair = |off: usize| {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(p0.add(off).cast())),
+                    _mm256_loadu_si256(p1.add(off).cast()),
+                )
+            };
+            let mut w = [_mm512_setzero_si512(); GROUPS];
+            if Q4 {
+                let mask = _mm512_set1_epi8(0x0F);
+                for p4 in 0..GROUPS / 2 {
+                    let v = pair(p4 * 32);
+                    w[p4] = _mm512_and_si512(v, mask);
+                    w[p4 + GROUPS / 2] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+                }
+            } else {
+                for (g, wg) in w.iter_mut().enumerate() {
+                    *wg = pair(g * 32);
+                }
+            }
+            w
+        }
+    }
+
+    /// `R` rows × tiles `t` and `t + 1` (16 columns) in 512-bit registers: the same arithmetic
+    /// per column as [`micro_vnni`], half the instructions per row.
+    ///
+    /// # Safety
+    /// As for [`micro_vnni`], for both tiles.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn micro_vnni_512<const R: usize, const Q4: bool>(
+        w: &Weights<'_>,
+        acts: &Acts,
+        tile0: usize,
+        t: usize,
+        r: usize,
+        out: &Out<'_>,
+    ) {
+        let kb = w.kb;
+        let tbb = w.format.tile_block_bytes();
+        let wdata = w.data.as_ptr();
+        let wscale = w.scales.as_ptr();
+        let aq = acts.q.as_ptr();
+        let ad = acts.d.as_ptr();
+        let ainit = acts.init.as_ptr();
+        let mut acc = [_mm512_setzero_ps(); R];
+        // SAFETY: in bounds per the contract above.
+        unsafe {
+            for b in 0..kb {
+                let tb0 = (tile0 + t) * kb + b;
+                let tb1 = tb0 + kb;
+                let wg = load_tile_pair::<Q4>(wdata.add(tb0 * tbb), wdata.add(tb1 * tbb));
+                let dw = _mm512_castsi512_ps(_mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_castps_si256(_mm256_loadu_ps(
+                        wscale.add(tb0 * COLS),
+                    ))),
+                    _mm256_castps_si256(_mm256_loadu_ps(wscale.add(tb1 * COLS))),
+                ));
+                for (i, row_acc) in acc.iter_mut().enumerate() {
+                    let ab = (r + i) * kb + b;
+                    let a = aq.add(ab * QK).cast::<i32>();
+                    let mut isum = _mm512_set1_epi32(*ainit.add(ab));
+                    for (g, wv) in wg.iter().enumerate() {
+                        let a4 = _mm512_set1_epi32(a.add(g).read_unaligned());
+                        isum = _mm512_dpbusd_epi32(isum, *wv, a4);
+                    }
+                    let s = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(ab)));
+                    *row_acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *row_acc);
+                }
+            }
+        }
+        for (i, lanes) in acc.iter().enumerate() {
+            let mut v = [0f32; 2 * COLS];
+            // SAFETY: `v` is exactly one 512-bit vector wide.
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr(), *lanes) };
+            for (c, value) in v.into_iter().enumerate() {
+                // SAFETY: the caller owns both tiles' columns (they are adjacent).
+                unsafe { out.write(r + i, (tile0 + t) * COLS + c, value) };
+            }
+        }
+    }
 }

@@ -43,6 +43,11 @@ fn time(iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // SAFETY: first thing in `main`; no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        sluice_server::cli::set_compute_threads(None)
+    };
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--test") {
         return; // `cargo test --benches` compiles benches; the timing run is opt-in.
@@ -52,7 +57,8 @@ fn main() {
         .position(|a| a == "--iters")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(20usize)
+        .max(1);
     let w = matrix(N, K, 1);
     println!("shape [{N}, {K}], median of {iters} calls");
     println!();

@@ -115,7 +115,11 @@ fn main() {
     {
         return; // `cargo test --benches` compiles and runs benches as tests; skip the long run.
     }
-    sluice_server::cli::set_compute_threads(None);
+    // SAFETY: first thing in `main`; no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        sluice_server::cli::set_compute_threads(None)
+    };
     let models = arg("--models").unwrap_or_else(|| "tiny,tinyllama-q8_0,tinyllama-q4_0".into());
     let tokens: usize = arg("--tokens").and_then(|t| t.parse().ok()).unwrap_or(32);
     let streams: Vec<usize> = arg("--streams")

@@ -64,8 +64,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_PORT", default_value_t = 8000)]
     pub port: u16,
     /// CPU threads the model computes on. Default: the CPU quota this process may use (its
-    /// cgroup limit in a container, else its cores), so a pod limited to 2 CPUs on a 64-core
-    /// node runs 2 threads, not 64. An explicit `RAYON_NUM_THREADS` is honoured as well.
+    /// cgroup limit in a container, else its logical CPUs), so a pod limited to 2 CPUs on a
+    /// 64-core node runs 2 threads, not 64. Without the flag, `RAYON_NUM_THREADS` and
+    /// `CANDLE_NUM_THREADS` are honoured when set.
     #[arg(long, env = "SLUICE_THREADS")]
     pub threads: Option<usize>,
     /// Weight precision: auto, f32, f16, bf16, q8_0, q4_0 or q4k.
@@ -125,7 +126,11 @@ pub struct ExportArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.command.is_none() {
-        set_compute_threads(cli.serve.threads);
+        // SAFETY: nothing has started a thread yet — clap only parsed the arguments.
+        #[allow(unsafe_code)]
+        unsafe {
+            set_compute_threads(cli.serve.threads)
+        };
     }
     let result = match cli.command {
         Some(Command::ExportTiny(args)) => export(args),
@@ -140,22 +145,34 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Fixes the size of candle's worker pool (which reads `RAYON_NUM_THREADS`). Without it candle
-/// counts physical cores — ignoring a container's CPU limit — and, where all cores look alike,
-/// re-reads `/proc/cpuinfo` on every operation to do so.
+/// Fixes the size of candle's worker pools (they read `RAYON_NUM_THREADS`, and
+/// `CANDLE_NUM_THREADS` first for the pool the model runs on). Without it candle counts physical
+/// cores — ignoring a container's CPU limit — and, where all cores look alike, re-reads
+/// `/proc/cpuinfo` on every operation to do so.
 ///
-/// Must run before any other thread starts: it sets an environment variable.
-pub fn set_compute_threads(threads: Option<usize>) {
-    let threads = match threads {
-        Some(0) | None if std::env::var_os("RAYON_NUM_THREADS").is_some() => return,
-        Some(n) if n > 0 => n,
-        _ => std::thread::available_parallelism().map_or(1, usize::from),
+/// An explicit `threads` sets both variables. Otherwise a `RAYON_NUM_THREADS` already set is
+/// kept, else it becomes the CPU quota this process may use (logical CPUs, cgroup-limited); a
+/// `CANDLE_NUM_THREADS` already set is left alone either way.
+///
+/// # Safety
+/// Must run before any other thread starts: it sets environment variables.
+#[allow(unsafe_code)]
+pub unsafe fn set_compute_threads(threads: Option<usize>) {
+    let set = |name: &str, n: usize| {
+        // SAFETY: the caller guarantees no other thread exists, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(name, n.to_string()) }
     };
-    // SAFETY: called first thing in `main` (and in the benchmarks' `main`), before telemetry,
-    // tokio or candle start a thread, so nothing can read the environment concurrently.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    match threads {
+        Some(n) if n > 0 => {
+            set("RAYON_NUM_THREADS", n);
+            set("CANDLE_NUM_THREADS", n);
+        }
+        _ if std::env::var_os("RAYON_NUM_THREADS").is_some() => {}
+        _ => set(
+            "RAYON_NUM_THREADS",
+            std::thread::available_parallelism().map_or(1, usize::from),
+        ),
     }
 }
 

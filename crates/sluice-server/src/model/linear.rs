@@ -4,7 +4,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
-use super::qmm::BlockMatrix;
+use super::qmm::{BlockMatrix, Isa};
 use super::quant::Quantization;
 
 /// `y = x · Wᵀ (+ b)` on a stacked batch of rows.
@@ -19,7 +19,7 @@ pub struct Linear {
 enum Weight {
     Full(Tensor),
     Quantized(QMatMul),
-    /// q4_0 / q8_0 on CPU: our weight-stationary integer kernel, so a batch reads each weight
+    /// q4_0 / q8_0 on an x86 CPU with AVX2: our weight-stationary integer kernel, so a batch reads each weight
     /// block once per tile of rows rather than once per row.
     Block(std::sync::Arc<BlockMatrix>),
 }
@@ -62,7 +62,11 @@ impl Linear {
                     _ => DType::F32,
                 })?)
             }
-            GgmlDType::Q4_0 | GgmlDType::Q8_0 if q.device().is_cpu() => {
+            // Without AVX2 (e.g. aarch64) only the portable reference would run, far slower than
+            // candle's own kernels there, so those keep candle.
+            GgmlDType::Q4_0 | GgmlDType::Q8_0
+                if q.device().is_cpu() && Isa::detect() != Isa::Scalar =>
+            {
                 let m = BlockMatrix::from_qtensor(&q)?;
                 // Scales are widened to f32, so this is a little more than the ggml size.
                 bytes = m.bytes();

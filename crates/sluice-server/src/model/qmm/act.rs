@@ -80,7 +80,10 @@ fn quantize_into(x: &[f32], a: &mut Acts, offset: i32) {
             let m = v.abs();
             if m > acc { m } else { acc }
         });
-        let delta = amax / 127.0;
+        // Exactly 0 unless the block holds a NaN or an infinity, then NaN: added to the scale it
+        // makes the block's output NaN rather than silently finite.
+        let poison = src.iter().fold(0f32, |acc, v| acc + v * 0.0);
+        let delta = amax / 127.0 + poison;
         let inv = if delta > 0.0 { 1.0 / delta } else { 0.0 };
         for (o, v) in dst.iter_mut().zip(src) {
             *o = round_to_i8(v * inv);
@@ -94,11 +97,12 @@ fn quantize_into(x: &[f32], a: &mut Acts, offset: i32) {
 /// adding 1.5 × 2²³ to an f32 of magnitude below 2²² rounds it to an integer with the FPU's own
 /// rounding, and that integer is then the low bits of the sum's encoding (two's complement), so
 /// its low byte is the answer — no libm call and no saturating float-to-int conversion. The clamp
-/// keeps values in range (NaN input yields some byte in range, never a panic).
+/// keeps finite values in range; a NaN's payload could give any byte, so the result is clamped
+/// to `-127..` as well (never -128, which the AVX2 kernel's sign trick cannot negate).
 #[inline(always)]
 fn round_to_i8(x: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
-    (x.clamp(-127.0, 127.0) + MAGIC).to_bits() as u8 as i8
+    ((x.clamp(-127.0, 127.0) + MAGIC).to_bits() as u8 as i8).max(-127)
 }
 
 #[cfg(test)]
@@ -172,6 +176,18 @@ mod tests {
         for (x, want) in cases {
             assert_eq!(round_to_i8(x), want, "{x}");
         }
+        // A NaN whose payload's low byte is 0x80 must not become -128.
+        assert!(round_to_i8(f32::from_bits(0x7FC0_0080)) >= -127);
+    }
+
+    #[test]
+    fn a_nan_activation_makes_its_block_scale_nan() {
+        let mut x = vec![1.0f32; 64];
+        x[3] = f32::NAN;
+        let a = Acts::quantize(&x, 1, 64, 8);
+        assert!(a.d[0].is_nan());
+        assert_eq!(a.d[1], 1.0 / 127.0);
+        assert!(a.q.iter().all(|&v| v >= -127));
     }
 
     #[test]

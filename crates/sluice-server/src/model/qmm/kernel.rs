@@ -375,8 +375,9 @@ mod x86 {
         }
     }
 
-    /// AVX-512 VNNI: tiles in pairs, 16 columns per 512-bit register and eight rows at a time;
-    /// an odd last tile in a 256-bit register.
+    /// AVX-512 VNNI: from 4 rows up, tiles in pairs, 16 columns per 512-bit register and up to
+    /// 16 rows per weight load; an odd last tile, and batches under 4 rows (where streaming one
+    /// tile at a time measured faster), in 256-bit registers.
     ///
     /// # Safety
     /// As for `kernel::tiles`, and the CPU must support AVX-512 F/BW/VL/VNNI and FMA.

@@ -135,13 +135,15 @@ fn a_row_gives_the_same_bits_alone_and_in_a_batch() {
     }
 }
 
-#[test]
-fn extreme_q8_bytes_do_not_saturate() {
-    // -128 (stored as 0) and 127 (stored as 255) against ±127 activations: the AVX2 path must
-    // not saturate its i16 pair sums.
-    // One tile, one block: element e of every column is -128 when e is even, 127 when odd.
+/// One q8_0 tile of one block, `weight(e)` for element `e` of every column, against `x`; every
+/// instruction set must give the exact product.
+fn check_q8_tile(weight: impl Fn(usize) -> i32, x: &[f32]) {
     let data: Vec<u8> = (0..QK * COLS)
-        .map(|i| if i % 2 == 0 { 0 } else { 255 })
+        .map(|i| {
+            // Packed [group][column][4]: element = group * 4 + i % 4.
+            let e = (i / (4 * COLS)) * 4 + i % 4;
+            (weight(e) + 128) as u8
+        })
         .collect();
     let scales = vec![1.0f32; COLS];
     let weights = kernel::Weights {
@@ -151,17 +153,9 @@ fn extreme_q8_bytes_do_not_saturate() {
         scales: &scales,
         data: &data,
     };
-    let x: Vec<f32> = (0..QK)
-        .map(|i| if i % 4 < 2 { -1.0 } else { 1.0 })
-        .collect();
-    let acts = act::Acts::quantize(&x, 1, QK, Format::Q8_0.offset());
-    let expected: f32 = (0..QK)
-        .map(|i| {
-            let w = if i % 2 == 0 { -128.0 } else { 127.0 };
-            w * f32::from(acts.q[i])
-        })
-        .sum::<f32>()
-        * acts.d[0];
+    let acts = act::Acts::quantize(x, 1, QK, Format::Q8_0.offset());
+    let exact: i32 = (0..QK).map(|e| weight(e) * i32::from(acts.q[e])).sum();
+    let expected = exact as f32 * acts.d[0];
     for isa in isas() {
         let mut out = vec![0f32; COLS];
         let shared = kernel::Out::new(&mut out, 1, COLS);
@@ -172,6 +166,18 @@ fn extreme_q8_bytes_do_not_saturate() {
         };
         assert_eq!(out, vec![expected; COLS], "{isa:?}");
     }
+}
+
+#[test]
+fn extreme_q8_bytes_do_not_saturate() {
+    // The AVX2 path sums byte products in i16 pairs; these are the largest pairs possible:
+    // -128 × -127 twice (32512), and mixed signs.
+    check_q8_tile(|_| -128, &[-1.0; QK]);
+    check_q8_tile(|e| if e % 2 == 0 { -128 } else { 127 }, &[1.0; QK]);
+    let alternating: Vec<f32> = (0..QK)
+        .map(|i| if i % 4 < 2 { -1.0 } else { 1.0 })
+        .collect();
+    check_q8_tile(|e| if e % 2 == 0 { -128 } else { 127 }, &alternating);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! Test-only helpers shared by the live tests of several crates: child processes that are
-//! always killed (and whose log is shown when a test fails), loopback ports and plain HTTP
-//! probes, and a real Prometheus scraping given targets. Synchronous on purpose: async tests
+//! Test-only helpers shared by the tests and benchmarks of several crates: child processes that
+//! are always killed (and whose log is shown when a test fails), loopback ports and plain HTTP
+//! probes, a real Prometheus scraping given targets, and deterministic test data. Synchronous on purpose: async tests
 //! call them too, and a few seconds of blocking while a process starts harms nothing there.
 
 pub mod net;
@@ -22,4 +22,16 @@ pub fn azure_trace() -> Option<std::path::PathBuf> {
                 .join("../../../shared/data/azure-llm-inference-2023-conv.csv")
         });
     path.is_file().then_some(path)
+}
+
+/// `len` deterministic, evenly spread values in `[-1, 1]` (steps of 0.001) from a multiplicative
+/// hash of the index; `seed` shifts the sequence. Test matrices for numeric kernels, the same on
+/// every machine and run.
+pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0
+                - 1.0
+        })
+        .collect()
 }

@@ -5,12 +5,7 @@ use super::*;
 use candle_core::quantized::QMatMul;
 
 fn matrix(rows: usize, cols: usize, seed: u32) -> Tensor {
-    let data: Vec<f32> = (0..rows * cols)
-        .map(|i| {
-            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0
-                - 1.0
-        })
-        .collect();
+    let data = sluice_testkit::pseudo_random(rows * cols, seed);
     Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
 }
 

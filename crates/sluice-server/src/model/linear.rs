@@ -19,8 +19,8 @@ pub struct Linear {
 enum Weight {
     Full(Tensor),
     Quantized(QMatMul),
-    /// q4_0 / q8_0 on an x86 CPU with AVX2: our weight-stationary integer kernel, so a batch reads each weight
-    /// block once per tile of rows rather than once per row.
+    /// q4_0 / q8_0 on an x86 CPU with AVX2: our weight-stationary integer kernel, so a batch
+    /// reads each weight block once per tile of rows rather than once per row.
     Block(std::sync::Arc<BlockMatrix>),
 }
 

@@ -1,0 +1,20 @@
+//! The vocabulary Sluice's crates and processes share, defined once: the SLO terms the engine
+//! decides in and the `InferenceService` status stores, the settings a service runs with, the
+//! quantization levels, and the server's contract (its flags, admin API and metric names).
+//!
+//! Nothing here does I/O. A new quantization level, bottleneck class or server flag is added
+//! here, and the compiler lists every match that must learn about it.
+
+pub mod admin;
+pub mod metrics;
+pub mod quantization;
+pub mod server;
+pub mod settings;
+pub mod slo;
+
+pub use quantization::{Quantization, QuantizationFlag};
+pub use settings::AppliedSettings;
+pub use slo::{
+    ACTION_LABELS, Action, Baseline, BottleneckClass, DecisionKind, DecisionOutcome, Degraded,
+    Evidence, Knob, Mode, Objective, ObjectiveState, Outcome, StoredActionError,
+};

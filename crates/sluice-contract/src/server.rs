@@ -1,0 +1,336 @@
+//! `sluice-server`'s command line, defined once: the server flattens [`ServerArgs`] into its clap
+//! CLI (feature `clap`), and the operator and the demo build the same struct and render it with
+//! [`ServerArgs::to_args`], so a flag renamed here is renamed everywhere.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::quantization::QuantizationFlag;
+
+/// The port the server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8000;
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[strum(serialize_all = "lowercase")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[strum(serialize_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[cfg(feature = "clap")]
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// How `sluice-server` serves: every flag of its `serve` mode, each also an environment variable.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ServerArgs {
+    /// Model to serve: `builtin:tiny`, a checkpoint directory, a `.gguf` file, or
+    /// `hf:ORG/NAME[@REVISION]` from the local Hugging Face cache.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MODEL", default_value = "builtin:tiny")
+    )]
+    pub model: String,
+    /// Address to listen on.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")
+    )]
+    pub host: String,
+    /// Port to listen on.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_PORT", default_value_t = DEFAULT_PORT))]
+    pub port: u16,
+    /// CPU threads the model computes on. Default: the CPU quota this process may use (its
+    /// cgroup limit in a container, else its logical CPUs), so a pod limited to 2 CPUs on a
+    /// 64-core node runs 2 threads, not 64. Without the flag, `RAYON_NUM_THREADS` and
+    /// `CANDLE_NUM_THREADS` are honoured when set.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_THREADS"))]
+    pub threads: Option<usize>,
+    /// Weight precision: auto, f32, f16, bf16, q8_0, q4_0 or q4k.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_QUANTIZATION", default_value = "auto")
+    )]
+    pub quantization: QuantizationFlag,
+    /// Server-wide cap on generated tokens per request (changeable at run time).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MAX_TOKENS", default_value_t = 256)
+    )]
+    pub max_tokens: usize,
+    /// Bearer token required on every endpoint except /health, /ready and /metrics.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_API_KEY", hide_env_values = true)
+    )]
+    pub api_key: Option<String>,
+    /// Requests admitted at once (queued + running); more get 429 (changeable at run time).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MAX_CONCURRENT_REQUESTS", default_value_t = 64)
+    )]
+    pub max_concurrent_requests: usize,
+    /// Sequences batched into one forward step; 1 disables batching (changeable at run time).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MAX_BATCH_SIZE", default_value_t = 16)
+    )]
+    pub max_batch_size: usize,
+    /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MEMORY_BUDGET_MB"))]
+    pub memory_budget_mb: Option<u64>,
+    /// Deadline for one request, queueing included (e.g. `60s`, `2m`).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)
+    )]
+    pub request_timeout: Duration,
+    /// After SIGTERM, how long the server keeps accepting requests while `/ready` answers 503,
+    /// so that clients routed here before the endpoint update still get answers.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)
+    )]
+    pub drain_delay: Duration,
+    /// Then, how long it waits for in-flight requests before exiting.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)
+    )]
+    pub drain_timeout: Duration,
+    /// A client must send a request's headers within this time (a kept-alive connection, its
+    /// next request's); slower connections are closed.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)
+    )]
+    pub header_read_timeout: Duration,
+    /// A client must send a request's body within this time; a slower one gets 408.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)
+    )]
+    pub body_read_timeout: Duration,
+    /// Connections open at once; more wait in the accept backlog.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1024)
+    )]
+    pub max_connections: usize,
+    /// Model name clients use in the OpenAI API; default derived from the model source.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_SERVED_MODEL_NAME"))]
+    pub served_model_name: Option<String>,
+    /// Compute device; cuda and metal need the matching cargo feature.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_DEVICE", value_enum, default_value = "cpu")
+    )]
+    pub device: DeviceKind,
+    /// Hugging Face cache root for `hf:` models (read only; nothing is downloaded).
+    #[cfg_attr(feature = "clap", arg(long, env = "HF_HOME"))]
+    pub hf_home: Option<PathBuf>,
+    /// Log line format.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerArgs {
+    /// The same values as the flags' defaults (a test parses an empty command line to check).
+    fn default() -> Self {
+        Self {
+            model: "builtin:tiny".into(),
+            host: "0.0.0.0".into(),
+            port: DEFAULT_PORT,
+            threads: None,
+            quantization: QuantizationFlag::Auto,
+            max_tokens: 256,
+            api_key: None,
+            max_concurrent_requests: 64,
+            max_batch_size: 16,
+            memory_budget_mb: None,
+            request_timeout: Duration::from_secs(60),
+            drain_delay: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            served_model_name: None,
+            device: DeviceKind::Cpu,
+            hf_home: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Renders a duration as the server parses it: whole seconds as `Ns`, else milliseconds.
+fn duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl ServerArgs {
+    /// The command line that makes the server run with these settings: `--model`, `--host` and
+    /// `--port` always, every other flag only where it differs from its default. The API key is
+    /// never rendered (it travels in `SLUICE_API_KEY`, out of process listings).
+    pub fn to_args(&self) -> Vec<String> {
+        let d = ServerArgs::default();
+        let mut out: Vec<String> = Vec::new();
+        let mut flag = |name: &str, value: String| {
+            out.push(format!("--{name}"));
+            out.push(value);
+        };
+        flag("model", self.model.clone());
+        flag("host", self.host.clone());
+        flag("port", self.port.to_string());
+        let ServerArgs {
+            model: _,
+            host: _,
+            port: _,
+            api_key: _,
+            threads,
+            quantization,
+            max_tokens,
+            max_concurrent_requests,
+            max_batch_size,
+            memory_budget_mb,
+            request_timeout,
+            drain_delay,
+            drain_timeout,
+            header_read_timeout,
+            body_read_timeout,
+            max_connections,
+            served_model_name,
+            device,
+            hf_home,
+            log_format,
+        } = self;
+        if let Some(n) = threads {
+            flag("threads", n.to_string());
+        }
+        if *quantization != d.quantization {
+            flag("quantization", quantization.to_string());
+        }
+        if *max_tokens != d.max_tokens {
+            flag("max-tokens", max_tokens.to_string());
+        }
+        if *max_concurrent_requests != d.max_concurrent_requests {
+            flag(
+                "max-concurrent-requests",
+                max_concurrent_requests.to_string(),
+            );
+        }
+        if *max_batch_size != d.max_batch_size {
+            flag("max-batch-size", max_batch_size.to_string());
+        }
+        if let Some(mb) = memory_budget_mb {
+            flag("memory-budget-mb", mb.to_string());
+        }
+        for (name, value, default) in [
+            ("request-timeout", request_timeout, d.request_timeout),
+            ("drain-delay", drain_delay, d.drain_delay),
+            ("drain-timeout", drain_timeout, d.drain_timeout),
+            (
+                "header-read-timeout",
+                header_read_timeout,
+                d.header_read_timeout,
+            ),
+            ("body-read-timeout", body_read_timeout, d.body_read_timeout),
+        ] {
+            if *value != default {
+                flag(name, duration(*value));
+            }
+        }
+        if *max_connections != d.max_connections {
+            flag("max-connections", max_connections.to_string());
+        }
+        if let Some(name) = served_model_name {
+            flag("served-model-name", name.clone());
+        }
+        if *device != d.device {
+            flag("device", <&str>::from(*device).to_owned());
+        }
+        if let Some(path) = hf_home {
+            flag("hf-home", path.display().to_string());
+        }
+        if *log_format != d.log_format {
+            flag("log-format", <&str>::from(*log_format).to_owned());
+        }
+        out
+    }
+}
+
+#[cfg(all(test, feature = "clap"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn parse(args: &[String]) -> ServerArgs {
+        Cli::try_parse_from(std::iter::once("sluice-server".to_owned()).chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .args
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_default_struct() {
+        assert_eq!(parse(&[]), ServerArgs::default());
+    }
+
+    #[test]
+    fn rendered_arguments_parse_back_to_the_same_settings() {
+        let all = ServerArgs {
+            model: "hf:org/name@main".into(),
+            host: "127.0.0.1".into(),
+            port: 9000,
+            threads: Some(3),
+            quantization: crate::Quantization::Q4_0.into(),
+            max_tokens: 77,
+            api_key: None,
+            max_concurrent_requests: 5,
+            max_batch_size: 2,
+            memory_budget_mb: Some(2048),
+            request_timeout: Duration::from_secs(120),
+            drain_delay: Duration::from_millis(1500),
+            drain_timeout: Duration::from_secs(45),
+            header_read_timeout: Duration::from_secs(3),
+            body_read_timeout: Duration::from_secs(7),
+            max_connections: 10,
+            served_model_name: Some("m".into()),
+            device: DeviceKind::Cuda,
+            hf_home: Some("/models/hf".into()),
+            log_format: LogFormat::Json,
+        };
+        assert_eq!(parse(&all.to_args()), all);
+        assert_eq!(
+            parse(&ServerArgs::default().to_args()),
+            ServerArgs::default()
+        );
+    }
+}

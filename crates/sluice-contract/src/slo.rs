@@ -1,0 +1,728 @@
+//! The SLO vocabulary: objectives and their states, bottleneck classes, knobs, modes, actions,
+//! decisions' kinds and outcomes, evidence and baselines.
+//!
+//! Spelled as the `InferenceService` status stores them (the CRD is generated from these types
+//! and its YAML is drift-tested), and used as is by the engine, the operator and the CLI.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantization::Quantization;
+use crate::settings::AppliedSettings;
+
+/// A setting the operator may move.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+pub enum Knob {
+    /// The replica count, within `replicas.min..=replicas.max`.
+    Replicas,
+    /// The quantization level, along `serving.quantizationLadder`.
+    Quantization,
+    /// The `max_tokens` cap, within `serving.maxTokens.floor..=serving.maxTokens.default`.
+    MaxTokens,
+}
+
+impl Knob {
+    pub const ALL: &'static [Knob] = <Self as strum::VariantArray>::VARIANTS;
+}
+
+/// Remediation mode.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+)]
+pub enum Mode {
+    /// Observe and report only.
+    Off,
+    /// Record the decisions it would take, without acting.
+    Advise,
+    /// Act on violations.
+    #[default]
+    Auto,
+}
+
+/// An objective from `spec.slo`.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "camelCase")]
+#[strum(serialize_all = "camelCase")]
+pub enum Objective {
+    /// `slo.ttftP95`.
+    TtftP95,
+    /// `slo.tpotAvg`.
+    TpotAvg,
+    /// `slo.vramMaxPercent`.
+    VramMaxPercent,
+    /// `slo.errorRateMax`.
+    ErrorRateMax,
+}
+
+impl Objective {
+    pub const ALL: &'static [Objective] = <Self as strum::VariantArray>::VARIANTS;
+
+    /// The spec's spelling, e.g. `ttftP95`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Whether an objective holds.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+pub enum ObjectiveState {
+    /// Within target.
+    Met,
+    /// Outside target.
+    Violated,
+    /// No requests in the window: a latency or error objective has nothing to measure.
+    NoTraffic,
+    /// No data yet.
+    #[default]
+    Unknown,
+}
+
+impl ObjectiveState {
+    pub const ALL: &'static [ObjectiveState] = <Self as strum::VariantArray>::VARIANTS;
+
+    /// Stable name for metric labels and Event reasons.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Bottleneck classes.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+pub enum BottleneckClass {
+    /// Decoding or prefill is limited by arithmetic throughput: clamp `max_tokens`, then
+    /// quantize, then add replicas.
+    ComputeBound,
+    /// Accelerator memory is the limit; quantization or fewer tokens help, not replicas.
+    MemoryBound,
+    /// The accelerator waits on storage, network or the host; scaling is refused.
+    IoBound,
+    /// Requests wait for admission; more replicas help.
+    QueueBound,
+    /// Errors or stalls that resources cannot fix; scaling is refused.
+    SoftwareBound,
+    /// No objective is violated.
+    ///
+    /// Stored as `None` (the status field's original spelling); named `Healthy` everywhere a
+    /// person reads it (metric labels, Event reasons, condition reasons, the CLI).
+    #[serde(rename = "None")]
+    #[strum(serialize = "Healthy")]
+    Healthy,
+    /// Not enough data to classify.
+    Unknown,
+}
+
+impl BottleneckClass {
+    pub const ALL: &'static [BottleneckClass] = <Self as strum::VariantArray>::VARIANTS;
+
+    /// Stable name for Event reasons, condition reasons and metric labels.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for BottleneckClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a decision was made.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+)]
+pub enum DecisionKind {
+    /// A change to relieve a violated objective.
+    Remediate,
+    /// A change back toward the spec after sustained headroom.
+    StepBack,
+    /// Undo of an earlier change that did not help.
+    Revert,
+    /// Nothing changed, for a reason worth recording.
+    #[default]
+    Hold,
+    /// Knobs cannot fix this; a recommendation is given instead.
+    Degraded,
+}
+
+impl DecisionKind {
+    /// Stable name for Event reasons and metric labels.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What happened to a decision.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+)]
+pub enum DecisionOutcome {
+    /// Applied; waiting for the rollout and fresh SLIs to judge it.
+    Pending,
+    /// Recorded only (`remediation.mode: Advise`).
+    Advised,
+    /// A hold or degraded note: nothing to judge.
+    Noted,
+    /// The change relieved the objective it targeted.
+    Improved,
+    /// The change did not help and was reverted.
+    NoEffect,
+    /// A step-back left the objectives met.
+    Kept,
+    /// A step-back broke an objective and was reverted.
+    Regressed,
+    /// A revert finished rolling out.
+    Completed,
+    /// Could not be judged (no rollout, unknown metrics, load changed).
+    Inconclusive,
+}
+
+/// What became of a decision, with the detail a judged outcome carries: the engine's working
+/// form of a [`DecisionOutcome`] plus its `outcomeDetail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Outcome {
+    /// Acted; waiting for the rollout and for fresh SLIs to judge it.
+    Pending,
+    /// Advise mode: reported, not acted.
+    Advised,
+    /// A hold or degraded note: nothing to judge.
+    Noted,
+    /// The change relieved the objective it targeted.
+    Improved {
+        /// Before/after values.
+        detail: String,
+    },
+    /// The change did not help and was reverted.
+    NoEffect {
+        /// Before/after values.
+        detail: String,
+    },
+    /// A step-back left the objectives met.
+    Kept {
+        /// After values.
+        detail: String,
+    },
+    /// A step-back broke an objective and was reverted.
+    Regressed {
+        /// After values.
+        detail: String,
+    },
+    /// A revert finished rolling out.
+    Completed {
+        /// What was restored.
+        detail: String,
+    },
+    /// Could not be judged (no rollout, unknown metrics, load changed, settings changed).
+    Inconclusive {
+        /// Why.
+        detail: String,
+    },
+}
+
+impl Outcome {
+    /// The stored kind.
+    pub fn kind(&self) -> DecisionOutcome {
+        match self {
+            Outcome::Pending => DecisionOutcome::Pending,
+            Outcome::Advised => DecisionOutcome::Advised,
+            Outcome::Noted => DecisionOutcome::Noted,
+            Outcome::Improved { .. } => DecisionOutcome::Improved,
+            Outcome::NoEffect { .. } => DecisionOutcome::NoEffect,
+            Outcome::Kept { .. } => DecisionOutcome::Kept,
+            Outcome::Regressed { .. } => DecisionOutcome::Regressed,
+            Outcome::Completed { .. } => DecisionOutcome::Completed,
+            Outcome::Inconclusive { .. } => DecisionOutcome::Inconclusive,
+        }
+    }
+
+    /// The stored detail, for outcomes that carry one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Pending | Outcome::Advised | Outcome::Noted => None,
+            Outcome::Improved { detail }
+            | Outcome::NoEffect { detail }
+            | Outcome::Kept { detail }
+            | Outcome::Regressed { detail }
+            | Outcome::Completed { detail }
+            | Outcome::Inconclusive { detail } => Some(detail),
+        }
+    }
+
+    /// Rebuilds an outcome from its stored kind and detail (a missing detail reads as empty).
+    pub fn from_parts(kind: DecisionOutcome, detail: Option<String>) -> Outcome {
+        let detail = detail.unwrap_or_default();
+        match kind {
+            DecisionOutcome::Pending => Outcome::Pending,
+            DecisionOutcome::Advised => Outcome::Advised,
+            DecisionOutcome::Noted => Outcome::Noted,
+            DecisionOutcome::Improved => Outcome::Improved { detail },
+            DecisionOutcome::NoEffect => Outcome::NoEffect { detail },
+            DecisionOutcome::Kept => Outcome::Kept { detail },
+            DecisionOutcome::Regressed => Outcome::Regressed { detail },
+            DecisionOutcome::Completed => Outcome::Completed { detail },
+            DecisionOutcome::Inconclusive => Outcome::Inconclusive { detail },
+        }
+    }
+}
+
+/// One observed value and the threshold it was compared with.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// SLI name, e.g. `ttftP95Seconds` or `memoryRatio.kv_cache`.
+    #[schemars(length(max = 64))]
+    pub signal: String,
+    /// Observed value.
+    pub value: f64,
+    /// Comparison that held, e.g. `>`; empty for context values.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 4))]
+    pub op: String,
+    /// What it was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+impl Evidence {
+    /// `signal value op threshold`.
+    pub fn cmp(signal: impl Into<String>, value: f64, op: &str, threshold: f64) -> Self {
+        Self {
+            signal: signal.into(),
+            value,
+            op: op.to_owned(),
+            threshold: Some(threshold),
+        }
+    }
+
+    /// A context value with no comparison.
+    pub fn value(signal: impl Into<String>, value: f64) -> Self {
+        Self {
+            signal: signal.into(),
+            value,
+            op: String::new(),
+            threshold: None,
+        }
+    }
+}
+
+/// SLI values when a decision was made, to judge it later.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// Objectives violated at the time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub violated: Vec<Objective>,
+    /// TTFT P95, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p95_seconds: Option<f64>,
+    /// Mean TPOT, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_seconds: Option<f64>,
+    /// Error ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// Worst memory use ratio (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_ratio: Option<f64>,
+    /// Request rate, to tell a load change from an effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate_per_second: Option<f64>,
+    /// Replicas at the time.
+    #[serde(default)]
+    pub replicas: u32,
+}
+
+impl Baseline {
+    /// Value of one objective at the time (the memory objective as a ratio).
+    pub fn value_of(&self, o: Objective) -> Option<f64> {
+        match o {
+            Objective::TtftP95 => self.ttft_p95_seconds,
+            Objective::TpotAvg => self.tpot_seconds,
+            Objective::ErrorRateMax => self.error_ratio,
+            Objective::VramMaxPercent => self.memory_ratio,
+        }
+    }
+}
+
+/// Knobs cannot fix the problem; what a human should do.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Degraded {
+    /// Stable CamelCase reason, e.g. `IoBound`.
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    /// What is wrong.
+    #[schemars(length(max = 2048))]
+    pub message: String,
+    /// What to do about it.
+    #[schemars(length(max = 2048))]
+    pub recommendation: String,
+}
+
+impl Degraded {
+    /// Cut to the lengths the stored status allows (at a character boundary).
+    pub fn bounded(&self) -> Degraded {
+        Degraded {
+            reason: truncate(&self.reason, 64),
+            message: truncate(&self.message, 2048),
+            recommendation: truncate(&self.recommendation, 2048),
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// What to do now: nothing, or exactly one knob change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Action {
+    /// Change nothing.
+    Hold,
+    /// Set the Deployment's replicas.
+    ScaleReplicas {
+        /// Current.
+        from: u32,
+        /// New.
+        to: u32,
+    },
+    /// Switch the service to another quantization.
+    SetQuantization {
+        /// Current.
+        from: Quantization,
+        /// New.
+        to: Quantization,
+    },
+    /// Set the `max_tokens` cap of every pod.
+    SetMaxTokens {
+        /// Current.
+        from: u32,
+        /// New.
+        to: u32,
+    },
+}
+
+/// Every action kind, for pre-created metric labels.
+pub const ACTION_LABELS: [&str; 4] = [
+    "hold",
+    "scale_replicas",
+    "set_quantization",
+    "set_max_tokens",
+];
+
+impl Action {
+    /// The knob changed, if any.
+    pub fn knob(&self) -> Option<Knob> {
+        match self {
+            Action::Hold => None,
+            Action::ScaleReplicas { .. } => Some(Knob::Replicas),
+            Action::SetQuantization { .. } => Some(Knob::Quantization),
+            Action::SetMaxTokens { .. } => Some(Knob::MaxTokens),
+        }
+    }
+
+    /// True for a change.
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Action::Hold)
+    }
+
+    /// The change that undoes this one.
+    pub fn inverse(&self) -> Action {
+        match *self {
+            Action::Hold => Action::Hold,
+            Action::ScaleReplicas { from, to } => Action::ScaleReplicas { from: to, to: from },
+            Action::SetQuantization { from, to } => Action::SetQuantization { from: to, to: from },
+            Action::SetMaxTokens { from, to } => Action::SetMaxTokens { from: to, to: from },
+        }
+    }
+
+    /// `settings` with this change applied.
+    pub fn apply(&self, settings: &AppliedSettings) -> AppliedSettings {
+        let mut s = *settings;
+        match *self {
+            Action::Hold => {}
+            Action::ScaleReplicas { to, .. } => s.replicas = to,
+            Action::SetQuantization { to, .. } => s.quantization = to,
+            Action::SetMaxTokens { to, .. } => s.max_tokens = to,
+        }
+        s
+    }
+
+    /// True when `settings` already shows this change's new value.
+    pub fn is_reflected_in(&self, settings: &AppliedSettings) -> bool {
+        match *self {
+            Action::Hold => true,
+            Action::ScaleReplicas { to, .. } => settings.replicas == to,
+            Action::SetQuantization { to, .. } => settings.quantization == to,
+            Action::SetMaxTokens { to, .. } => settings.max_tokens == to,
+        }
+    }
+
+    /// Short human form, e.g. `replicas 2 -> 4`.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Hold => "hold".into(),
+            Action::ScaleReplicas { from, to } => format!("replicas {from} -> {to}"),
+            Action::SetQuantization { from, to } => format!("quantization {from} -> {to}"),
+            Action::SetMaxTokens { from, to } => format!("maxTokens {from} -> {to}"),
+        }
+    }
+
+    /// Metric label (one of [`ACTION_LABELS`]).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Hold => ACTION_LABELS[0],
+            Action::ScaleReplicas { .. } => ACTION_LABELS[1],
+            Action::SetQuantization { .. } => ACTION_LABELS[2],
+            Action::SetMaxTokens { .. } => ACTION_LABELS[3],
+        }
+    }
+
+    /// Event reason.
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            Action::Hold => "Hold",
+            Action::ScaleReplicas { .. } => "ScaleReplicas",
+            Action::SetQuantization { .. } => "SetQuantization",
+            Action::SetMaxTokens { .. } => "SetMaxTokens",
+        }
+    }
+
+    /// The stored form: the knob and its values before and after, as text (`2`, `f16`, `256`).
+    pub fn to_stored(&self) -> Option<(Knob, String, String)> {
+        let (from, to) = match self {
+            Action::Hold => return None,
+            Action::ScaleReplicas { from, to } | Action::SetMaxTokens { from, to } => {
+                (from.to_string(), to.to_string())
+            }
+            Action::SetQuantization { from, to } => (from.to_string(), to.to_string()),
+        };
+        Some((self.knob()?, from, to))
+    }
+
+    /// Reads the stored form back. No knob is a hold; a knob whose values do not parse is an
+    /// error, never silently a hold.
+    pub fn from_stored(
+        knob: Option<Knob>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Action, StoredActionError> {
+        let Some(knob) = knob else {
+            return Ok(Action::Hold);
+        };
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(StoredActionError {
+                knob,
+                value: format!("from={from:?} to={to:?}"),
+            });
+        };
+        let bad = |v: &str| StoredActionError {
+            knob,
+            value: v.to_owned(),
+        };
+        let num = |v: &str| v.parse::<u32>().map_err(|_| bad(v));
+        let quant = |v: &str| {
+            v.parse::<Quantization>()
+                .ok()
+                .filter(|q| q.as_flag() == v)
+                .ok_or_else(|| bad(v))
+        };
+        Ok(match knob {
+            Knob::Replicas => Action::ScaleReplicas {
+                from: num(from)?,
+                to: num(to)?,
+            },
+            Knob::MaxTokens => Action::SetMaxTokens {
+                from: num(from)?,
+                to: num(to)?,
+            },
+            Knob::Quantization => Action::SetQuantization {
+                from: quant(from)?,
+                to: quant(to)?,
+            },
+        })
+    }
+}
+
+/// A stored decision's knob values that do not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredActionError {
+    pub knob: Knob,
+    pub value: String,
+}
+
+impl std::fmt::Display for StoredActionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "failed to read a stored {:?} decision: {:?} is not a valid value",
+            self.knob, self.value
+        )
+    }
+}
+
+impl std::error::Error for StoredActionError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_through_their_stored_form() {
+        let actions = [
+            Action::ScaleReplicas { from: 1, to: 3 },
+            Action::SetQuantization {
+                from: Quantization::F16,
+                to: Quantization::Q8_0,
+            },
+            Action::SetMaxTokens { from: 256, to: 128 },
+        ];
+        for a in actions {
+            let (knob, from, to) = a.to_stored().unwrap();
+            assert_eq!(
+                Action::from_stored(Some(knob), Some(&from), Some(&to)).unwrap(),
+                a
+            );
+        }
+        assert_eq!(Action::Hold.to_stored(), None);
+        assert_eq!(Action::from_stored(None, None, None).unwrap(), Action::Hold);
+    }
+
+    #[test]
+    fn a_stored_action_that_does_not_parse_is_an_error_not_a_hold() {
+        for (knob, from, to) in [
+            (Knob::Replicas, Some("two"), Some("3")),
+            (Knob::Quantization, Some("f16"), Some("q3")),
+            (Knob::Quantization, Some("f16"), Some("int8")),
+            (Knob::MaxTokens, Some("256"), None),
+        ] {
+            let err = Action::from_stored(Some(knob), from, to).unwrap_err();
+            assert_eq!(err.knob, knob);
+            assert!(err.to_string().starts_with("failed to read"), "{err}");
+        }
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_kind_and_detail() {
+        let all = [
+            Outcome::Pending,
+            Outcome::Advised,
+            Outcome::Noted,
+            Outcome::Improved { detail: "a".into() },
+            Outcome::NoEffect { detail: "b".into() },
+            Outcome::Kept { detail: "c".into() },
+            Outcome::Regressed { detail: "d".into() },
+            Outcome::Completed { detail: "e".into() },
+            Outcome::Inconclusive { detail: "f".into() },
+        ];
+        for o in all {
+            let back = Outcome::from_parts(o.kind(), o.detail().map(str::to_owned));
+            assert_eq!(back, o);
+        }
+    }
+
+    #[test]
+    fn the_healthy_class_is_stored_as_none_and_read_as_healthy() {
+        let json = serde_json::to_string(&BottleneckClass::Healthy).unwrap();
+        assert_eq!(json, "\"None\"");
+        assert_eq!(BottleneckClass::Healthy.as_str(), "Healthy");
+        assert_eq!(
+            serde_json::from_str::<BottleneckClass>("\"None\"").unwrap(),
+            BottleneckClass::Healthy
+        );
+        assert_eq!(ObjectiveState::NoTraffic.as_str(), "NoTraffic");
+        assert_eq!(Objective::TtftP95.as_str(), "ttftP95");
+        assert_eq!(
+            serde_json::to_string(&Objective::VramMaxPercent).unwrap(),
+            "\"vramMaxPercent\""
+        );
+    }
+}

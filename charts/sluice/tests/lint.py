@@ -113,6 +113,11 @@ def static_checks() -> list[str]:
             f"{chart_crd} differs from {repo_crd}; regenerate both with "
             "`SLUICE_UPDATE_CRDS=1 cargo test -p sluice-api --test crd_drift`"
         )
+    # The operator's owner references set blockOwnerDeletion (crates/sluice-operator/src/build);
+    # OpenShift's admission refuses that without update on the owner's finalizers.
+    rbac = (CHART / "templates" / "rbac.yaml").read_text()
+    if not re.search(r'resources: \["inferenceservices/finalizers"\]\s*\n\s*verbs: \["update"\]', rbac):
+        problems.append("rbac.yaml: no update on inferenceservices/finalizers (needed for blockOwnerDeletion)")
     for template in (CHART / "templates").glob("*.yaml"):
         for number, line in enumerate(template.read_text().splitlines(), 1):
             if re.search(r"""["']\*["']|^\s*-\s*\*\s*$""", line):

@@ -133,6 +133,36 @@ fn tiny_cpu_uses_defaults() {
     assert_eq!(build::endpoint(&v), "http://tiny.demo.svc:8000");
 }
 
+/// Regression: children carried `app.kubernetes.io/instance: <CR name>`, the label Argo CD
+/// tracks an Application's objects by, so an Application of that name adopted and pruned them.
+#[test]
+fn children_do_not_carry_argo_cds_tracking_label() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, None);
+    let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
+    let pod_labels = c
+        .deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    for labels in [
+        c.deployment.metadata.labels.clone().unwrap(),
+        c.service.metadata.labels.clone().unwrap(),
+        pod_labels,
+    ] {
+        assert!(
+            !labels.contains_key("app.kubernetes.io/instance"),
+            "{labels:?}"
+        );
+        assert_eq!(labels[build::INSTANCE_LABEL], "tiny");
+    }
+}
+
 #[test]
 fn every_pod_meets_restricted_pod_security() {
     for fixture in ["tiny-cpu.yaml", "mistral-gpu.yaml", "pvc-gguf.yaml"] {

@@ -34,9 +34,6 @@ impl Admission {
         limit: usize,
         metrics: &Metrics,
     ) -> Result<Permit, ApiError> {
-        if self.is_draining() {
-            return Err(ApiError::Unavailable("server is shutting down".into()));
-        }
         let acquired = self
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -67,6 +64,9 @@ impl Admission {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Marks the server as shutting down: `/ready` fails so endpoints drop the pod, while
+    /// requests that still arrive are served (refusing them would fail clients whose routing has
+    /// not caught up yet).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
@@ -106,13 +106,15 @@ mod tests {
         assert!(a.try_acquire(3, &m).is_ok());
     }
 
+    /// Draining only turns readiness off: requests that still arrive (routed here before the
+    /// endpoint update) are admitted, within the limit, rather than refused.
     #[test]
-    fn draining_refuses_new_work() {
+    fn draining_still_admits_within_the_limit() {
         let a = Admission::new();
+        let m = Metrics::new();
         a.start_draining();
-        assert!(matches!(
-            a.try_acquire(10, &Metrics::new()),
-            Err(ApiError::Unavailable(_))
-        ));
+        assert!(a.is_draining());
+        let _p = a.try_acquire(1, &m).unwrap();
+        assert!(matches!(a.try_acquire(1, &m), Err(ApiError::Overloaded(_))));
     }
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{Engine, EngineModel, Limits};
+use crate::http::listen::{self, ListenConfig};
 use crate::http::{AppState, HttpConfig, router};
 use crate::metrics::Metrics;
 use crate::model::quant::Quantization;
@@ -90,9 +91,23 @@ pub struct ServeArgs {
     /// Deadline for one request, queueing included (e.g. `60s`, `2m`).
     #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// How long SIGTERM waits for in-flight requests before exiting.
+    /// After SIGTERM, how long the server keeps accepting requests while `/ready` answers 503,
+    /// so that clients routed here before the endpoint update still get answers.
+    #[arg(long, env = "SLUICE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+    /// Then, how long it waits for in-flight requests before exiting.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// A client must send a request's headers within this time (a kept-alive connection, its
+    /// next request's); slower connections are closed.
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A client must send a request's body within this time; a slower one gets 408.
+    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Connections open at once; more wait in the accept backlog.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Model name clients use in the OpenAI API; default derived from the model source.
     #[arg(long, env = "SLUICE_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -235,6 +250,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         HttpConfig {
             api_key: args.api_key.filter(|k| !k.is_empty()),
             request_timeout: args.request_timeout,
+            body_read_timeout: args.body_read_timeout,
             device,
             hf_home: args.hf_home,
             default_quantization: args.quantization,
@@ -244,41 +260,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    runtime.block_on(run_http(state, addr, args.drain_timeout))
+    let listen = ListenConfig {
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections,
+        drain_delay: args.drain_delay,
+        drain_timeout: args.drain_timeout,
+    };
+    runtime.block_on(run_http(state, addr, listen))
 }
 
-async fn run_http(
-    state: AppState,
-    addr: SocketAddr,
-    drain_timeout: Duration,
-) -> anyhow::Result<()> {
+async fn run_http(state: AppState, addr: SocketAddr, listen: ListenConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;
     tracing::info!(%addr, "listening");
     let admission = state.admission.clone();
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        wait_for_signal().await;
+    let on_shutdown = move || {
         tracing::info!(
             in_flight = admission.in_flight(),
-            "shutdown signal: draining in-flight requests"
+            "shutdown signal: draining"
         );
         admission.start_draining();
-        let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(drain_timeout).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        () = deadline => tracing::warn!(?drain_timeout, "drain timeout reached; exiting with requests in flight"),
-    }
+    listen::serve(
+        listener,
+        router(state),
+        &listen,
+        wait_for_signal(),
+        on_shutdown,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

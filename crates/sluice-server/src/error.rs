@@ -17,6 +17,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The client did not send its request body in time.
+    #[error("the request body did not arrive within the body read timeout")]
+    BodyTimeout,
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("model {0:?} is not served here")]
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -68,7 +72,9 @@ impl ApiError {
     /// A stable, machine-readable kind; also the `llm_errors_total` reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) | ApiError::Unprocessable(_) => "invalid_request",
+            ApiError::BadRequest(_) | ApiError::Unprocessable(_) | ApiError::BodyTimeout => {
+                "invalid_request"
+            }
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unauthorized => "unauthorized",
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => "not_found",

@@ -31,12 +31,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(crate::http::BODY_LIMIT_BYTES)
+            } else if caused_by::<tower_http::timeout::TimeoutError>(&rej) {
+                ApiError::BodyTimeout
             } else {
                 ApiError::BadRequest(format!("failed to read request body: {rej}"))
             }
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// True when `err` or any error it wraps is an `E`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<E>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -96,6 +110,13 @@ pub fn validate(
     timeout: Duration,
 ) -> Result<ValidRequest, ApiError> {
     let ctx = view.info.context_length;
+    if prompt_ids.is_empty() {
+        // A model needs at least one token to predict from; tokenizers that add no BOS token
+        // turn an empty prompt into none.
+        return Err(ApiError::BadRequest(
+            "the prompt is empty after tokenization; send at least one token of text".into(),
+        ));
+    }
     if prompt_ids.len() >= ctx {
         return Err(ApiError::BadRequest(format!(
             "prompt has {} tokens but the model's context limit is {ctx} tokens (prompt + generated)",
@@ -304,6 +325,15 @@ mod tests {
         let err = check(100, RawSampling::default()).unwrap_err();
         assert_eq!(err.status().as_u16(), 400);
         assert!(err.to_string().contains("100 tokens"), "{err}");
+    }
+
+    /// Regression: an empty prompt on a tokenizer that adds no BOS token reached the engine as
+    /// zero tokens and failed the whole batch it joined.
+    #[test]
+    fn a_prompt_of_no_tokens_is_400() {
+        let err = check(0, RawSampling::default()).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(err.to_string().contains("empty"), "{err}");
     }
 
     #[test]

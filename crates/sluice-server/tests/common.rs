@@ -2,10 +2,12 @@
 //! model, SSE parsing and metric reading.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_server::engine::{Engine, EngineModel, Limits};
+use sluice_server::http::listen::{self, ListenConfig};
 use sluice_server::http::{AppState, HttpConfig, router};
 use sluice_server::metrics::Metrics;
 use sluice_server::model::quant::Quantization;
@@ -19,6 +21,7 @@ pub struct Opts {
     pub api_key: Option<String>,
     pub budget: u64,
     pub timeout: Duration,
+    pub source: ModelSource,
 }
 
 impl Default for Opts {
@@ -30,6 +33,7 @@ impl Default for Opts {
             api_key: None,
             budget: 1 << 34,
             timeout: Duration::from_secs(60),
+            source: ModelSource::Builtin(TinyShape::Tiny),
         }
     }
 }
@@ -41,7 +45,7 @@ pub struct Server {
 
 pub async fn start(opts: Opts) -> Server {
     let spec = LoadSpec {
-        source: ModelSource::Builtin(TinyShape::Tiny),
+        source: opts.source.clone(),
         quantization: Quantization::Auto,
         device: candle_core::Device::Cpu,
         served_name: None,
@@ -62,6 +66,7 @@ pub async fn start(opts: Opts) -> Server {
         HttpConfig {
             api_key: opts.api_key,
             request_timeout: opts.timeout,
+            body_read_timeout: Duration::from_secs(30),
             device: candle_core::Device::Cpu,
             hf_home: None,
             default_quantization: Quantization::Auto,
@@ -70,7 +75,15 @@ pub async fn start(opts: Opts) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = ListenConfig {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 1024,
+        drain_delay: Duration::ZERO,
+        drain_timeout: Duration::from_secs(30),
+    };
+    tokio::spawn(async move {
+        listen::serve(listener, app, &config, std::future::pending(), || {}).await
+    });
     Server { url, state }
 }
 
@@ -133,4 +146,62 @@ pub async fn metric(base: &str, series: &str) -> f64 {
                 .map(|v| v.trim().parse::<f64>().unwrap())
         })
         .unwrap_or_else(|| panic!("metric {series} not found"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on the tiny model with `extra` flags and `env`, waiting until ready.
+pub async fn spawn(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-server"));
+    cmd.args([
+        "--model",
+        "builtin:tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = Proc(cmd.spawn().unwrap());
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client().get(format!("{url}/ready")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, url)
+}
+
+pub fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }

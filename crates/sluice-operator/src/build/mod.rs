@@ -71,13 +71,16 @@ pub fn build(v: &Validated, eff: &Effective, opts: &BuildOptions) -> Children {
 }
 
 /// Labels on every owned object and on the pods.
+///
+/// Not `app.kubernetes.io/instance`: Argo CD tracks the objects of an Application by that label,
+/// so children carrying the CR's name there would be adopted into (and pruned by) whichever
+/// Application uses that name. The service is named by [`INSTANCE_LABEL`] instead.
 pub fn labels(v: &Validated) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_owned(),
             "sluice-server".to_owned(),
         ),
-        ("app.kubernetes.io/instance".to_owned(), v.name.clone()),
         (
             "app.kubernetes.io/component".to_owned(),
             "inference".to_owned(),
@@ -102,7 +105,9 @@ pub fn selector_labels(v: &Validated) -> BTreeMap<String, String> {
 }
 
 /// The controller owner reference to the InferenceService, so children are garbage-collected
-/// with it and their changes trigger a reconcile.
+/// with it and their changes trigger a reconcile. `blockOwnerDeletion` needs `update` on
+/// `inferenceservices/finalizers` where the OwnerReferencesPermissionEnforcement admission
+/// plugin runs (OpenShift): the chart's RBAC grants it.
 pub fn owner_reference(v: &Validated) -> OwnerReference {
     OwnerReference {
         api_version: "sluice.dev/v1alpha1".to_owned(),

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 use crate::model::ModelInfo;
 use crate::model::chat::ChatTemplate;
 
+/// Steps in a row that fail every sequence before `/health` reports the engine unhealthy (one
+/// bad request fails one step; a broken model fails them all).
+pub const UNHEALTHY_AFTER_FAILED_STEPS: u64 = 5;
+
 /// Sampling and stopping parameters after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationParams {
@@ -163,6 +167,9 @@ pub(crate) enum Command {
 /// State shared between the scheduler thread and the HTTP side.
 pub struct Shared {
     alive: AtomicBool,
+    /// Steps in a row in which every running sequence failed; a model that fails everything it
+    /// is given is not healthy even though the thread lives.
+    failed_steps_in_a_row: AtomicU64,
     pub limits: Limits,
     pub metrics: Metrics,
     model: RwLock<Option<ModelView>>,
@@ -189,6 +196,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             alive: AtomicBool::new(true),
+            failed_steps_in_a_row: AtomicU64::new(0),
             limits,
             metrics,
             model: RwLock::new(None),
@@ -212,6 +220,18 @@ impl Engine {
     /// False once the scheduler thread has exited (or panicked): `/health` fails on it.
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+
+    /// Why the engine cannot serve, if it cannot: its thread stopped, or its last
+    /// [`UNHEALTHY_AFTER_FAILED_STEPS`] steps failed every sequence they ran. `/health` and
+    /// `/ready` report it.
+    pub fn unhealthy(&self) -> Option<String> {
+        if !self.is_alive() {
+            return Some("the engine thread has stopped".into());
+        }
+        let failed = self.shared.failed_steps_in_a_row.load(Ordering::SeqCst);
+        (failed >= UNHEALTHY_AFTER_FAILED_STEPS)
+            .then(|| format!("the last {failed} engine steps failed every sequence they ran"))
     }
 
     pub fn model(&self) -> Option<ModelView> {

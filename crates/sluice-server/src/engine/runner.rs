@@ -59,7 +59,17 @@ impl StepModel for LlamaRunner {
                 .zip(batch)
                 .map(|((_, cache), (_, tokens))| SeqStep { tokens, cache })
                 .collect();
-            self.model.forward(&mut steps)
+            // A panic must not lose the caches taken out above: they go back either way, and
+            // a cache's length only advances once the whole pass succeeded, so each stays valid.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.model.forward(&mut steps)
+            }))
+            .unwrap_or_else(|payload| {
+                Err(candle_core::Error::msg(format!(
+                    "the forward pass panicked: {}",
+                    super::scheduler::panic_message(payload.as_ref())
+                )))
+            })
         };
         for (id, cache) in taken {
             self.caches.insert(id, cache);

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use tokio::sync::mpsc;
 
 use super::sequence::Sequence;
-use super::{Command, EngineError, EngineModel, Event, Job, Shared, Timings};
+use super::{Command, EngineError, EngineModel, Event, Job, Shared, StepModel, Timings};
 use crate::memory;
 
 pub(super) fn spawn(
@@ -311,22 +312,8 @@ impl Scheduler {
             .collect();
         let refs: Vec<(u64, &[u32])> = inputs.iter().map(|(id, t)| (*id, t.as_slice())).collect();
         self.shared.metrics.batch_size.observe(refs.len() as f64);
-        let logits = model.runner.step(&refs);
+        let rows = step_isolated(model.runner.as_mut(), &refs);
         drop(prefill_spans);
-        let logits = match logits {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, batch = refs.len(), "forward step failed");
-                let failed: Vec<Active> = self.running.drain(..).collect();
-                for a in failed {
-                    self.release(&a);
-                    let err = EngineError::Internal(e.to_string());
-                    self.record(&a.job, &Outcome::Failed(err.clone()));
-                    let _ = a.job.events.send(Event::Error(err));
-                }
-                return;
-            }
-        };
         let ctx = model.runner.context_length();
         let now = Instant::now();
         let mut finished = Vec::new();
@@ -334,19 +321,23 @@ impl Scheduler {
             a.seq.prefilled = true;
             let req = &a.job.request;
             let used = req.prompt_ids.len() + a.seq.generated.len() + 1;
-            let row = logits.get(i).and_then(|row| {
-                a.seq.advance(
-                    &row,
-                    &model.tokenizer,
-                    &req.params,
-                    &model.eos,
-                    ctx.saturating_sub(used),
-                )
+            let outcome = rows[i].clone().and_then(|row| {
+                contained(|| {
+                    a.seq
+                        .advance(
+                            &row,
+                            &model.tokenizer,
+                            &req.params,
+                            &model.eos,
+                            ctx.saturating_sub(used),
+                        )
+                        .map_err(|e| EngineError::Internal(format!("failed to sample: {e}")))
+                })
             });
-            let outcome = match row {
+            let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
-                    finished.push((i, Some(Finish::Error(EngineError::Internal(e.to_string())))));
+                    finished.push((i, Some(Finish::Error(e))));
                     continue;
                 }
             };
@@ -395,6 +386,20 @@ impl Scheduler {
                 finished.push((i, Some(Finish::Done(done))));
             }
         }
+        let failed = finished
+            .iter()
+            .filter(|(_, f)| matches!(f, Some(Finish::Error(_))))
+            .count();
+        if failed > 0 {
+            self.shared.metrics.engine_failed_steps.inc();
+        }
+        if failed == self.running.len() {
+            self.shared
+                .failed_steps_in_a_row
+                .fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.shared.failed_steps_in_a_row.store(0, Ordering::SeqCst);
+        }
         // Remove from the back so earlier indices stay valid.
         finished.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
         for (i, err) in finished {
@@ -433,4 +438,74 @@ impl Scheduler {
             memory::total_ram_bytes().unwrap_or(0) as f64,
         );
     }
+}
+
+/// Runs one forward step so that a failure can only fail the sequences that cause it: when the
+/// batched step fails (or panics), each sequence is retried alone, and only those that fail alone
+/// get the error. Returns one logits row (or the error) per input, in order.
+///
+/// A failed step leaves every cache as it was (a cache's length only grows once the whole
+/// forward pass succeeded), so the retry computes the same rows the batch would have.
+pub(super) fn step_isolated(
+    runner: &mut dyn StepModel,
+    batch: &[(u64, &[u32])],
+) -> Vec<Result<Tensor, EngineError>> {
+    let rows = |logits: Tensor, n: usize| -> Vec<Result<Tensor, EngineError>> {
+        (0..n)
+            .map(|i| {
+                logits
+                    .get(i)
+                    .map_err(|e| EngineError::Internal(format!("failed to read logits: {e}")))
+            })
+            .collect()
+    };
+    let forward = |runner: &mut dyn StepModel, batch: &[(u64, &[u32])]| {
+        contained(|| {
+            runner
+                .step(batch)
+                .map_err(|e| EngineError::Internal(e.to_string()))
+        })
+    };
+    match forward(runner, batch) {
+        Ok(logits) => rows(logits, batch.len()),
+        Err(e) if batch.len() == 1 => {
+            tracing::error!(error = %e, sequence = batch[0].0, "forward step failed");
+            vec![Err(e)]
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, batch = batch.len(), "batched forward step failed; retrying each sequence alone");
+            batch
+                .iter()
+                .map(|one| {
+                    let row = forward(runner, std::slice::from_ref(one))
+                        .and_then(|l| rows(l, 1).remove(0));
+                    if let Err(e) = &row {
+                        tracing::error!(error = %e, sequence = one.0, "forward step failed");
+                    }
+                    row
+                })
+                .collect()
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into an [`EngineError::Internal`] for the caller's sequences
+/// instead of unwinding through (and killing) the scheduler thread.
+fn contained<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = panic_message(payload.as_ref());
+        tracing::error!(panic = %what, "contained a panic in the engine");
+        Err(EngineError::Internal(format!(
+            "the engine panicked: {what}"
+        )))
+    })
+}
+
+/// The text a panic was raised with.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

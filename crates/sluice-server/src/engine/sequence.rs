@@ -12,6 +12,10 @@ use tokenizers::Tokenizer;
 use super::{FinishReason, GenerationParams};
 use crate::model::tokenizer::IncrementalDecoder;
 
+/// Temperatures below this sample greedily: dividing logits by a smaller one overflows f32 to
+/// infinity and the softmax to NaN (vLLM uses the same threshold).
+const GREEDY_BELOW_TEMPERATURE: f64 = 1e-5;
+
 pub(super) struct Sequence {
     sampler: LogitsProcessor,
     decoder: IncrementalDecoder,
@@ -33,11 +37,15 @@ pub(super) struct TokenOutcome {
 
 impl Sequence {
     pub fn new(params: &GenerationParams) -> Self {
-        let sampling = if params.temperature <= 0.0 {
+        let sampling = if params.temperature < GREEDY_BELOW_TEMPERATURE {
             Sampling::ArgMax
         } else {
             let t = params.temperature;
-            match (params.top_k, params.top_p) {
+            // candle samples in f32: a `top_p` that rounds to 0 there would zero every
+            // probability and fail the draw. The smallest positive f32 keeps the top token,
+            // which is what any `top_p` that small means.
+            let top_p = params.top_p.map(|p| p.max(f64::from(f32::MIN_POSITIVE)));
+            match (params.top_k, top_p) {
                 (Some(k), Some(p)) if p < 1.0 => Sampling::TopKThenTopP {
                     k,
                     p,
@@ -111,14 +119,18 @@ fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of some stop sequence.
+///
+/// Only prefixes that end on a character boundary of the stop sequence are candidates: the text
+/// is always whole characters, and slicing a stop sequence inside a multi-byte character would
+/// panic.
 fn held_back(text: &str, stops: &[String]) -> usize {
     stops
         .iter()
         .flat_map(|s| {
             (1..s.len())
                 .rev()
+                .filter(|&k| s.is_char_boundary(k))
                 .map(move |k| &s[..k])
-                .filter(|p| s.is_char_boundary(p.len()))
         })
         .filter(|p| text.ends_with(p))
         .map(str::len)
@@ -147,5 +159,115 @@ mod tests {
         assert_eq!(held_back("hello ##", &stops), 2);
         assert_eq!(held_back("hello", &stops), 0);
         assert_eq!(held_back("héllo", &[]), 0);
+    }
+
+    /// Regression: a stop sequence with a multi-byte character panicked the engine thread
+    /// (`"stop": ["é"]` took the whole server down).
+    #[test]
+    fn non_ascii_stop_sequences_are_held_back_and_matched_without_panicking() {
+        let stops = vec!["é".to_string(), "日本語".to_string(), "a😀b".to_string()];
+        assert_eq!(held_back("hello", &stops), 0);
+        assert_eq!(held_back("hello 日本", &stops), "日本".len());
+        assert_eq!(held_back("xa😀", &stops), "a😀".len());
+        assert_eq!(find_stop("café", &stops, 0), Some(3));
+        assert_eq!(find_stop("x日本語y", &stops, 4), Some(1));
+    }
+
+    /// Regression: a `top_p` below ~1e-45 rounded to 0 in candle's f32 sampler and failed the
+    /// request with a 500; a tiny temperature overflowed the logits to NaN the same way.
+    #[test]
+    fn extreme_sampling_parameters_always_draw_a_token() {
+        let tokenizer = crate::model::tiny::tokenizer().unwrap();
+        let vocab = tokenizer.get_vocab_size(true);
+        let mut row: Vec<f32> = (0..vocab).map(|i| ((i * 37) % 101) as f32 / 7.0).collect();
+        row[3] = f32::NEG_INFINITY;
+        row[5] = 80.0;
+        let logits = Tensor::new(row.as_slice(), &candle_core::Device::Cpu).unwrap();
+        let top_ps = [
+            None,
+            Some(1e-300),
+            Some(1e-46),
+            Some(1e-40),
+            Some(0.5),
+            Some(1.0),
+        ];
+        let temperatures = [0.0, 1e-300, 1e-6, 1e-5, 0.7, 100.0];
+        let top_ks = [None, Some(1), Some(usize::MAX)];
+        for top_p in top_ps {
+            for temperature in temperatures {
+                for top_k in top_ks {
+                    let params = GenerationParams {
+                        max_tokens: 4,
+                        temperature,
+                        top_p,
+                        top_k,
+                        seed: 7,
+                        stop: vec![],
+                        ignore_eos: true,
+                    };
+                    let mut seq = Sequence::new(&params);
+                    let out = seq.advance(&logits, &tokenizer, &params, &[], 100);
+                    assert!(
+                        out.is_ok(),
+                        "top_p {top_p:?}, temperature {temperature}, top_k {top_k:?}: {:?}",
+                        out.err()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every way of splitting a text into increments (the tokens a decoder emits) gives the same
+    /// streamed text as the whole, and never panics, for stop sequences over multi-byte text.
+    #[test]
+    fn streaming_over_any_split_equals_the_whole_text() {
+        let texts = [
+            "héllo wörld é end",
+            "日本語のテキスト",
+            "a😀b😀c",
+            "ééé",
+            "plain",
+        ];
+        let stops: Vec<Vec<String>> = vec![
+            vec!["é".into()],
+            vec!["ö".into(), "語の".into()],
+            vec!["😀c".into(), "end".into()],
+            vec!["éé".into()],
+            vec![],
+        ];
+        for text in texts {
+            let chars: Vec<(usize, char)> = text.char_indices().collect();
+            for stop in &stops {
+                let expected = match find_stop(text, stop, 0) {
+                    Some(p) => &text[..p],
+                    None => text,
+                };
+                // Split after every k-th character, for k = 1..=3.
+                for k in 1..=3 {
+                    let mut whole = String::new();
+                    let mut emitted = 0;
+                    let mut out = String::new();
+                    let mut done = false;
+                    for chunk in chars.chunks(k) {
+                        for (_, c) in chunk {
+                            whole.push(*c);
+                        }
+                        if let Some(pos) = find_stop(&whole, stop, emitted) {
+                            whole.truncate(pos);
+                            out.push_str(&whole[emitted..]);
+                            done = true;
+                            break;
+                        }
+                        let safe = whole.len() - held_back(&whole, stop);
+                        out.push_str(&whole[emitted..safe]);
+                        emitted = safe;
+                    }
+                    if !done {
+                        out.push_str(&whole[emitted..]);
+                    }
+                    assert_eq!(out, expected, "text {text:?}, stops {stop:?}, split {k}");
+                }
+            }
+        }
     }
 }

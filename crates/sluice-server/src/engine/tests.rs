@@ -19,9 +19,18 @@ struct Trace {
     released: Vec<u64>,
 }
 
+/// How the fake model fails a step whose batch feeds it the poison token.
+#[derive(Clone, Copy)]
+enum Poison {
+    Error(u32),
+    Panic(u32),
+    /// Every step panics.
+    Always,
+}
+
 struct FakeModel {
     trace: Arc<Mutex<Trace>>,
-    panic_on_step: bool,
+    poison: Option<Poison>,
     kv_per_token: usize,
     weights: usize,
     slow: Duration,
@@ -29,8 +38,12 @@ struct FakeModel {
 
 impl StepModel for FakeModel {
     fn step(&mut self, batch: &[(u64, &[u32])]) -> candle_core::Result<Tensor> {
-        if self.panic_on_step {
-            panic!("injected engine failure");
+        let fed = |t: u32| batch.iter().any(|(_, toks)| toks.contains(&t));
+        match self.poison {
+            Some(Poison::Always) => panic!("injected engine failure"),
+            Some(Poison::Panic(t)) if fed(t) => panic!("injected panic on token {t}"),
+            Some(Poison::Error(t)) if fed(t) => candle_core::bail!("injected error on token {t}"),
+            _ => {}
         }
         std::thread::sleep(self.slow);
         self.trace
@@ -65,7 +78,7 @@ impl StepModel for FakeModel {
 fn fake(trace: &Arc<Mutex<Trace>>) -> FakeModel {
     FakeModel {
         trace: trace.clone(),
-        panic_on_step: false,
+        poison: None,
         kv_per_token: 1,
         weights: 0,
         slow: Duration::ZERO,
@@ -300,21 +313,108 @@ fn unloading_fails_queued_and_new_requests_with_no_model() {
     assert!(engine.is_alive());
 }
 
+const POISON: u32 = 63;
+
+/// A failing batched step is retried per sequence: only the sequence that fails alone gets the
+/// error, the others get exactly the rows the batch would have given them.
 #[test]
-fn a_panicking_engine_is_reported_dead() {
+fn a_failed_batch_step_fails_only_the_sequence_that_fails_alone() {
+    for poison in [Poison::Error(POISON), Poison::Panic(POISON)] {
+        let trace = Arc::new(Mutex::new(Trace::default()));
+        let mut model = fake(&trace);
+        model.poison = Some(poison);
+        let batch: Vec<(u64, &[u32])> = vec![(1, &[1, 2]), (2, &[7, POISON]), (3, &[5])];
+        let rows = scheduler::step_isolated(&mut model, &batch);
+        assert_eq!(rows.len(), 3);
+        let argmax = |r: &Result<Tensor, EngineError>| {
+            r.as_ref()
+                .unwrap()
+                .argmax(0)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap()
+        };
+        assert_eq!(argmax(&rows[0]), 3);
+        assert_eq!(argmax(&rows[2]), 6);
+        assert!(
+            matches!(&rows[1], Err(EngineError::Internal(m)) if m.contains("injected")),
+            "{:?}",
+            rows[1].as_ref().err()
+        );
+        // The two healthy sequences ran once more, alone, after the failed batch.
+        let t = trace.lock().unwrap();
+        assert_eq!(t.batches, vec![vec![(1, 2)], vec![(3, 1)]]);
+    }
+}
+
+/// End to end through the scheduler: a poisoned request (an error or a panic in the model)
+/// fails itself; requests running beside it finish with their full output, and the engine stays
+/// alive and healthy.
+#[test]
+fn one_failing_request_never_fails_its_batch_mates() {
+    for poison in [Poison::Error(POISON), Poison::Panic(POISON)] {
+        let trace = Arc::new(Mutex::new(Trace::default()));
+        let mut model = fake(&trace);
+        model.poison = Some(poison);
+        model.slow = Duration::from_millis(2);
+        let engine = engine_with(model, 4, u64::MAX);
+        let good: Vec<_> = (0..3)
+            .map(|i| {
+                engine.submit(
+                    request(&engine, vec![10 * i + 1], 8, Duration::from_secs(30)),
+                    tracing::Span::none(),
+                )
+            })
+            .collect();
+        let bad = engine.submit(
+            request(&engine, vec![2, POISON], 8, Duration::from_secs(30)),
+            tracing::Span::none(),
+        );
+        let (ids, done) = drain(bad);
+        assert!(ids.is_empty());
+        assert!(
+            matches!(&done, Some(Event::Error(EngineError::Internal(_)))),
+            "{done:?}"
+        );
+        for (i, rx) in good.into_iter().enumerate() {
+            let (ids, done) = drain(rx);
+            let first = 10 * i as u32 + 2;
+            assert_eq!(ids, (first..first + 8).collect::<Vec<_>>());
+            assert!(matches!(done, Some(Event::Done { .. })), "{done:?}");
+        }
+        assert!(engine.is_alive());
+        assert_eq!(engine.unhealthy(), None);
+        let m = &engine.shared().metrics;
+        assert_eq!(m.requests.with_label_values(&["success"]).get(), 3);
+        assert_eq!(m.errors.with_label_values(&["internal"]).get(), 1);
+        assert!(m.engine_failed_steps.get() >= 1);
+    }
+}
+
+/// A model that panics on every step keeps the scheduler thread alive and answers each request
+/// with an error; after a run of steps that all failed, `/health` says so, so Kubernetes
+/// restarts the pod.
+#[test]
+fn a_model_failing_every_step_is_reported_unhealthy() {
     let trace = Arc::new(Mutex::new(Trace::default()));
     let mut model = fake(&trace);
-    model.panic_on_step = true;
+    model.poison = Some(Poison::Always);
     let engine = engine_with(model, 4, u64::MAX);
-    assert!(engine.is_alive());
-    let (_, done) = drain(engine.submit(
-        request(&engine, vec![1], 2, Duration::from_secs(5)),
-        tracing::Span::none(),
-    ));
-    assert!(done.is_none(), "the channel closes without an answer");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.is_alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(engine.unhealthy(), None);
+    for _ in 0..UNHEALTHY_AFTER_FAILED_STEPS {
+        let (ids, done) = drain(engine.submit(
+            request(&engine, vec![1], 2, Duration::from_secs(5)),
+            tracing::Span::none(),
+        ));
+        assert!(ids.is_empty());
+        assert!(
+            matches!(&done, Some(Event::Error(EngineError::Internal(m))) if m.contains("panicked")),
+            "{done:?}"
+        );
     }
-    assert!(!engine.is_alive());
+    assert!(engine.is_alive(), "the scheduler thread survives panics");
+    let why = engine
+        .unhealthy()
+        .expect("unhealthy after repeated failures");
+    assert!(why.contains("failed every sequence"), "{why}");
 }

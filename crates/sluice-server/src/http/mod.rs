@@ -5,6 +5,7 @@
 
 mod admin;
 mod driver;
+pub mod listen;
 mod native;
 mod openai;
 
@@ -32,6 +33,8 @@ pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
 pub struct HttpConfig {
     pub api_key: Option<String>,
     pub request_timeout: Duration,
+    /// A request body must arrive within this time (408 otherwise).
+    pub body_read_timeout: Duration,
     pub device: candle_core::Device,
     pub hf_home: Option<std::path::PathBuf>,
     pub default_quantization: Quantization,
@@ -93,6 +96,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
+            state.config.body_read_timeout,
+        ))
         .with_state(state)
 }
 
@@ -133,27 +139,27 @@ async fn fallback(req: Request) -> ApiError {
     ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
 }
 
-/// Liveness: fails when the engine thread has died, so Kubernetes restarts the pod.
+/// Liveness: fails when the engine thread has died or fails every step, so Kubernetes restarts
+/// the pod.
 async fn health(State(state): State<AppState>) -> Response {
-    if state.engine.is_alive() {
-        (
+    match state.engine.unhealthy() {
+        None => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ok"})),
         )
-            .into_response()
-    } else {
-        ApiError::Unavailable("the engine thread has stopped".into()).into_response()
+            .into_response(),
+        Some(why) => ApiError::Unavailable(why).into_response(),
     }
 }
 
 /// Readiness: a model is loaded, the engine lives and the server is not draining.
 async fn ready(State(state): State<AppState>) -> Response {
-    let reason = if !state.engine.is_alive() {
-        Some("the engine thread has stopped")
+    let reason = if let Some(why) = state.engine.unhealthy() {
+        Some(why)
     } else if state.admission.is_draining() {
-        Some("draining")
+        Some("draining".into())
     } else if state.engine.model().is_none() {
-        Some("no model is loaded")
+        Some("no model is loaded".into())
     } else {
         None
     };
@@ -163,7 +169,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             axum::Json(serde_json::json!({"status": "ready"})),
         )
             .into_response(),
-        Some(r) => ApiError::Unavailable(r.into()).into_response(),
+        Some(r) => ApiError::Unavailable(r).into_response(),
     }
 }
 

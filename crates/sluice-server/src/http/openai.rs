@@ -47,6 +47,16 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub n: Option<u32>,
+    /// Refused unless 1: answering with one sample while the client asked for the best of
+    /// several would be silently wrong.
+    #[serde(default)]
+    pub best_of: Option<u32>,
+    /// Refused when set: this server returns no log probabilities.
+    #[serde(default)]
+    pub logprobs: Option<u32>,
+    /// Refused when true: the prompt is not echoed.
+    #[serde(default)]
+    pub echo: bool,
     #[serde(flatten)]
     pub sampling: RawSampling,
 }
@@ -65,6 +75,12 @@ pub struct ChatRequest {
     /// The newer spelling of `max_tokens`.
     #[serde(default)]
     pub max_completion_tokens: Option<i64>,
+    /// Refused when true: this server returns no log probabilities.
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    /// Refused when set, for the same reason.
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
     #[serde(flatten)]
     pub sampling: RawSampling,
 }
@@ -85,6 +101,20 @@ fn check_n(n: Option<u32>) -> Result<(), ApiError> {
             "n must be 1 (this server returns one choice), got {n}"
         ))),
     }
+}
+
+/// Options the server cannot honour are refused (422), never silently ignored.
+fn check_unsupported(best_of: Option<u32>, logprobs: bool, echo: bool) -> Result<(), ApiError> {
+    let refused = if best_of.is_some_and(|b| b != 1) {
+        Some("best_of must be 1 (this server samples one completion per request)")
+    } else if logprobs {
+        Some("logprobs are not supported by this server")
+    } else if echo {
+        Some("echo is not supported by this server")
+    } else {
+        None
+    };
+    refused.map_or(Ok(()), |m| Err(ApiError::Unprocessable(m.into())))
 }
 
 fn now_secs() -> u64 {
@@ -136,6 +166,7 @@ pub async fn completions(
     let view = state.model()?;
     check_model(&view, &body.model)?;
     check_n(body.n)?;
+    check_unsupported(body.best_of, body.logprobs.is_some(), body.echo)?;
     let prompt = match body.prompt {
         PromptInput::Text(t) => t,
         PromptInput::Texts(mut v) if v.len() == 1 => v.remove(0),
@@ -188,6 +219,11 @@ pub async fn chat_completions(
     let view = state.model()?;
     check_model(&view, &body.model)?;
     check_n(body.n)?;
+    check_unsupported(
+        None,
+        body.logprobs == Some(true) || body.top_logprobs.is_some(),
+        false,
+    )?;
     if body.messages.is_empty() {
         return Err(ApiError::Unprocessable("messages must not be empty".into()));
     }

@@ -12,15 +12,20 @@ pub mod status;
 pub use model::{
     BuiltinModel, HuggingFaceCache, HuggingFaceModel, ImageModel, ModelFormat, ModelSpec, PvcModel,
 };
-pub use remediation::{Cooldowns, Knob, RemediationMode, RemediationSpec};
+pub use remediation::{Cooldowns, RemediationSpec};
 pub use spec::{
-    InferenceService, InferenceServiceSpec, MaxTokensSpec, Quantization, ReplicaBounds,
-    ResourcesSpec, SecretKeyRef, ServingSpec, SloSpec,
+    InferenceService, InferenceServiceSpec, MaxTokensSpec, ReplicaBounds, ResourcesSpec,
+    SecretKeyRef, ServingSpec, SloSpec,
 };
 pub use status::{
-    Bottleneck, BottleneckClass, Decision, DecisionBaseline, DecisionKind, DecisionOutcome,
-    EffectiveSettings, Evidence, InferenceServiceStatus, Objective, ObjectiveState,
-    ObjectiveStatus, SliSnapshot, SloDegraded, SloStatus, condition,
+    Bottleneck, Decision, InferenceServiceStatus, ObjectiveStatus, SliSnapshot, SloStatus,
+    condition,
+};
+// The vocabulary the spec and status are written in is the contract crate's; re-exported so a
+// user of the CRD types needs one import.
+pub use sluice_contract::{
+    AppliedSettings, Baseline, BottleneckClass, DecisionKind, DecisionOutcome, Degraded, Evidence,
+    Knob, Mode, Objective, ObjectiveState, Quantization,
 };
 
 use kube::CustomResourceExt;

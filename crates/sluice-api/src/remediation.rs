@@ -3,8 +3,8 @@
 
 use kube::KubeSchema;
 use kube::core::Duration;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_contract::{Knob, Mode};
 
 /// Whether and how the operator acts on SLO violations.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -13,7 +13,7 @@ pub struct RemediationSpec {
     /// `Off`: only report SLIs. `Advise`: also record what it would do, without acting.
     /// `Auto`: act.
     #[serde(default)]
-    pub mode: RemediationMode,
+    pub mode: Mode,
     /// Minimum time between two moves of the same knob.
     #[serde(default)]
     pub cooldowns: Cooldowns,
@@ -27,7 +27,7 @@ pub struct RemediationSpec {
 impl Default for RemediationSpec {
     fn default() -> Self {
         Self {
-            mode: RemediationMode::default(),
+            mode: Mode::default(),
             cooldowns: Cooldowns::default(),
             knobs: all_knobs(),
         }
@@ -36,29 +36,6 @@ impl Default for RemediationSpec {
 
 fn all_knobs() -> Vec<Knob> {
     vec![Knob::Replicas, Knob::Quantization, Knob::MaxTokens]
-}
-
-/// Remediation mode.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum RemediationMode {
-    /// Observe and report only.
-    Off,
-    /// Record the decisions it would take, without acting.
-    Advise,
-    /// Act on violations.
-    #[default]
-    Auto,
-}
-
-/// A setting the operator may move.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Knob {
-    /// The replica count, within `replicas.min..=replicas.max`.
-    Replicas,
-    /// The quantization level, along `serving.quantizationLadder`.
-    Quantization,
-    /// The `max_tokens` cap, within `serving.maxTokens.floor..=serving.maxTokens.default`.
-    MaxTokens,
 }
 
 /// Cooldowns between moves, per knob and direction.

@@ -14,6 +14,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use sluice_contract::Quantization;
+
 use crate::model::ModelSpec;
 use crate::remediation::RemediationSpec;
 use crate::status::InferenceServiceStatus;
@@ -88,50 +90,6 @@ pub struct InferenceServiceSpec {
     /// Whether and how the operator acts when an objective is violated.
     #[serde(default)]
     pub remediation: RemediationSpec,
-}
-
-/// Weight quantization levels `sluice-server` understands, spelled as its `--quantization` flag.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Quantization {
-    /// 32-bit floats.
-    #[serde(rename = "f32")]
-    F32,
-    /// 16-bit floats.
-    #[default]
-    #[serde(rename = "f16")]
-    F16,
-    /// bfloat16.
-    #[serde(rename = "bf16")]
-    Bf16,
-    /// 8-bit blocks (GGML q8_0).
-    #[serde(rename = "q8_0")]
-    Q8_0,
-    /// 4-bit blocks (GGML q4_0).
-    #[serde(rename = "q4_0")]
-    Q4_0,
-    /// 4-bit k-quants (GGML q4k).
-    #[serde(rename = "q4k")]
-    Q4K,
-}
-
-impl Quantization {
-    /// The value of `sluice-server --quantization`.
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Bf16 => "bf16",
-            Self::Q8_0 => "q8_0",
-            Self::Q4_0 => "q4_0",
-            Self::Q4K => "q4k",
-        }
-    }
-}
-
-impl std::fmt::Display for Quantization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_flag())
-    }
 }
 
 /// How the server runs.

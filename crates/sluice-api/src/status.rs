@@ -6,8 +6,10 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::remediation::Knob;
-use crate::spec::Quantization;
+use sluice_contract::{
+    AppliedSettings, Baseline, BottleneckClass, DecisionKind, DecisionOutcome, Degraded, Evidence,
+    Knob, Mode, Objective, ObjectiveState,
+};
 
 /// Condition types the operator sets.
 pub mod condition {
@@ -35,7 +37,7 @@ pub struct InferenceServiceStatus {
     pub conditions: Vec<Condition>,
     /// Settings the operator actually applied (within the spec's bounds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effective: Option<EffectiveSettings>,
+    pub effective: Option<AppliedSettings>,
     /// In-cluster URL of the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -48,18 +50,6 @@ pub struct InferenceServiceStatus {
     /// SLIs, objective states, the classified bottleneck and recent decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloStatus>,
-}
-
-/// The settings in force: chosen by the operator, never written back to the spec.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct EffectiveSettings {
-    /// Replica count.
-    pub replicas: i32,
-    /// Quantization passed to the server.
-    pub quantization: Quantization,
-    /// `max_tokens` cap passed to the server.
-    pub max_tokens: u32,
 }
 
 /// The SLO loop's view of the service.
@@ -87,26 +77,11 @@ pub struct SloStatus {
     /// Set when no knob can fix the problem (I/O- or software-bound, invalid objectives): what
     /// is wrong and what a human should do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub degraded: Option<SloDegraded>,
+    pub degraded: Option<Degraded>,
     /// The last ten decisions, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub decisions: Vec<Decision>,
-}
-
-/// Knobs cannot fix the problem; what a human should do.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SloDegraded {
-    /// Stable CamelCase reason, e.g. `IoBound`.
-    #[schemars(length(max = 64))]
-    pub reason: String,
-    /// What is wrong.
-    #[schemars(length(max = 2048))]
-    pub message: String,
-    /// What to do about it.
-    #[schemars(length(max = 2048))]
-    pub recommendation: String,
 }
 
 /// SLI values measured over the evaluation window. A missing value means it could not be
@@ -160,34 +135,6 @@ pub struct SliSnapshot {
     pub unknown: Vec<String>,
 }
 
-/// An objective from `spec.slo`.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "camelCase")]
-pub enum Objective {
-    /// `slo.ttftP95`.
-    TtftP95,
-    /// `slo.tpotAvg`.
-    TpotAvg,
-    /// `slo.vramMaxPercent`.
-    VramMaxPercent,
-    /// `slo.errorRateMax`.
-    ErrorRateMax,
-}
-
-/// Whether an objective holds.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ObjectiveState {
-    /// Within target.
-    Met,
-    /// Outside target.
-    Violated,
-    /// No requests in the window: a latency or error objective has nothing to measure.
-    NoTraffic,
-    /// No data yet.
-    #[default]
-    Unknown,
-}
-
 /// One objective's state.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -207,26 +154,6 @@ pub struct ObjectiveStatus {
     /// Since when the state holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-}
-
-/// Bottleneck classes.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BottleneckClass {
-    /// Decoding or prefill is limited by arithmetic throughput: clamp `max_tokens`, then
-    /// quantize, then add replicas.
-    ComputeBound,
-    /// Accelerator memory is the limit; quantization or fewer tokens help, not replicas.
-    MemoryBound,
-    /// The accelerator waits on storage, network or the host; scaling is refused.
-    IoBound,
-    /// Requests wait for admission; more replicas help.
-    QueueBound,
-    /// Errors or stalls that resources cannot fix; scaling is refused.
-    SoftwareBound,
-    /// No objective is violated.
-    None,
-    /// Not enough data to classify.
-    Unknown,
 }
 
 /// The classified bottleneck.
@@ -253,91 +180,6 @@ pub struct Bottleneck {
     pub since: Option<Time>,
 }
 
-/// Why a decision was made.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum DecisionKind {
-    /// A change to relieve a violated objective.
-    Remediate,
-    /// A change back toward the spec after sustained headroom.
-    StepBack,
-    /// Undo of an earlier change that did not help.
-    Revert,
-    /// Nothing changed, for a reason worth recording.
-    #[default]
-    Hold,
-    /// Knobs cannot fix this; a recommendation is given instead.
-    Degraded,
-}
-
-/// What happened to a decision.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecisionOutcome {
-    /// Applied; waiting for the rollout and fresh SLIs to judge it.
-    Pending,
-    /// Recorded only (`remediation.mode: Advise`).
-    Advised,
-    /// A hold or degraded note: nothing to judge.
-    Noted,
-    /// The change relieved the objective it targeted.
-    Improved,
-    /// The change did not help and was reverted.
-    NoEffect,
-    /// A step-back left the objectives met.
-    Kept,
-    /// A step-back broke an objective and was reverted.
-    Regressed,
-    /// A revert finished rolling out.
-    Completed,
-    /// Could not be judged (no rollout, unknown metrics, load changed).
-    Inconclusive,
-}
-
-/// One observed value and the threshold it was compared with.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Evidence {
-    /// SLI name, e.g. `ttftP95Seconds` or `memoryRatio.kv_cache`.
-    #[schemars(length(max = 64))]
-    pub signal: String,
-    /// Observed value.
-    pub value: f64,
-    /// Comparison that held, e.g. `>`; empty for context values.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 4))]
-    pub op: String,
-    /// What it was compared with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-}
-
-/// SLI values when a decision was made, to judge it later.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DecisionBaseline {
-    /// Objectives violated at the time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
-    pub violated: Vec<Objective>,
-    /// TTFT P95, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttft_p95_seconds: Option<f64>,
-    /// Mean TPOT, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpot_seconds: Option<f64>,
-    /// Error ratio.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_ratio: Option<f64>,
-    /// Worst memory use ratio (0..1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_ratio: Option<f64>,
-    /// Request rate, to tell a load change from an effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_rate_per_second: Option<f64>,
-    /// Replicas at the time.
-    #[serde(default)]
-    pub replicas: u32,
-}
-
 /// One SLO-loop decision: what, why, on which evidence, and what became of it.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -349,7 +191,7 @@ pub struct Decision {
     pub time: Time,
     /// Remediation mode at the time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<crate::remediation::RemediationMode>,
+    pub mode: Option<Mode>,
     /// Why it was made.
     #[serde(default)]
     pub kind: DecisionKind,
@@ -378,7 +220,7 @@ pub struct Decision {
     pub evidence: Vec<Evidence>,
     /// SLIs when decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<DecisionBaseline>,
+    pub baseline: Option<Baseline>,
     /// For a revert: the id of the decision it undoes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts: Option<u64>,

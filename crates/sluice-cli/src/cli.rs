@@ -247,11 +247,11 @@ pub struct AnalyzeArgs {
         value_delimiter = ',',
         default_value = "f16,q8_0,q4_0"
     )]
-    pub quantization_ladder: Vec<String>,
+    pub quantization_ladder: Vec<sluice_contract::Quantization>,
 
     /// The service's current quantization (default: the first rung of the ladder).
     #[arg(long, env = "SLUICE_QUANTIZATION")]
-    pub quantization: Option<String>,
+    pub quantization: Option<sluice_contract::Quantization>,
 
     /// The service's `max_tokens` (the ceiling a clamp starts from).
     #[arg(long, env = "SLUICE_MAX_TOKENS", default_value_t = 256)]

@@ -50,8 +50,7 @@ pub const REASON_LABEL: &str = "reason";
 pub const MEMORY_TYPE_LABEL: &str = "memory_type";
 
 /// How a request ended (`llm_requests_total{status}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
-#[strum(serialize_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum RequestStatus {
     Success,
     /// Refused at admission (429).
@@ -74,14 +73,20 @@ impl RequestStatus {
         RequestStatus::Rejected,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        self.into()
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Success => "success",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Invalid => "invalid",
+            RequestStatus::Timeout => "timeout",
+            RequestStatus::Cancelled => "cancelled",
+            RequestStatus::Error => "error",
+        }
     }
 }
 
 /// Why a request failed (`llm_errors_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
-#[strum(serialize_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum ErrorReason {
     Overloaded,
     InvalidRequest,
@@ -97,14 +102,23 @@ pub enum ErrorReason {
 impl ErrorReason {
     pub const ALL: &'static [ErrorReason] = <Self as strum::VariantArray>::VARIANTS;
 
-    pub fn as_str(self) -> &'static str {
-        self.into()
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::Overloaded => "overloaded",
+            ErrorReason::InvalidRequest => "invalid_request",
+            ErrorReason::PayloadTooLarge => "payload_too_large",
+            ErrorReason::Unauthorized => "unauthorized",
+            ErrorReason::NotFound => "not_found",
+            ErrorReason::Timeout => "timeout",
+            ErrorReason::Cancelled => "cancelled",
+            ErrorReason::Internal => "internal",
+            ErrorReason::Unavailable => "unavailable",
+        }
     }
 }
 
 /// What a memory gauge measures (`memory_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
-#[strum(serialize_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum MemoryType {
     /// Accelerator memory: weights + KV cache (on CPU, what would live there).
     Vram,
@@ -119,8 +133,12 @@ impl MemoryType {
     /// The types whose use ratio is memory pressure (RAM is not: the OS manages it).
     pub const PRESSURE: [MemoryType; 2] = [MemoryType::Vram, MemoryType::KvCache];
 
-    pub fn as_str(self) -> &'static str {
-        self.into()
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MemoryType::Vram => "vram",
+            MemoryType::Ram => "ram",
+            MemoryType::KvCache => "kv_cache",
+        }
     }
 }
 

@@ -191,27 +191,19 @@ fn duration(d: Duration) -> String {
 }
 
 impl ServerArgs {
-    /// The command line that makes the server run with these settings: `--model`, `--host` and
-    /// `--port` always, every other flag only where it differs from its default. The API key is
-    /// never rendered (it travels in `SLUICE_API_KEY`, out of process listings).
+    /// The command line that makes the server run with exactly these settings: every flag, in
+    /// declaration order, so a pod spec never depends on the defaults of whichever server
+    /// version it runs. Options are rendered when set; the API key never is (it travels in
+    /// `SLUICE_API_KEY`, out of process listings).
     pub fn to_args(&self) -> Vec<String> {
-        let d = ServerArgs::default();
-        let mut out: Vec<String> = Vec::new();
-        let mut flag = |name: &str, value: String| {
-            out.push(format!("--{name}"));
-            out.push(value);
-        };
-        flag("model", self.model.clone());
-        flag("host", self.host.clone());
-        flag("port", self.port.to_string());
         let ServerArgs {
-            model: _,
-            host: _,
-            port: _,
-            api_key: _,
+            model,
+            host,
+            port,
             threads,
             quantization,
             max_tokens,
+            api_key: _,
             max_concurrent_requests,
             max_batch_size,
             memory_budget_mb,
@@ -226,58 +218,35 @@ impl ServerArgs {
             hf_home,
             log_format,
         } = self;
-        if let Some(n) = threads {
-            flag("threads", n.to_string());
-        }
-        if *quantization != d.quantization {
-            flag("quantization", quantization.to_string());
-        }
-        if *max_tokens != d.max_tokens {
-            flag("max-tokens", max_tokens.to_string());
-        }
-        if *max_concurrent_requests != d.max_concurrent_requests {
-            flag(
-                "max-concurrent-requests",
-                max_concurrent_requests.to_string(),
-            );
-        }
-        if *max_batch_size != d.max_batch_size {
-            flag("max-batch-size", max_batch_size.to_string());
-        }
-        if let Some(mb) = memory_budget_mb {
-            flag("memory-budget-mb", mb.to_string());
-        }
-        for (name, value, default) in [
-            ("request-timeout", request_timeout, d.request_timeout),
-            ("drain-delay", drain_delay, d.drain_delay),
-            ("drain-timeout", drain_timeout, d.drain_timeout),
+        let flags: [(&str, Option<String>); 19] = [
+            ("model", Some(model.clone())),
+            ("host", Some(host.clone())),
+            ("port", Some(port.to_string())),
+            ("threads", threads.map(|n| n.to_string())),
+            ("quantization", Some(quantization.to_string())),
+            ("max-tokens", Some(max_tokens.to_string())),
             (
-                "header-read-timeout",
-                header_read_timeout,
-                d.header_read_timeout,
+                "max-concurrent-requests",
+                Some(max_concurrent_requests.to_string()),
             ),
-            ("body-read-timeout", body_read_timeout, d.body_read_timeout),
-        ] {
-            if *value != default {
-                flag(name, duration(*value));
-            }
-        }
-        if *max_connections != d.max_connections {
-            flag("max-connections", max_connections.to_string());
-        }
-        if let Some(name) = served_model_name {
-            flag("served-model-name", name.clone());
-        }
-        if *device != d.device {
-            flag("device", <&str>::from(*device).to_owned());
-        }
-        if let Some(path) = hf_home {
-            flag("hf-home", path.display().to_string());
-        }
-        if *log_format != d.log_format {
-            flag("log-format", <&str>::from(*log_format).to_owned());
-        }
-        out
+            ("max-batch-size", Some(max_batch_size.to_string())),
+            ("memory-budget-mb", memory_budget_mb.map(|n| n.to_string())),
+            ("request-timeout", Some(duration(*request_timeout))),
+            ("drain-delay", Some(duration(*drain_delay))),
+            ("drain-timeout", Some(duration(*drain_timeout))),
+            ("header-read-timeout", Some(duration(*header_read_timeout))),
+            ("body-read-timeout", Some(duration(*body_read_timeout))),
+            ("max-connections", Some(max_connections.to_string())),
+            ("served-model-name", served_model_name.clone()),
+            ("device", Some(<&str>::from(*device).to_owned())),
+            ("hf-home", hf_home.as_ref().map(|p| p.display().to_string())),
+            ("log-format", Some(<&str>::from(*log_format).to_owned())),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| [format!("--{name}"), v]))
+            .flatten()
+            .collect()
     }
 }
 

@@ -179,6 +179,28 @@ impl BottleneckClass {
     }
 }
 
+/// Serde for a [`BottleneckClass`] by its display name ([`BottleneckClass::as_str`], `Healthy`
+/// rather than the stored `None`): for the engine's and the CLI's JSON, which people read and
+/// script against, as opposed to the CRD status.
+pub mod class_by_name {
+    use super::BottleneckClass;
+
+    pub fn serialize<S: serde::Serializer>(c: &BottleneckClass, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.as_str())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BottleneckClass, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(d)?;
+        BottleneckClass::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown bottleneck class {name:?}")))
+    }
+}
+
 impl std::fmt::Display for BottleneckClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -372,13 +394,22 @@ impl Evidence {
         }
     }
 
-    /// A context value with no comparison.
+    /// A context value without a comparison.
     pub fn value(signal: impl Into<String>, value: f64) -> Self {
         Self {
             signal: signal.into(),
             value,
             op: String::new(),
             threshold: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.threshold {
+            Some(t) => write!(f, "{}={:.4} {} {:.4}", self.signal, self.value, self.op, t),
+            None => write!(f, "{}={:.4}", self.signal, self.value),
         }
     }
 }
@@ -718,6 +749,13 @@ mod tests {
             serde_json::from_str::<BottleneckClass>("\"None\"").unwrap(),
             BottleneckClass::Healthy
         );
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Named(#[serde(with = "class_by_name")] BottleneckClass);
+        for &c in BottleneckClass::ALL {
+            let json = serde_json::to_string(&Named(c)).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Named>(&json).unwrap(), Named(c));
+        }
         assert_eq!(ObjectiveState::NoTraffic.as_str(), "NoTraffic");
         assert_eq!(Objective::TtftP95.as_str(), "ttftP95");
         assert_eq!(

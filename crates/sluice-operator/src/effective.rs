@@ -3,46 +3,16 @@
 //! them without the pipeline changing shape: it records its choice in `status.effective`, and
 //! [`derive`] carries that choice forward as long as the spec still allows it.
 
-use sluice_api::{EffectiveSettings, Knob, Quantization, RemediationMode};
+use sluice_contract::{AppliedSettings, Knob, Mode};
 
 use crate::validate::Validated;
 
-/// What the build stage turns into server args and the Deployment's replica count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Effective {
-    pub replicas: i32,
-    pub quantization: Quantization,
-    pub max_tokens: u32,
-}
-
-impl Effective {
-    /// The starting point the spec declares: fewest replicas, starting quantization, default cap.
-    pub fn from_spec(v: &Validated) -> Self {
-        Self {
-            replicas: v.min_replicas,
-            quantization: v.serving.quantization,
-            max_tokens: v.serving.max_tokens.default,
-        }
-    }
-}
-
-impl From<Effective> for EffectiveSettings {
-    fn from(e: Effective) -> Self {
-        Self {
-            replicas: e.replicas,
-            quantization: e.quantization,
-            max_tokens: e.max_tokens,
-        }
-    }
-}
-
-impl From<&EffectiveSettings> for Effective {
-    fn from(e: &EffectiveSettings) -> Self {
-        Self {
-            replicas: e.replicas,
-            quantization: e.quantization,
-            max_tokens: e.max_tokens,
-        }
+/// The starting point the spec declares: fewest replicas, starting quantization, default cap.
+pub fn start(v: &Validated) -> AppliedSettings {
+    AppliedSettings {
+        replicas: v.min_replicas,
+        quantization: v.serving.quantization,
+        max_tokens: v.serving.max_tokens.default,
     }
 }
 
@@ -52,16 +22,16 @@ impl From<&EffectiveSettings> for Effective {
 /// spec lets the operator move, clamped into the spec's current bounds, so that a remediation
 /// survives reconciles while a tightened spec still wins. Otherwise, and for knobs it may not
 /// move, the spec's starting value applies.
-pub fn derive(v: &Validated, previous: Option<&EffectiveSettings>) -> Effective {
-    let start = Effective::from_spec(v);
+pub fn derive(v: &Validated, previous: Option<&AppliedSettings>) -> AppliedSettings {
+    let start = start(v);
     let Some(prev) = previous else {
         return start;
     };
-    if v.remediation.mode != RemediationMode::Auto {
+    if v.remediation.mode != Mode::Auto {
         return start;
     }
     let may = |k: Knob| v.remediation.knobs.contains(&k);
-    Effective {
+    AppliedSettings {
         replicas: if may(Knob::Replicas) {
             prev.replicas.clamp(v.min_replicas, v.max_replicas)
         } else {

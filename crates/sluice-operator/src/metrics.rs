@@ -6,6 +6,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use sluice_contract::{ACTION_LABELS, BottleneckClass, ObjectiveState};
 
 use crate::error::CATEGORIES;
 
@@ -17,28 +18,6 @@ pub const WRITE_KINDS: &[&str] = &[
     "ServiceMonitor",
     "Status",
 ];
-
-/// SLO-loop actions, the values of the `action` label.
-pub const SLO_ACTIONS: &[&str] = &[
-    "hold",
-    "scale_replicas",
-    "set_quantization",
-    "set_max_tokens",
-];
-
-/// Bottleneck classes, the values of the `class` label.
-pub const SLO_CLASSES: &[&str] = &[
-    "Healthy",
-    "ComputeBound",
-    "MemoryBound",
-    "IoBound",
-    "QueueBound",
-    "SoftwareBound",
-    "Unknown",
-];
-
-/// SLO states, the values of the `state` label.
-pub const SLO_STATES: &[&str] = &["Met", "Violated", "NoTraffic", "Unknown"];
 
 /// Reconcile durations span a cache-hit no-op (milliseconds) to slow API servers (seconds).
 const DURATION_BUCKETS: &[f64] = &[
@@ -137,9 +116,9 @@ impl Metrics {
         registry.register(Box::new(slo_state.clone()))?;
         registry.register(Box::new(slo_bottleneck.clone()))?;
         registry.register(Box::new(max_tokens_pushes.clone()))?;
-        for a in SLO_ACTIONS {
-            for c in SLO_CLASSES {
-                slo_decisions.with_label_values(&[*a, *c]);
+        for a in ACTION_LABELS {
+            for c in BottleneckClass::ALL.iter().map(|c| c.as_str()) {
+                slo_decisions.with_label_values(&[a, c]);
             }
         }
         for o in ["success", "error"] {
@@ -175,24 +154,24 @@ impl Metrics {
 
     /// Sets the one-hot SLO state and bottleneck gauges of a service.
     pub fn set_slo(&self, namespace: &str, name: &str, state: &str, class: &str) {
-        for s in SLO_STATES {
+        for s in ObjectiveState::ALL.iter().map(|s| s.as_str()) {
             self.slo_state
                 .with_label_values(&[namespace, name, s])
-                .set(i64::from(*s == state));
+                .set(i64::from(s == state));
         }
-        for c in SLO_CLASSES {
+        for c in BottleneckClass::ALL.iter().map(|c| c.as_str()) {
             self.slo_bottleneck
                 .with_label_values(&[namespace, name, c])
-                .set(i64::from(*c == class));
+                .set(i64::from(c == class));
         }
     }
 
     /// Drops a deleted service's SLO series so the registry does not grow without bound.
     pub fn forget_slo(&self, namespace: &str, name: &str) {
-        for s in SLO_STATES {
+        for s in ObjectiveState::ALL.iter().map(|s| s.as_str()) {
             let _ = self.slo_state.remove_label_values(&[namespace, name, s]);
         }
-        for c in SLO_CLASSES {
+        for c in BottleneckClass::ALL.iter().map(|c| c.as_str()) {
             let _ = self
                 .slo_bottleneck
                 .remove_label_values(&[namespace, name, c]);

@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use sluice_api::{EffectiveSettings, InferenceServiceStatus, condition};
+use sluice_api::{AppliedSettings, InferenceServiceStatus, condition};
 
 /// One condition's desired content.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +137,7 @@ impl Rollout {
 pub fn reconciled(
     old: Option<&InferenceServiceStatus>,
     generation: i64,
-    effective: EffectiveSettings,
+    effective: AppliedSettings,
     endpoint: String,
     rollout: &Rollout,
     now: &Time,
@@ -281,8 +281,8 @@ mod tests {
         }
     }
 
-    fn eff() -> EffectiveSettings {
-        EffectiveSettings {
+    fn eff() -> AppliedSettings {
+        AppliedSettings {
             replicas: 2,
             quantization: sluice_api::Quantization::F16,
             max_tokens: 256,

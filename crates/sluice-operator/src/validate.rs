@@ -38,8 +38,8 @@ pub struct Validated {
     pub format: ModelFormat,
     pub served_name: String,
     pub serving: ServingSpec,
-    pub min_replicas: i32,
-    pub max_replicas: i32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
     pub slo: SloSpec,
     pub remediation: RemediationSpec,
     /// Drain timeout in whole seconds, rounded up.
@@ -186,8 +186,9 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         model,
         format,
         serving: serving.clone(),
-        min_replicas: replicas.min,
-        max_replicas: replicas.max,
+        // Both checked above: 1 <= min <= max.
+        min_replicas: replicas.min.unsigned_abs(),
+        max_replicas: replicas.max.unsigned_abs(),
         slo: spec.slo.clone(),
         remediation: spec.remediation.clone(),
         drain_timeout_secs,

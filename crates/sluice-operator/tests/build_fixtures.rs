@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sluice_api::{EffectiveSettings, InferenceService, Quantization};
+use sluice_api::{AppliedSettings, InferenceService, Quantization};
 use sluice_operator::build::{self, BuildOptions, Monitoring};
-use sluice_operator::effective::{self, Effective};
+use sluice_operator::effective;
 use sluice_operator::error::ValidationError;
 use sluice_operator::validate::{self, Validated};
 
@@ -42,13 +42,20 @@ fn args(children: &build::Children) -> Vec<String> {
         .unwrap()
 }
 
+/// The value of `name` in rendered arguments (each flag appears once).
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let at: Vec<usize> = (0..args.len()).filter(|&i| args[i] == name).collect();
+    assert_eq!(at.len(), 1, "{name} appears once in {args:?}");
+    &args[at[0] + 1]
+}
+
 #[test]
 fn tiny_cpu_uses_defaults() {
     let v = valid("tiny-cpu.yaml");
     let eff = effective::derive(&v, None);
     assert_eq!(
         eff,
-        Effective {
+        AppliedSettings {
             replicas: 1,
             quantization: Quantization::F16,
             max_tokens: 256
@@ -72,10 +79,22 @@ fn tiny_cpu_uses_defaults() {
             "64",
             "--max-batch-size",
             "16",
+            "--request-timeout",
+            "60s",
+            "--drain-delay",
+            "5s",
             "--drain-timeout",
             "30s",
+            "--header-read-timeout",
+            "10s",
+            "--body-read-timeout",
+            "30s",
+            "--max-connections",
+            "1024",
             "--served-model-name",
             "tiny",
+            "--device",
+            "cpu",
             "--log-format",
             "json",
         ]
@@ -131,6 +150,31 @@ fn tiny_cpu_uses_defaults() {
     assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8000);
     assert_eq!(svc.selector, dep.spec.selector.match_labels);
     assert_eq!(build::endpoint(&v), "http://tiny.demo.svc:8000");
+}
+
+/// The operator's rendered arguments, parsed by the server's own command-line parser, are
+/// exactly the settings the operator meant: no flag the server does not know, none misspelled,
+/// none with a value it would read differently.
+#[test]
+fn the_server_parses_the_operators_arguments_into_the_intended_settings() {
+    use clap::Parser;
+    use sluice_contract::server::ServerArgs;
+
+    #[derive(Parser)]
+    struct Server {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+    for fixture in ["tiny-cpu.yaml", "mistral-gpu.yaml", "pvc-gguf.yaml"] {
+        let v = valid(fixture);
+        let eff = effective::derive(&v, None);
+        let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
+        let argv = std::iter::once("sluice-server".to_owned()).chain(args(&c));
+        let parsed = Server::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{fixture}: the server rejects the operator's args: {e}"))
+            .args;
+        assert_eq!(parsed, build::server_settings(&v, &eff), "{fixture}");
+    }
 }
 
 /// Regression: children carried `app.kubernetes.io/instance: <CR name>`, the label Argo CD
@@ -218,19 +262,15 @@ fn mistral_gpu_from_hf_cache() {
     let c = build::build(&v, &eff, &opts(Monitoring::ServiceMonitor { labels }));
     let a = args(&c);
     assert_eq!(
-        a[1],
+        flag(&a, "--model"),
         "hf:mistralai/Mistral-7B-Instruct-v0.2@41b61a33a2483885c981aa79e0df6b32407ed873"
     );
-    assert_eq!(a[7], "q8_0");
-    assert_eq!(a[9], "512");
-    assert_eq!(a[11], "32");
-    assert_eq!(a[15], "120s");
-    assert_eq!(a[17], "mistral-7b");
-    assert_eq!(
-        a[20..],
-        ["--device", "cuda"],
-        "GPU pods run the CUDA device"
-    );
+    assert_eq!(flag(&a, "--quantization"), "q8_0");
+    assert_eq!(flag(&a, "--max-tokens"), "512");
+    assert_eq!(flag(&a, "--max-concurrent-requests"), "32");
+    assert_eq!(flag(&a, "--drain-timeout"), "120s");
+    assert_eq!(flag(&a, "--served-model-name"), "mistral-7b");
+    assert_eq!(flag(&a, "--device"), "cuda", "GPU pods run the CUDA device");
 
     let pod = c.deployment.spec.template.spec.clone().unwrap();
     assert_eq!(
@@ -327,8 +367,8 @@ fn pvc_gguf_mounts_the_claim() {
         &opts(Monitoring::Annotations),
     );
     let a = args(&c);
-    assert_eq!(a[1], "/models/llama/llama-3.2-1b.Q4_0.gguf");
-    assert_eq!(a[7], "q4_0");
+    assert_eq!(flag(&a, "--model"), "/models/llama/llama-3.2-1b.Q4_0.gguf");
+    assert_eq!(flag(&a, "--quantization"), "q4_0");
     let pod = c.deployment.spec.template.spec.unwrap();
     let vol = pod
         .volumes
@@ -362,7 +402,7 @@ fn starting_quantization_off_the_ladder_is_rejected() {
 #[test]
 fn auto_mode_carries_previous_choice_within_bounds() {
     let v = valid("mistral-gpu.yaml");
-    let prev = EffectiveSettings {
+    let prev = AppliedSettings {
         replicas: 9,
         quantization: Quantization::Q4_0,
         max_tokens: 64,
@@ -370,14 +410,14 @@ fn auto_mode_carries_previous_choice_within_bounds() {
     let eff = effective::derive(&v, Some(&prev));
     assert_eq!(
         eff,
-        Effective {
+        AppliedSettings {
             replicas: 4,
             quantization: Quantization::Q4_0,
             max_tokens: 128
         },
         "replicas clamped to max, tokens clamped to floor, ladder level kept"
     );
-    let off_ladder = EffectiveSettings {
+    let off_ladder = AppliedSettings {
         quantization: Quantization::Q4K,
         ..prev
     };
@@ -390,7 +430,7 @@ fn auto_mode_carries_previous_choice_within_bounds() {
 #[test]
 fn advise_mode_and_locked_knobs_use_the_spec() {
     let mut isvc = load("mistral-gpu.yaml");
-    let prev = EffectiveSettings {
+    let prev = AppliedSettings {
         replicas: 3,
         quantization: Quantization::Q4_0,
         max_tokens: 200,
@@ -402,7 +442,7 @@ fn advise_mode_and_locked_knobs_use_the_spec() {
         (eff.replicas, eff.quantization, eff.max_tokens),
         (3, Quantization::Q8_0, 512)
     );
-    isvc.spec.remediation.mode = sluice_api::RemediationMode::Advise;
+    isvc.spec.remediation.mode = sluice_api::Mode::Advise;
     let v = validate::validate(&isvc).unwrap();
-    assert_eq!(effective::derive(&v, Some(&prev)), Effective::from_spec(&v));
+    assert_eq!(effective::derive(&v, Some(&prev)), effective::start(&v));
 }

@@ -19,11 +19,10 @@ mod live;
 use std::time::Duration;
 
 use live::{Load, LoadSpec, Prometheus, Server, percentile, unix_now};
-use sluice_api::{EffectiveSettings, Quantization};
+use sluice_api::{AppliedSettings, Quantization};
+use sluice_contract::{Action, BottleneckClass};
 use sluice_operator::slo::{HttpLimitsClient, LimitsClient, PodTarget, mapping};
-use sluice_slo::{
-    Action, Bottleneck, MetricsSource, PrometheusSource, Settings, Sli, SloSpec, Window, plan,
-};
+use sluice_slo::{MetricsSource, PrometheusSource, Settings, Sli, SloSpec, Window, plan};
 
 const NS: &str = "e2e";
 /// Pod names shaped like a Deployment's, so the operator's `pod=~"<name>-…-…"` selector is
@@ -66,7 +65,7 @@ fn bucket_width(bounds: &[f64], v: f64) -> f64 {
 }
 
 /// The operator's mapping of a CR with these objectives, as the SLO loop would plan with it.
-fn spec_for(name: &str) -> (mapping_types::Validated, SloSpec, EffectiveSettings) {
+fn spec_for(name: &str) -> (mapping_types::Validated, SloSpec, AppliedSettings) {
     let obj: sluice_api::InferenceService = serde_json::from_value(serde_json::json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "InferenceService",
         "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
@@ -82,7 +81,7 @@ fn spec_for(name: &str) -> (mapping_types::Validated, SloSpec, EffectiveSettings
     }))
     .unwrap();
     let v = sluice_operator::validate::validate(&obj).unwrap();
-    let eff = EffectiveSettings {
+    let eff = AppliedSettings {
         replicas: 1,
         quantization: Quantization::F32,
         max_tokens: 256,
@@ -95,13 +94,14 @@ mod mapping_types {
     pub use sluice_operator::validate::Validated;
 }
 
-fn settled(eff: &EffectiveSettings) -> Settings {
+fn settled(eff: &AppliedSettings) -> Settings {
     Settings {
-        replicas: 1,
+        applied: AppliedSettings {
+            replicas: 1,
+            ..*eff
+        },
         ready_replicas: 1,
         rollout_complete: true,
-        quantization: eff.quantization.as_flag().to_owned(),
-        max_tokens: eff.max_tokens,
     }
 }
 
@@ -186,7 +186,7 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         history.push(sli);
         let p = plan(&qspec, &history, &settled(&qeff), &[], now);
         eprintln!("queue plan: {} -> {:?}", p.classification.class, p.action);
-        if p.classification.class == Bottleneck::QueueBound && p.action.is_change() {
+        if p.classification.class == BottleneckClass::QueueBound && p.action.is_change() {
             queue_plan = Some(p);
             break;
         }
@@ -297,7 +297,7 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         history.push(sli);
         let p = plan(&mspec, &history, &settled(&meff), &[], now);
         eprintln!("memory plan: {} -> {:?}", p.classification.class, p.action);
-        if p.classification.class == Bottleneck::MemoryBound && p.action.is_change() {
+        if p.classification.class == BottleneckClass::MemoryBound && p.action.is_change() {
             memory_plan = Some(p);
             break;
         }
@@ -307,7 +307,7 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
     assert!(
         matches!(
             &p.action,
-            Action::SetQuantization { from, to } if from == "f32" && to == "q8_0"
+            Action::SetQuantization { from, to } if *from == Quantization::F32 && *to == Quantization::Q8_0
         ) || matches!(p.action, Action::SetMaxTokens { from: 256, to } if to < 256),
         "memory-bound plan quantizes or clamps max_tokens, got {:?}",
         p.action
@@ -374,7 +374,7 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
     let after = plan(&mspec, &[last], &settled(&meff), &[], unix_now());
     assert_ne!(
         after.classification.class,
-        Bottleneck::MemoryBound,
+        BottleneckClass::MemoryBound,
         "no longer memory-bound after the clamp: {}",
         after.classification.summary
     );

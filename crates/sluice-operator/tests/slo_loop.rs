@@ -57,9 +57,11 @@ impl SourceFactory for FakeSources {
     }
 }
 
-#[derive(Default)]
 struct FakeLimits {
     calls: Mutex<Vec<(String, u32)>>,
+    /// The service's stored status at the moment of each push.
+    status_at_push: Mutex<Vec<Value>>,
+    api: FakeApi,
 }
 
 #[async_trait]
@@ -74,6 +76,11 @@ impl LimitsClient for FakeLimits {
             .lock()
             .unwrap()
             .push((pod.base_url.clone(), max_tokens));
+        let status = self.api.get(ISVC).map(|o| o["status"].clone());
+        self.status_at_push
+            .lock()
+            .unwrap()
+            .push(status.unwrap_or(Value::Null));
         Ok(())
     }
 }
@@ -136,7 +143,11 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
         sli: Canned(Arc::new(sli)),
         built: Mutex::new(Vec::new()),
     });
-    let limits = Arc::new(FakeLimits::default());
+    let limits = Arc::new(FakeLimits {
+        calls: Mutex::default(),
+        status_at_push: Mutex::default(),
+        api: api.clone(),
+    });
     // A 1 s interval makes every reconcile a due tick (status times are whole seconds).
     let slo = SloLoop::new(
         Duration::from_secs(1),
@@ -363,6 +374,16 @@ async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
         *h.limits.calls.lock().unwrap(),
         vec![("http://10.1.0.7:8000".to_owned(), to)],
         "pushed to the ready pod only"
+    );
+    // Nothing reaches a pod before status records the decision: the stored status at the
+    // moment of the push already holds the clamp.
+    let seen = h.limits.status_at_push.lock().unwrap()[0].clone();
+    let to_text = to.to_string();
+    assert!(
+        decisions(&seen)
+            .iter()
+            .any(|d| d["knob"] == "MaxTokens" && d["to"] == to_text.as_str()),
+        "status at push time: {seen:#}"
     );
     assert_eq!(st["effective"]["maxTokens"], to);
     assert_eq!(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sluice_server::engine::{Engine, EngineModel, Event, GenerationParams, Limits, ValidRequest};
 use sluice_server::metrics::Metrics;
-use sluice_server::model::quant::Quantization;
+use sluice_server::model::quant::{Quantization, QuantizationFlag};
 use sluice_server::model::tiny::{self, ExportOptions, TinyShape};
 use sluice_server::model::{LoadSpec, ModelSource, load};
 
@@ -25,11 +25,20 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn model_source(name: &str) -> (ModelSource, Quantization) {
+fn model_source(name: &str) -> (ModelSource, QuantizationFlag) {
     match name {
-        "tiny" => (ModelSource::Builtin(TinyShape::Tiny), Quantization::Auto),
-        "tiny-q8_0" => (ModelSource::Builtin(TinyShape::Tiny), Quantization::Q8_0),
-        "tiny-q4_0" => (ModelSource::Builtin(TinyShape::Tiny), Quantization::Q4_0),
+        "tiny" => (
+            ModelSource::Builtin(TinyShape::Tiny),
+            QuantizationFlag::Auto,
+        ),
+        "tiny-q8_0" => (
+            ModelSource::Builtin(TinyShape::Tiny),
+            Quantization::Q8_0.into(),
+        ),
+        "tiny-q4_0" => (
+            ModelSource::Builtin(TinyShape::Tiny),
+            Quantization::Q4_0.into(),
+        ),
         other => {
             let q: Quantization = other
                 .strip_prefix("tinyllama-")
@@ -58,7 +67,7 @@ fn model_source(name: &str) -> (ModelSource, Quantization) {
                 // The tiny tokenizer goes with it; its vocabulary is smaller than the model's,
                 // which does not matter for throughput.
             }
-            (ModelSource::Gguf(file), Quantization::Auto)
+            (ModelSource::Gguf(file), QuantizationFlag::Auto)
         }
     }
 }

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::time::Duration;
-
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 use crate::engine::{Engine, EngineModel, Limits};
 use crate::http::listen::{self, ListenConfig};
@@ -30,96 +29,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write the built-in tiny model to disk as safetensors + config + tokenizer and as GGUF.
     ExportTiny(ExportArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
-    Metal,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Model to serve: `builtin:tiny`, a checkpoint directory, a `.gguf` file, or
-    /// `hf:ORG/NAME[@REVISION]` from the local Hugging Face cache.
-    #[arg(long, env = "SLUICE_MODEL", default_value = "builtin:tiny")]
-    pub model: String,
-    /// Address to listen on.
-    #[arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")]
-    pub host: String,
-    /// Port to listen on.
-    #[arg(long, env = "SLUICE_PORT", default_value_t = 8000)]
-    pub port: u16,
-    /// CPU threads the model computes on. Default: the CPU quota this process may use (its
-    /// cgroup limit in a container, else its logical CPUs), so a pod limited to 2 CPUs on a
-    /// 64-core node runs 2 threads, not 64. Without the flag, `RAYON_NUM_THREADS` and
-    /// `CANDLE_NUM_THREADS` are honoured when set.
-    #[arg(long, env = "SLUICE_THREADS")]
-    pub threads: Option<usize>,
-    /// Weight precision: auto, f32, f16, bf16, q8_0, q4_0 or q4k.
-    #[arg(long, env = "SLUICE_QUANTIZATION", default_value = "auto")]
-    pub quantization: Quantization,
-    /// Server-wide cap on generated tokens per request (changeable at run time).
-    #[arg(long, env = "SLUICE_MAX_TOKENS", default_value_t = 256)]
-    pub max_tokens: usize,
-    /// Bearer token required on every endpoint except /health, /ready and /metrics.
-    #[arg(long, env = "SLUICE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Requests admitted at once (queued + running); more get 429 (changeable at run time).
-    #[arg(long, env = "SLUICE_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
-    pub max_concurrent_requests: usize,
-    /// Sequences batched into one forward step; 1 disables batching (changeable at run time).
-    #[arg(long, env = "SLUICE_MAX_BATCH_SIZE", default_value_t = 16)]
-    pub max_batch_size: usize,
-    /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
-    #[arg(long, env = "SLUICE_MEMORY_BUDGET_MB")]
-    pub memory_budget_mb: Option<u64>,
-    /// Deadline for one request, queueing included (e.g. `60s`, `2m`).
-    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-    /// After SIGTERM, how long the server keeps accepting requests while `/ready` answers 503,
-    /// so that clients routed here before the endpoint update still get answers.
-    #[arg(long, env = "SLUICE_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub drain_delay: Duration,
-    /// Then, how long it waits for in-flight requests before exiting.
-    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: Duration,
-    /// A client must send a request's headers within this time (a kept-alive connection, its
-    /// next request's); slower connections are closed.
-    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub header_read_timeout: Duration,
-    /// A client must send a request's body within this time; a slower one gets 408.
-    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub body_read_timeout: Duration,
-    /// Connections open at once; more wait in the accept backlog.
-    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Model name clients use in the OpenAI API; default derived from the model source.
-    #[arg(long, env = "SLUICE_SERVED_MODEL_NAME")]
-    pub served_model_name: Option<String>,
-    /// Compute device; cuda and metal need the matching cargo feature.
-    #[arg(long, env = "SLUICE_DEVICE", value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Hugging Face cache root for `hf:` models (read only; nothing is downloaded).
-    #[arg(long, env = "HF_HOME")]
-    pub hf_home: Option<PathBuf>,
-    /// Log line format.
-    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +130,7 @@ fn device(kind: DeviceKind) -> anyhow::Result<candle_core::Device> {
     })
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(matches!(args.log_format, LogFormat::Json));
     if args.max_tokens == 0 || args.max_concurrent_requests == 0 || args.max_batch_size == 0 {
         anyhow::bail!(

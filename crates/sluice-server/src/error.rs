@@ -141,7 +141,11 @@ mod tests {
         for (err, code, kind) in cases {
             assert_eq!(err.status().as_u16(), code);
             assert_eq!(err.kind(), kind);
-            assert!(crate::metrics::REASONS.contains(&kind));
+            assert!(
+                sluice_contract::metrics::ErrorReason::ALL
+                    .iter()
+                    .any(|r| r.as_str() == kind)
+            );
         }
         let resp = ApiError::Overloaded(3).into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "3");

@@ -5,29 +5,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-
-/// Request outcomes (`llm_requests_total{status}`).
-pub const STATUSES: [&str; 6] = [
-    "success",
-    "rejected",
-    "invalid",
-    "timeout",
-    "cancelled",
-    "error",
-];
-/// Error reasons (`llm_errors_total{reason}`).
-pub const REASONS: [&str; 9] = [
-    "overloaded",
-    "invalid_request",
-    "payload_too_large",
-    "unauthorized",
-    "not_found",
-    "timeout",
-    "cancelled",
-    "internal",
-    "unavailable",
-];
-pub const MEMORY_TYPES: [&str; 3] = ["vram", "ram", "kv_cache"];
+use sluice_contract::metrics::{self as names, ErrorReason, MemoryType, RequestStatus};
 
 const LATENCY_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
@@ -87,26 +65,26 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Self {
-            ttft: histogram("llm_ttft_seconds", "Time from request arrival to the first generated token.", &LATENCY_BUCKETS),
-            tpot: histogram("llm_tpot_seconds", "Time between consecutive generated tokens of one request.", &TPOT_BUCKETS),
-            requests: IntCounterVec::new(Opts::new("llm_requests_total", "Finished requests by outcome."), &["status"]).expect("valid"),
-            errors: IntCounterVec::new(Opts::new("llm_errors_total", "Failed requests by reason."), &["reason"]).expect("valid"),
-            memory_usage: GaugeVec::new(Opts::new("llm_memory_usage_megabytes", "Memory in use; on CPU, vram is what would live in accelerator memory (weights + KV cache)."), &["memory_type"]).expect("valid"),
-            memory_capacity: GaugeVec::new(Opts::new("llm_memory_capacity_megabytes", "Memory available to the server by type."), &["memory_type"]).expect("valid"),
-            queue_depth: IntGauge::new("llm_queue_depth", "Admitted requests waiting to join the running batch.").expect("valid"),
-            running: IntGauge::new("llm_running_sequences", "Sequences in the running batch.").expect("valid"),
-            in_flight: IntGauge::new("llm_in_flight_requests", "Admitted requests not yet answered (queued + running).").expect("valid"),
-            batch_size: histogram("llm_batch_size", "Sequences per forward step.", &BATCH_BUCKETS),
-            queue_wait: histogram("llm_queue_wait_seconds", "Time from admission to joining the running batch.", &LATENCY_BUCKETS),
-            request_duration: histogram("llm_request_duration_seconds", "Time from arrival to the last token.", &DURATION_BUCKETS),
-            prompt_tokens: IntCounter::new("llm_prompt_tokens_total", "Prompt tokens processed.").expect("valid"),
-            generated_tokens: IntCounter::new("llm_generated_tokens_total", "Tokens generated.").expect("valid"),
-            engine_failed_steps: IntCounter::new("llm_engine_failed_steps_total", "Engine steps in which a sequence failed (an error or a contained panic); each failure ended only its own request.").expect("valid"),
-            model_load_seconds: Gauge::new("llm_model_load_seconds", "Seconds the current model took to load.").expect("valid"),
-            max_tokens_cap: IntGauge::new("llm_max_tokens_cap", "Server-wide cap on generated tokens per request.").expect("valid"),
-            max_concurrent: IntGauge::new("llm_max_concurrent_requests", "Admission limit: requests queued + running.").expect("valid"),
-            max_batch: IntGauge::new("llm_max_batch_size", "Sequences the scheduler runs together.").expect("valid"),
-            model_info: GaugeVec::new(Opts::new("llm_model_info", "The loaded model (value 1)."), &["model", "quantization", "device"]).expect("valid"),
+            ttft: histogram(names::TTFT_SECONDS, "Time from request arrival to the first generated token.", &LATENCY_BUCKETS),
+            tpot: histogram(names::TPOT_SECONDS, "Time between consecutive generated tokens of one request.", &TPOT_BUCKETS),
+            requests: IntCounterVec::new(Opts::new(names::REQUESTS_TOTAL, "Finished requests by outcome."), &[names::STATUS_LABEL]).expect("valid"),
+            errors: IntCounterVec::new(Opts::new(names::ERRORS_TOTAL, "Failed requests by reason."), &[names::REASON_LABEL]).expect("valid"),
+            memory_usage: GaugeVec::new(Opts::new(names::MEMORY_USAGE_MEGABYTES, "Memory in use; on CPU, vram is what would live in accelerator memory (weights + KV cache)."), &[names::MEMORY_TYPE_LABEL]).expect("valid"),
+            memory_capacity: GaugeVec::new(Opts::new(names::MEMORY_CAPACITY_MEGABYTES, "Memory available to the server by type."), &[names::MEMORY_TYPE_LABEL]).expect("valid"),
+            queue_depth: IntGauge::new(names::QUEUE_DEPTH, "Admitted requests waiting to join the running batch.").expect("valid"),
+            running: IntGauge::new(names::RUNNING_SEQUENCES, "Sequences in the running batch.").expect("valid"),
+            in_flight: IntGauge::new(names::IN_FLIGHT_REQUESTS, "Admitted requests not yet answered (queued + running).").expect("valid"),
+            batch_size: histogram(names::BATCH_SIZE, "Sequences per forward step.", &BATCH_BUCKETS),
+            queue_wait: histogram(names::QUEUE_WAIT_SECONDS, "Time from admission to joining the running batch.", &LATENCY_BUCKETS),
+            request_duration: histogram(names::REQUEST_DURATION_SECONDS, "Time from arrival to the last token.", &DURATION_BUCKETS),
+            prompt_tokens: IntCounter::new(names::PROMPT_TOKENS_TOTAL, "Prompt tokens processed.").expect("valid"),
+            generated_tokens: IntCounter::new(names::GENERATED_TOKENS_TOTAL, "Tokens generated.").expect("valid"),
+            engine_failed_steps: IntCounter::new(names::ENGINE_FAILED_STEPS_TOTAL, "Engine steps in which a sequence failed (an error or a contained panic); each failure ended only its own request.").expect("valid"),
+            model_load_seconds: Gauge::new(names::MODEL_LOAD_SECONDS, "Seconds the current model took to load.").expect("valid"),
+            max_tokens_cap: IntGauge::new(names::MAX_TOKENS_CAP, "Server-wide cap on generated tokens per request.").expect("valid"),
+            max_concurrent: IntGauge::new(names::MAX_CONCURRENT_REQUESTS, "Admission limit: requests queued + running.").expect("valid"),
+            max_batch: IntGauge::new(names::MAX_BATCH_SIZE, "Sequences the scheduler runs together.").expect("valid"),
+            model_info: GaugeVec::new(Opts::new(names::MODEL_INFO, "The loaded model (value 1)."), &["model", "quantization", "device"]).expect("valid"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -135,11 +113,11 @@ impl Metrics {
             m.registry.register(c).expect("metric names are unique");
         }
         // Pre-create every bounded label value so rates exist from the first scrape.
-        for s in STATUSES {
-            m.requests.with_label_values(&[s]);
+        for s in RequestStatus::ALL {
+            m.requests.with_label_values(&[s.as_str()]);
         }
-        for r in REASONS {
-            m.errors.with_label_values(&[r]);
+        for r in ErrorReason::ALL {
+            m.errors.with_label_values(&[r.as_str()]);
         }
         m
     }
@@ -152,7 +130,8 @@ impl Metrics {
         }
     }
 
-    pub fn set_memory(&self, memory_type: &str, usage_bytes: f64, capacity_bytes: f64) {
+    pub fn set_memory(&self, memory_type: MemoryType, usage_bytes: f64, capacity_bytes: f64) {
+        let memory_type = memory_type.as_str();
         const MB: f64 = 1024.0 * 1024.0;
         self.memory_usage
             .with_label_values(&[memory_type])

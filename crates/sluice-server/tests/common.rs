@@ -10,7 +10,7 @@ use sluice_server::engine::{Engine, EngineModel, Limits};
 use sluice_server::http::listen::{self, ListenConfig};
 use sluice_server::http::{AppState, HttpConfig, router};
 use sluice_server::metrics::Metrics;
-use sluice_server::model::quant::Quantization;
+use sluice_server::model::quant::QuantizationFlag;
 use sluice_server::model::tiny::TinyShape;
 use sluice_server::model::{LoadSpec, ModelSource, load};
 
@@ -46,7 +46,7 @@ pub struct Server {
 pub async fn start(opts: Opts) -> Server {
     let spec = LoadSpec {
         source: opts.source.clone(),
-        quantization: Quantization::Auto,
+        quantization: QuantizationFlag::Auto,
         device: candle_core::Device::Cpu,
         served_name: None,
         hf_home: None,
@@ -69,7 +69,7 @@ pub async fn start(opts: Opts) -> Server {
             body_read_timeout: Duration::from_secs(30),
             device: candle_core::Device::Cpu,
             hf_home: None,
-            default_quantization: Quantization::Auto,
+            default_quantization: QuantizationFlag::Auto,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

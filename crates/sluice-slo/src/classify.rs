@@ -1,4 +1,4 @@
-//! Bottleneck classifier: from one SLI snapshot (plus recent ones for trends) to a class, the
+//! BottleneckClass classifier: from one SLI snapshot (plus recent ones for trends) to a class, the
 //! rule that decided it and the evidence values that fired the rule.
 //!
 //! Rules are checked in a fixed priority order and the first that fires names the class; every
@@ -7,99 +7,11 @@
 //! is out of memory is never "fixed" with replicas. The rule table is documented in `docs/slo.md`;
 //! rule ids there and in [`Classification::rule`] match.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+use sluice_contract::{BottleneckClass, Evidence};
 
 use crate::sli::{Sli, SliValue};
 use crate::spec::SloTargets;
-
-/// The bottleneck classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Bottleneck {
-    /// All objectives met (or idle).
-    Healthy,
-    /// Decoding/prefill saturates the accelerator or CPU.
-    ComputeBound,
-    /// VRAM / KV cache near capacity.
-    MemoryBound,
-    /// Accelerator idle while latency is high: waiting on I/O (storage, network, host).
-    IoBound,
-    /// Requests wait for admission: more replicas help.
-    QueueBound,
-    /// Requests fail inside the server: a bug or misconfiguration.
-    SoftwareBound,
-    /// Required SLIs are unknown; nothing can be concluded.
-    Unknown,
-}
-
-impl Bottleneck {
-    /// Stable name for Event reasons and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Bottleneck::Healthy => "Healthy",
-            Bottleneck::ComputeBound => "ComputeBound",
-            Bottleneck::MemoryBound => "MemoryBound",
-            Bottleneck::IoBound => "IoBound",
-            Bottleneck::QueueBound => "QueueBound",
-            Bottleneck::SoftwareBound => "SoftwareBound",
-            Bottleneck::Unknown => "Unknown",
-        }
-    }
-}
-
-impl fmt::Display for Bottleneck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One observed value and the threshold it was compared with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Evidence {
-    /// SLI name (camelCase, as in [`Sli`]), e.g. `ttftP95Seconds` or `memoryRatio.kv_cache`.
-    pub signal: String,
-    /// Observed value.
-    pub value: f64,
-    /// Comparison that held, e.g. `>` (empty for context values).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub op: String,
-    /// What it was compared with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-}
-
-impl Evidence {
-    /// `signal value op threshold`.
-    pub fn cmp(signal: impl Into<String>, value: f64, op: &str, threshold: f64) -> Self {
-        Self {
-            signal: signal.into(),
-            value,
-            op: op.to_owned(),
-            threshold: Some(threshold),
-        }
-    }
-
-    /// A context value without a comparison.
-    pub fn value(signal: impl Into<String>, value: f64) -> Self {
-        Self {
-            signal: signal.into(),
-            value,
-            op: String::new(),
-            threshold: None,
-        }
-    }
-}
-
-impl fmt::Display for Evidence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.threshold {
-            Some(t) => write!(f, "{}={:.4} {} {:.4}", self.signal, self.value, self.op, t),
-            None => write!(f, "{}={:.4}", self.signal, self.value),
-        }
-    }
-}
 
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,7 +20,8 @@ pub struct RuleHit {
     /// Rule id from the table in `docs/slo.md` (e.g. `Q1`).
     pub rule: String,
     /// Class the rule names.
-    pub class: Bottleneck,
+    #[serde(with = "sluice_contract::slo::class_by_name")]
+    pub class: BottleneckClass,
     /// One sentence saying what was seen.
     pub summary: String,
     /// The values that fired it.
@@ -120,7 +33,8 @@ pub struct RuleHit {
 #[serde(rename_all = "camelCase")]
 pub struct Classification {
     /// Winning class.
-    pub class: Bottleneck,
+    #[serde(with = "sluice_contract::slo::class_by_name")]
+    pub class: BottleneckClass,
     /// Winning rule id.
     pub rule: String,
     /// Winning rule's sentence.
@@ -231,7 +145,7 @@ pub fn classify(
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|(n, r)| format!("{n} ({r})")).collect();
         return Classification {
-            class: Bottleneck::Unknown,
+            class: BottleneckClass::Unknown,
             rule: "U1".into(),
             summary: format!("required SLIs unknown: {}", names.join("; ")),
             evidence: Vec::new(),
@@ -247,7 +161,7 @@ pub fn classify(
     if mem_ratio > targets.memory_ratio {
         hits.push(RuleHit {
             rule: "M1".into(),
-            class: Bottleneck::MemoryBound,
+            class: BottleneckClass::MemoryBound,
             summary: format!(
                 "{mem_type} use is {:.0}% of capacity on the fullest pod",
                 mem_ratio * 100.0
@@ -264,7 +178,7 @@ pub fn classify(
     if idle {
         hits.push(RuleHit {
             rule: "H0".into(),
-            class: Bottleneck::Healthy,
+            class: BottleneckClass::Healthy,
             summary: "idle: no requests and an empty queue".into(),
             evidence: vec![
                 Evidence::value("requestRatePerSecond", rate.unwrap_or(0.0)),
@@ -282,7 +196,7 @@ pub fn classify(
     {
         hits.push(RuleHit {
             rule: "S1".into(),
-            class: Bottleneck::SoftwareBound,
+            class: BottleneckClass::SoftwareBound,
             summary: format!("{:.1}% of requests fail with internal errors", ier * 100.0),
             evidence: vec![Evidence::cmp(
                 "internalErrorRatio",
@@ -303,7 +217,7 @@ pub fn classify(
     {
         hits.push(RuleHit {
             rule: "S2".into(),
-            class: Bottleneck::SoftwareBound,
+            class: BottleneckClass::SoftwareBound,
             summary: "error objective violated without a queue or memory pressure".into(),
             evidence: vec![e],
         });
@@ -340,7 +254,7 @@ pub fn classify(
         ));
         hits.push(RuleHit {
             rule: "H1".into(),
-            class: Bottleneck::Healthy,
+            class: BottleneckClass::Healthy,
             summary: "all objectives met".into(),
             evidence,
         });
@@ -424,7 +338,7 @@ fn queue_rules(
     if !latency.is_empty() && !s.backlog.is_empty() {
         hits.push(RuleHit {
             rule: "Q1".into(),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             summary: "latency objective violated while requests wait for admission".into(),
             evidence: latency.iter().chain(s.backlog.iter()).cloned().collect(),
         });
@@ -435,7 +349,7 @@ fn queue_rules(
     {
         hits.push(RuleHit {
             rule: "Q2".into(),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             summary: format!(
                 "{:.1}% of requests rejected because admission is full",
                 r * 100.0
@@ -472,7 +386,7 @@ fn queue_rules(
     {
         hits.push(RuleHit {
             rule: "Q3".into(),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             summary: "TTFT rises with load while service time stays flat".into(),
             evidence: vec![
                 ttft_ev.clone(),
@@ -498,7 +412,7 @@ fn latency_rules(current: &Sli, s: &Signals, th: &Thresholds, hits: &mut Vec<Rul
         // C1: accelerator saturated and latency violated.
         Some(u) if u >= th.gpu_high_ratio => hits.push(RuleHit {
             rule: "C1".into(),
-            class: Bottleneck::ComputeBound,
+            class: BottleneckClass::ComputeBound,
             summary: format!("GPU {:.0}% busy with latency over target", u * 100.0),
             evidence: [Evidence::cmp(
                 "gpuUtilizationRatio",
@@ -513,7 +427,7 @@ fn latency_rules(current: &Sli, s: &Signals, th: &Thresholds, hits: &mut Vec<Rul
         // I1: accelerator mostly idle, no queue, yet latency violated: waiting on something else.
         Some(u) if u <= th.gpu_low_ratio => hits.push(RuleHit {
             rule: "I1".into(),
-            class: Bottleneck::IoBound,
+            class: BottleneckClass::IoBound,
             summary: format!(
                 "GPU only {:.0}% busy with no queue while latency is over target",
                 u * 100.0
@@ -545,7 +459,7 @@ fn latency_rules(current: &Sli, s: &Signals, th: &Thresholds, hits: &mut Vec<Rul
             };
             hits.push(RuleHit {
                 rule: "C2".into(),
-                class: Bottleneck::ComputeBound,
+                class: BottleneckClass::ComputeBound,
                 summary: what.into(),
                 evidence,
             });

@@ -19,12 +19,9 @@ pub mod sli;
 pub mod source;
 pub mod spec;
 
-pub use classify::{Bottleneck, Classification, Evidence, RuleHit, Thresholds, classify};
-pub use plan::{
-    Action, Decision, DecisionKind, DecisionUpdate, Degraded, Objective, ObjectiveState,
-    ObjectiveStatus, Outcome, Plan, apply_plan, plan,
-};
+pub use classify::{Classification, RuleHit, Thresholds, classify};
+pub use plan::{Decision, DecisionUpdate, ObjectiveStatus, Plan, apply_plan, plan};
 pub use promql::{QuerySet, Selector, SelectorError, Window};
 pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};
 pub use source::{MetricsSource, PrometheusSource, PrometheusSourceError, ScrapeSource};
-pub use spec::{Knobs, Mode, Settings, SloSpec, SloTargets, SpecError, Tuning};
+pub use spec::{Knobs, Settings, SloSpec, SloTargets, SpecError, Tuning};

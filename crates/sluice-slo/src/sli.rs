@@ -87,7 +87,10 @@ pub struct MemorySli {
 }
 
 /// Memory types whose pressure limits serving; `ram` is host memory and is reported only.
-pub const PRESSURE_MEMORY_TYPES: &[&str] = &["vram", "kv_cache"];
+pub const PRESSURE_MEMORY_TYPES: &[&str] = &[
+    sluice_contract::metrics::MemoryType::PRESSURE[0].as_str(),
+    sluice_contract::metrics::MemoryType::PRESSURE[1].as_str(),
+];
 
 /// One snapshot of a service's SLIs over a window ending at `at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,20 +4,9 @@
 //! this crate knows nothing of Kubernetes. Defaults are the documented ones in `docs/slo.md`.
 
 use serde::{Deserialize, Serialize};
+use sluice_contract::{AppliedSettings, Mode, Quantization};
 
 use crate::classify::Thresholds;
-
-/// What the SLO loop may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum Mode {
-    /// Read nothing, decide nothing.
-    Off,
-    /// Decide and report, never act.
-    #[default]
-    Advise,
-    /// Decide and act.
-    Auto,
-}
 
 /// Service level objectives. A latency or error objective left out is not enforced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +52,7 @@ pub struct Knobs {
     /// Allowed quantizations, highest quality first (e.g. `["f16", "q8_0", "q4_0"]`). The first
     /// rung is the one step-back restores to; one entry or none means quantization is fixed.
     #[serde(default)]
-    pub quantization_ladder: Vec<String>,
+    pub quantization_ladder: Vec<Quantization>,
     /// The spec's `max_tokens`: the ceiling step-back restores to.
     pub max_tokens: u32,
     /// The lowest `max_tokens` a clamp may reach.
@@ -135,8 +124,8 @@ impl Default for Tuning {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SloSpec {
-    /// Off, Advise or Auto.
-    #[serde(default)]
+    /// Off, Advise or Auto (the engine defaults to Advise: it never acts unless told to).
+    #[serde(default = "advise")]
     pub mode: Mode,
     /// Objectives.
     #[serde(default)]
@@ -149,6 +138,10 @@ pub struct SloSpec {
     /// Classifier thresholds.
     #[serde(default)]
     pub thresholds: Thresholds,
+}
+
+fn advise() -> Mode {
+    Mode::Advise
 }
 
 /// The spec is inconsistent; the planner holds and reports this instead of guessing.
@@ -173,8 +166,8 @@ pub enum SpecError {
         ceiling: u32,
     },
     /// The quantization ladder has an empty or repeated rung.
-    #[error("failed to validate slo spec: quantization ladder {0:?} has an empty or repeated rung")]
-    Ladder(Vec<String>),
+    #[error("failed to validate slo spec: quantization ladder {0:?} has a repeated rung")]
+    Ladder(Vec<Quantization>),
     /// A target or ratio is not a positive finite number (or a ratio is above 1).
     #[error("failed to validate slo spec: {field} = {value} is out of range")]
     OutOfRange {
@@ -202,10 +195,7 @@ impl SloSpec {
             });
         }
         let mut seen = std::collections::HashSet::new();
-        if k.quantization_ladder
-            .iter()
-            .any(|q| q.is_empty() || !seen.insert(q.as_str()))
-        {
+        if k.quantization_ladder.iter().any(|q| !seen.insert(*q)) {
             return Err(SpecError::Ladder(k.quantization_ladder.clone()));
         }
         let t = &self.targets;
@@ -234,30 +224,28 @@ impl SloSpec {
     }
 }
 
-/// The settings in effect, as the operator reads them from the owned Deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The settings in effect, as the operator reads them from what runs: the applied knobs and how
+/// far the rollout got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
-    /// Desired replicas in the Deployment.
-    pub replicas: u32,
+    /// Replicas, quantization and `max_tokens` in force.
+    #[serde(flatten)]
+    pub applied: AppliedSettings,
     /// Replicas ready to serve.
     pub ready_replicas: u32,
     /// False while a rolling update (e.g. a quantization change) is still replacing pods.
     pub rollout_complete: bool,
-    /// Quantization in the Deployment.
-    pub quantization: String,
-    /// `max_tokens` in effect.
-    pub max_tokens: u32,
 }
 
 impl Settings {
     /// Pods asked for but not yet ready.
     pub fn starting(&self) -> u32 {
-        self.replicas.saturating_sub(self.ready_replicas)
+        self.applied.replicas.saturating_sub(self.ready_replicas)
     }
 
     /// True when every desired pod is ready on the current template.
     pub fn settled(&self) -> bool {
-        self.rollout_complete && self.ready_replicas >= self.replicas
+        self.rollout_complete && self.ready_replicas >= self.applied.replicas
     }
 }

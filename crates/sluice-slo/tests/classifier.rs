@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use sluice_slo::{Bottleneck, Mode, Sli, SliValue, classify};
+use sluice_contract::{BottleneckClass, Mode};
+use sluice_slo::{Sli, SliValue, classify};
 
 fn run(current: &Sli, history: &[Sli]) -> sluice_slo::Classification {
     let s = spec(Mode::Auto);
@@ -13,11 +14,11 @@ fn run(current: &Sli, history: &[Sli]) -> sluice_slo::Classification {
 
 #[test]
 fn each_rule_from_its_symptoms() {
-    let cases: Vec<(&str, Sym, Bottleneck, &str, &[&str])> = vec![
+    let cases: Vec<(&str, Sym, BottleneckClass, &str, &[&str])> = vec![
         (
             "all met",
             OK,
-            Bottleneck::Healthy,
+            BottleneckClass::Healthy,
             "H1",
             &["ttftP95Seconds"],
         ),
@@ -28,14 +29,14 @@ fn each_rule_from_its_symptoms() {
                 queue: 0.0,
                 ..OK
             },
-            Bottleneck::Healthy,
+            BottleneckClass::Healthy,
             "H0",
             &["requestRatePerSecond"],
         ),
         (
             "kv cache full",
             Sym { mem: 0.95, ..OK },
-            Bottleneck::MemoryBound,
+            BottleneckClass::MemoryBound,
             "M1",
             &["memoryRatio.kv_cache"],
         ),
@@ -46,14 +47,14 @@ fn each_rule_from_its_symptoms() {
                 internal: 0.05,
                 ..OK
             },
-            Bottleneck::SoftwareBound,
+            BottleneckClass::SoftwareBound,
             "S1",
             &["internalErrorRatio"],
         ),
         (
             "timeouts without a queue",
             Sym { err: 0.05, ..OK },
-            Bottleneck::SoftwareBound,
+            BottleneckClass::SoftwareBound,
             "S2",
             &["errorRatio"],
         ),
@@ -65,7 +66,7 @@ fn each_rule_from_its_symptoms() {
                 wait: 2.0,
                 ..OK
             },
-            Bottleneck::QueueBound,
+            BottleneckClass::QueueBound,
             "Q1",
             &["ttftP95Seconds", "queueDepthPerPod", "queueWaitShare"],
         ),
@@ -76,7 +77,7 @@ fn each_rule_from_its_symptoms() {
                 err: 0.1,
                 ..OK
             },
-            Bottleneck::QueueBound,
+            BottleneckClass::QueueBound,
             "Q2",
             &["rejectionRatio"],
         ),
@@ -87,14 +88,14 @@ fn each_rule_from_its_symptoms() {
                 gpu: Some(0.95),
                 ..OK
             },
-            Bottleneck::ComputeBound,
+            BottleneckClass::ComputeBound,
             "C1",
             &["gpuUtilizationRatio", "ttftP95Seconds"],
         ),
         (
             "slow decode on a CPU server",
             Sym { tpot: 0.2, ..OK },
-            Bottleneck::ComputeBound,
+            BottleneckClass::ComputeBound,
             "C2",
             &["tpotSeconds"],
         ),
@@ -105,7 +106,7 @@ fn each_rule_from_its_symptoms() {
                 gpu: Some(0.1),
                 ..OK
             },
-            Bottleneck::IoBound,
+            BottleneckClass::IoBound,
             "I1",
             &["gpuUtilizationRatio", "ttftP95Seconds"],
         ),
@@ -149,7 +150,7 @@ fn ttft_rising_with_load_while_service_time_is_flat_is_queue_bound() {
     let c = run(&now, std::slice::from_ref(&before));
     assert_eq!(
         (c.class, c.rule.as_str()),
-        (Bottleneck::QueueBound, "Q3"),
+        (BottleneckClass::QueueBound, "Q3"),
         "{}",
         c.summary
     );
@@ -164,7 +165,7 @@ fn ttft_rising_with_load_while_service_time_is_flat_is_queue_bound() {
             ..OK
         },
     );
-    assert_eq!(run(&slower, &[before]).class, Bottleneck::ComputeBound);
+    assert_eq!(run(&slower, &[before]).class, BottleneckClass::ComputeBound);
 }
 
 #[test]
@@ -182,7 +183,7 @@ fn memory_outranks_a_queue_and_the_queue_is_kept_as_secondary() {
         ),
         &[],
     );
-    assert_eq!(c.class, Bottleneck::MemoryBound);
+    assert_eq!(c.class, BottleneckClass::MemoryBound);
     assert!(
         c.secondary.iter().any(|h| h.rule == "Q1"),
         "{:?}",
@@ -208,7 +209,7 @@ fn software_outranks_a_queue() {
     );
     assert_eq!(
         (c.class, c.rule.as_str()),
-        (Bottleneck::SoftwareBound, "S1")
+        (BottleneckClass::SoftwareBound, "S1")
     );
 }
 
@@ -218,7 +219,7 @@ fn missing_required_slis_are_unknown_and_named() {
     s.queue_depth = SliValue::unknown("empty result");
     s.memory.clear();
     let c = run(&s, &[]);
-    assert_eq!((c.class, c.rule.as_str()), (Bottleneck::Unknown, "U1"));
+    assert_eq!((c.class, c.rule.as_str()), (BottleneckClass::Unknown, "U1"));
     assert!(
         c.summary.contains("queueDepth (empty result)"),
         "{}",
@@ -228,8 +229,8 @@ fn missing_required_slis_are_unknown_and_named() {
     // A missing GPU signal is not required: CPU servers have none.
     let mut cpu = sli(1000.0, OK);
     cpu.gpu_utilization_ratio = SliValue::unknown("no DCGM exporter");
-    assert_eq!(run(&cpu, &[]).class, Bottleneck::Healthy);
+    assert_eq!(run(&cpu, &[]).class, BottleneckClass::Healthy);
     // Everything unknown (source down) is never read as idle.
     let down = Sli::all_unknown(1000.0, 60, "connection refused");
-    assert_eq!(run(&down, &[]).class, Bottleneck::Unknown);
+    assert_eq!(run(&down, &[]).class, BottleneckClass::Unknown);
 }

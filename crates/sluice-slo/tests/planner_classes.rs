@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use sluice_slo::{Action, Bottleneck, DecisionKind, Mode, Outcome, Settings, Sli, SliValue, plan};
+use sluice_contract::{Action, BottleneckClass, DecisionKind, Mode, Outcome, Quantization};
+use sluice_slo::{Settings, Sli, SliValue, plan};
 
 #[test]
 fn each_class_gets_its_remedy() {
@@ -12,7 +13,7 @@ fn each_class_gets_its_remedy() {
         name: &'static str,
         sym: Sym,
         set: Settings,
-        class: Bottleneck,
+        class: BottleneckClass,
         action: Action,
         degraded: Option<&'static str>,
     }
@@ -21,7 +22,7 @@ fn each_class_gets_its_remedy() {
             name: "queue, TTFT 3x target -> scale out, at most double",
             sym: queue(),
             set: settings(2, "f16", 1024),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::ScaleReplicas { from: 2, to: 4 },
             degraded: None,
         },
@@ -32,7 +33,7 @@ fn each_class_gets_its_remedy() {
                 ..queue()
             },
             set: settings(4, "f16", 1024),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::ScaleReplicas { from: 4, to: 5 },
             degraded: None,
         },
@@ -43,7 +44,7 @@ fn each_class_gets_its_remedy() {
                 ready_replicas: 2,
                 ..settings(3, "f16", 1024)
             },
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::ScaleReplicas { from: 3, to: 5 },
             degraded: None,
         },
@@ -57,7 +58,7 @@ fn each_class_gets_its_remedy() {
                 ready_replicas: 2,
                 ..settings(4, "f16", 1024)
             },
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::Hold,
             degraded: None,
         },
@@ -65,7 +66,7 @@ fn each_class_gets_its_remedy() {
             name: "queue at maxReplicas -> hold, never another knob",
             sym: queue(),
             set: settings(8, "f16", 1024),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::Hold,
             degraded: None,
         },
@@ -77,7 +78,7 @@ fn each_class_gets_its_remedy() {
                 ..OK
             },
             set: settings(4, "f16", 1024),
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             action: Action::ScaleReplicas { from: 4, to: 6 },
             degraded: None,
         },
@@ -88,7 +89,7 @@ fn each_class_gets_its_remedy() {
                 ..compute()
             },
             set: settings(2, "f16", 1024),
-            class: Bottleneck::ComputeBound,
+            class: BottleneckClass::ComputeBound,
             action: Action::SetMaxTokens {
                 from: 1024,
                 to: 512,
@@ -99,10 +100,10 @@ fn each_class_gets_its_remedy() {
             name: "memory -> next rung",
             sym: memory(),
             set: settings(2, "f16", 1024),
-            class: Bottleneck::MemoryBound,
+            class: BottleneckClass::MemoryBound,
             action: Action::SetQuantization {
-                from: "f16".into(),
-                to: "q8_0".into(),
+                from: Quantization::F16,
+                to: Quantization::Q8_0,
             },
             degraded: None,
         },
@@ -110,7 +111,7 @@ fn each_class_gets_its_remedy() {
             name: "memory at the last rung -> clamp maxTokens",
             sym: memory(),
             set: settings(2, "q4_0", 1024),
-            class: Bottleneck::MemoryBound,
+            class: BottleneckClass::MemoryBound,
             action: Action::SetMaxTokens {
                 from: 1024,
                 to: 512,
@@ -121,7 +122,7 @@ fn each_class_gets_its_remedy() {
             name: "compute -> clamp maxTokens first",
             sym: compute(),
             set: settings(2, "f16", 1024),
-            class: Bottleneck::ComputeBound,
+            class: BottleneckClass::ComputeBound,
             action: Action::SetMaxTokens {
                 from: 1024,
                 to: 512,
@@ -132,10 +133,10 @@ fn each_class_gets_its_remedy() {
             name: "compute at the floor -> quantization",
             sym: compute(),
             set: settings(2, "f16", 128),
-            class: Bottleneck::ComputeBound,
+            class: BottleneckClass::ComputeBound,
             action: Action::SetQuantization {
-                from: "f16".into(),
-                to: "q8_0".into(),
+                from: Quantization::F16,
+                to: Quantization::Q8_0,
             },
             degraded: None,
         },
@@ -143,7 +144,7 @@ fn each_class_gets_its_remedy() {
             name: "compute at floor and last rung -> replicas (TPOT 1.8x target)",
             sym: compute(),
             set: settings(2, "q4_0", 128),
-            class: Bottleneck::ComputeBound,
+            class: BottleneckClass::ComputeBound,
             action: Action::ScaleReplicas { from: 2, to: 4 },
             degraded: None,
         },
@@ -151,7 +152,7 @@ fn each_class_gets_its_remedy() {
             name: "io -> no scaling, degraded",
             sym: io(),
             set: settings(2, "f16", 1024),
-            class: Bottleneck::IoBound,
+            class: BottleneckClass::IoBound,
             action: Action::Hold,
             degraded: Some("IoBound"),
         },
@@ -159,7 +160,7 @@ fn each_class_gets_its_remedy() {
             name: "software -> no scaling, degraded",
             sym: software(),
             set: settings(2, "f16", 1024),
-            class: Bottleneck::SoftwareBound,
+            class: BottleneckClass::SoftwareBound,
             action: Action::Hold,
             degraded: Some("SoftwareBound"),
         },
@@ -167,7 +168,7 @@ fn each_class_gets_its_remedy() {
             name: "healthy at spec -> hold",
             sym: OK,
             set: settings(1, "f16", 1024),
-            class: Bottleneck::Healthy,
+            class: BottleneckClass::Healthy,
             action: Action::Hold,
             degraded: None,
         },
@@ -183,7 +184,7 @@ fn each_class_gets_its_remedy() {
         assert_eq!(p.classification.class, c.class, "{}: {}", c.name, p.reason);
         assert_eq!(p.action, c.action, "{}: {}", c.name, p.reason);
         assert_eq!(p.act, c.action.is_change(), "{}", c.name);
-        assert_eq!(p.desired, c.action.apply(&c.set), "{}", c.name);
+        assert_eq!(p.desired, c.action.apply(&c.set.applied), "{}", c.name);
         assert_eq!(
             p.degraded.as_ref().map(|d| d.reason.as_str()),
             c.degraded,
@@ -229,10 +230,10 @@ fn unknown_metrics_hold_every_knob_and_never_scale_down() {
         h.append(&mut hist);
         let h = if name == "no snapshot" { Vec::new() } else { h };
         let p = plan(&s, &h, &set, &[], 1000.0);
-        assert_eq!(p.classification.class, Bottleneck::Unknown, "{name}");
+        assert_eq!(p.classification.class, BottleneckClass::Unknown, "{name}");
         assert_eq!(p.action, Action::Hold, "{name}");
         assert!(!p.act, "{name}");
-        assert_eq!(p.desired, set, "{name}");
+        assert_eq!(p.desired, set.applied, "{name}");
         assert!(
             p.reason.contains("no scale-down") || p.reason.contains("no SLI"),
             "{name}: {}",
@@ -271,7 +272,7 @@ fn off_mode_does_nothing_and_records_nothing() {
         assert_eq!(p.action, Action::Hold);
         assert!(!p.act);
         assert!(p.record.is_none() && p.updates.is_empty());
-        assert_eq!(p.desired, set);
+        assert_eq!(p.desired, set.applied);
     }
     assert!(
         plan(&spec(Mode::Off), &[], &settings(1, "f16", 8), &[], 1.0)
@@ -301,7 +302,7 @@ fn advise_reports_the_same_plan_but_never_acts() {
         assert!(auto.act);
         assert!(!adv.act);
         assert_eq!(adv.action, auto.action);
-        assert_eq!(adv.record.as_ref().unwrap().outcome, Outcome::Advisory);
+        assert_eq!(adv.record.as_ref().unwrap().outcome, Outcome::Advised);
         // Advice is not repeated in the log every tick.
         let log = vec![adv.record.clone().unwrap()];
         let again = plan(
@@ -323,7 +324,7 @@ fn a_class_must_persist_for_trigger_snapshots() {
     let mut h = steady(940.0, 3, OK);
     h.push(sli(1000.0, queue()));
     let p = plan(&s, &h, &set, &[], 1000.0);
-    assert_eq!(p.classification.class, Bottleneck::QueueBound);
+    assert_eq!(p.classification.class, BottleneckClass::QueueBound);
     assert_eq!(p.action, Action::Hold, "{}", p.reason);
     assert!(p.reason.contains("1 of 2"), "{}", p.reason);
     h.push(sli(1060.0, queue()));
@@ -348,9 +349,9 @@ fn clamps_stay_on_the_floor_and_the_ladder() {
             Action::Hold => {}
         }
         seen.push(p.action.clone());
-        set = p.desired;
+        set.applied = p.desired;
     }
-    assert_eq!(set.max_tokens, 128);
-    assert_eq!(set.quantization, "q4_0");
+    assert_eq!(set.applied.max_tokens, 128);
+    assert_eq!(set.applied.quantization, Quantization::Q4_0);
     assert!(seen.last().unwrap() == &Action::Hold);
 }

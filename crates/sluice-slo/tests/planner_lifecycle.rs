@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use sluice_slo::{Action, DecisionKind, Mode, Outcome, Sli, plan};
+use sluice_contract::{Action, DecisionKind, Mode, Outcome, Quantization};
+use sluice_slo::{Sli, plan};
 
 #[test]
 fn one_change_in_flight_then_judged_improved() {
@@ -15,7 +16,7 @@ fn one_change_in_flight_then_judged_improved() {
     let p = tick(&s, &h, &set, &mut log, 1000.0);
     assert_eq!(p.action, Action::ScaleReplicas { from: 2, to: 4 });
     // Rolling out: pods not ready yet. Still queue-bound, but nothing else happens.
-    set.replicas = 4;
+    set.applied.replicas = 4;
     set.ready_replicas = 3;
     h.push(sli(1015.0, queue()));
     let p = tick(&s, &h, &set, &mut log, 1015.0);
@@ -55,11 +56,11 @@ fn an_ineffective_change_is_reverted_and_not_retried() {
     assert_eq!(
         p.action,
         Action::SetQuantization {
-            from: "f16".into(),
-            to: "q8_0".into()
+            from: Quantization::F16,
+            to: Quantization::Q8_0
         }
     );
-    set = p.desired.clone();
+    set.applied = p.desired;
     h.push(sli(1015.0, memory()));
     tick(&s, &h, &set, &mut log, 1015.0);
     // A window later memory is just as full.
@@ -74,13 +75,13 @@ fn an_ineffective_change_is_reverted_and_not_retried() {
     assert_eq!(
         p.action,
         Action::SetQuantization {
-            from: "q8_0".into(),
-            to: "f16".into()
+            from: Quantization::Q8_0,
+            to: Quantization::F16
         }
     );
     assert!(p.act);
     assert_eq!(p.record.as_ref().unwrap().reverts, Some(1));
-    set = p.desired.clone();
+    set.applied = p.desired;
     h.push(sli(1095.0, memory()));
     tick(&s, &h, &set, &mut log, 1095.0);
     assert!(
@@ -126,12 +127,12 @@ fn cooldowns_are_respected() {
         let p = tick(&s, &h, &set, &mut log, now);
         if p.act {
             outs.push(now);
-            set = p.desired.clone();
+            set.applied = p.desired;
             // The new pods become ready by the next tick.
-            set.ready_replicas = set.replicas;
+            set.ready_replicas = set.applied.replicas;
         }
         now += 15.0;
-        h.push(sli(now, load(set.replicas)));
+        h.push(sli(now, load(set.applied.replicas)));
     }
     assert!(
         log.iter().all(|d| d.kind != DecisionKind::Revert),
@@ -144,7 +145,7 @@ fn cooldowns_are_respected() {
             "{outs:?}"
         );
     }
-    assert!(set.replicas <= s.knobs.max_replicas);
+    assert!(set.applied.replicas <= s.knobs.max_replicas);
 }
 
 #[test]
@@ -187,8 +188,8 @@ fn step_back_order_is_replicas_then_quantization_then_max_tokens() {
     assert_eq!(
         p.action,
         Action::SetQuantization {
-            from: "q4_0".into(),
-            to: "q8_0".into()
+            from: Quantization::Q4_0,
+            to: Quantization::Q8_0
         }
     );
     let p = plan(&s, &h, &settings(1, "f16", 256), &[], 5000.0);
@@ -206,7 +207,7 @@ fn a_step_back_that_breaks_an_objective_is_reverted() {
     let mut log = Vec::new();
     let p = tick(&s, &h, &set, &mut log, 5000.0);
     assert_eq!(p.kind, DecisionKind::StepBack);
-    set = p.desired.clone();
+    set.applied = p.desired;
     h.push(sli(5015.0, calm));
     tick(&s, &h, &set, &mut log, 5015.0);
     h.push(sli(5080.0, queue()));

@@ -8,7 +8,8 @@
 mod common;
 
 use common::*;
-use sluice_slo::{Action, Decision, Mode, Settings, Sli, SliValue, apply_plan, plan};
+use sluice_contract::{Action, Mode, Quantization};
+use sluice_slo::{Decision, Settings, Sli, SliValue, apply_plan, plan};
 
 const TICK: f64 = 15.0;
 const CAPACITY: f64 = 4.0;
@@ -72,7 +73,7 @@ fn simulate(seconds: f64, replicas: u32, load: impl Fn(f64) -> f64) -> Run {
         apply_plan(&mut log, &p, 10);
         assert!(p.desired.replicas >= s.knobs.min_replicas);
         assert!(p.desired.replicas <= s.knobs.max_replicas);
-        assert_eq!(p.desired.quantization, "f16", "{}", p.reason);
+        assert_eq!(p.desired.quantization, Quantization::F16, "{}", p.reason);
         if !p.act {
             continue;
         }
@@ -84,8 +85,9 @@ fn simulate(seconds: f64, replicas: u32, load: impl Fn(f64) -> f64) -> Run {
             }
         }
         set = Settings {
+            applied: p.desired,
             ready_replicas: set.ready_replicas.min(p.desired.replicas),
-            ..p.desired.clone()
+            ..set
         };
     }
     Run {

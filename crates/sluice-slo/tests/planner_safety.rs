@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use sluice_slo::{Action, Bottleneck, DecisionKind, Mode, Outcome, Sli, Tuning};
+use sluice_contract::{Action, BottleneckClass, DecisionKind, Mode, Outcome, Quantization};
+use sluice_slo::{Settings, Sli, Tuning};
 
 /// Starts a quantization change for memory pressure at t=1000 and rolls it out at t=1015.
 fn quantized() -> (
@@ -21,11 +22,14 @@ fn quantized() -> (
     assert_eq!(
         p.action,
         Action::SetQuantization {
-            from: "f16".into(),
-            to: "q8_0".into()
+            from: Quantization::F16,
+            to: Quantization::Q8_0
         }
     );
-    let set = p.desired.clone();
+    let set = Settings {
+        applied: p.desired,
+        ..set
+    };
     h.push(sli(1015.0, memory()));
     tick(&s, &h, &set, &mut log, 1015.0);
     assert_eq!(log[0].settled_at, Some(1015.0));
@@ -83,7 +87,7 @@ fn unknown_metrics_mid_flight_hold_and_time_out_without_a_revert() {
         h.push(Sli::all_unknown(now, W, "connection refused"));
         let p = tick(&s, &h, &set, &mut log, now);
         assert!(!p.act, "{now}: {}", p.reason);
-        assert_eq!(p.desired, set);
+        assert_eq!(p.desired, set.applied);
     }
     match &log[0].outcome {
         Outcome::Inconclusive { detail } => assert!(detail.contains("unknown"), "{detail}"),
@@ -98,7 +102,10 @@ fn a_rollout_that_never_completes_is_reverted_after_the_timeout() {
     let mut h = steady(1000.0, 3, memory());
     let p = tick(&s, &h, &settings(2, "f16", 1024), &mut log, 1000.0);
     // The new rung never gets ready (say it does not load).
-    let mut set = p.desired.clone();
+    let mut set = Settings {
+        applied: p.desired,
+        ..settings(2, "f16", 1024)
+    };
     set.rollout_complete = false;
     set.ready_replicas = 1;
     let mut now = 1000.0;
@@ -116,8 +123,8 @@ fn a_rollout_that_never_completes_is_reverted_after_the_timeout() {
     assert_eq!(
         p.action,
         Action::SetQuantization {
-            from: "q8_0".into(),
-            to: "f16".into()
+            from: Quantization::Q8_0,
+            to: Quantization::F16
         }
     );
     assert!(matches!(log[0].outcome, Outcome::Inconclusive { .. }));
@@ -130,8 +137,8 @@ fn scale_in_waits_for_the_reversal_cooldown_after_a_scale_out() {
     let mut set = settings(2, "f16", 1024);
     let mut h = steady(1000.0, 3, queue());
     let p = tick(&s, &h, &set, &mut log, 1000.0);
-    set = p.desired.clone();
-    set.ready_replicas = set.replicas;
+    set.applied = p.desired;
+    set.ready_replicas = set.applied.replicas;
     // Load vanishes right away: plenty of headroom, but the scale-out was only just made.
     let calm = Sym { rate: 0.5, ..OK };
     let mut now = 1000.0;
@@ -224,7 +231,7 @@ fn trigger_snapshots_after_a_change_ignore_pre_change_windows() {
             to: 512
         }
     );
-    set = p.desired.clone();
+    set.applied = p.desired;
     let mut acted = Vec::new();
     let mut now = 1000.0;
     while now < 1300.0 {
@@ -232,10 +239,10 @@ fn trigger_snapshots_after_a_change_ignore_pre_change_windows() {
         // Improved by more than 10 % but still over the objective.
         h.push(sli(now, Sym { mem: 0.853, ..OK }));
         let p = tick(&s, &h, &set, &mut log, now);
-        assert_eq!(p.classification.class, Bottleneck::MemoryBound);
+        assert_eq!(p.classification.class, BottleneckClass::MemoryBound);
         if p.act {
             acted.push(now);
-            set = p.desired.clone();
+            set.applied = p.desired;
         }
     }
     let settled = log[0].settled_at.unwrap();

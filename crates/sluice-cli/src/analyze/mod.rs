@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use prometheus_http_query::Client;
 use serde::Serialize;
+use sluice_contract::{AppliedSettings, Mode};
 use sluice_slo::{
-    Classification, Knobs, MetricsSource, Mode, Plan, PrometheusSource, Selector, Settings, Sli,
-    SloSpec, SloTargets, Tuning, Window,
+    Classification, Knobs, MetricsSource, Plan, PrometheusSource, Selector, Settings, Sli, SloSpec,
+    SloTargets, Tuning, Window,
 };
 
 use crate::cli::AnalyzeArgs;
@@ -142,15 +143,16 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         .value()
         .map_or(args.min_replicas, |p| p.round().max(1.0) as u32);
     let settings = Settings {
-        replicas,
+        applied: AppliedSettings {
+            replicas,
+            quantization: args
+                .quantization
+                .or_else(|| args.quantization_ladder.first().copied())
+                .unwrap_or_default(),
+            max_tokens: args.max_tokens,
+        },
         ready_replicas: replicas,
         rollout_complete: true,
-        quantization: args
-            .quantization
-            .clone()
-            .or_else(|| args.quantization_ladder.first().cloned())
-            .unwrap_or_default(),
-        max_tokens: args.max_tokens,
     };
     let plan = sluice_slo::plan(&spec, std::slice::from_ref(&sli), &settings, &[], now);
 

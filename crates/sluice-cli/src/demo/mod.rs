@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_contract::{AppliedSettings, BottleneckClass, Mode, Quantization};
 use sluice_slo::{
-    Bottleneck, Knobs, MetricsSource, Mode, PrometheusSource, ScrapeSource, Selector, Settings,
-    Sli, SloSpec, SloTargets, Tuning, Window,
+    Knobs, MetricsSource, PrometheusSource, ScrapeSource, Selector, Settings, Sli, SloSpec,
+    SloTargets, Tuning, Window,
 };
 
 use self::server::LocalServer;
@@ -48,7 +49,7 @@ pub fn demo_spec() -> SloSpec {
         knobs: Knobs {
             min_replicas: 1,
             max_replicas: 4,
-            quantization_ladder: vec!["f32".into(), "q8_0".into(), "q4_0".into()],
+            quantization_ladder: vec![Quantization::F32, Quantization::Q8_0, Quantization::Q4_0],
             max_tokens: MAX_TOKENS,
             max_tokens_floor: 16,
         },
@@ -122,11 +123,13 @@ async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCod
     let b_class = sluice_slo::classify(b_sli, b_hist, &spec.targets, &spec.thresholds);
     let o_class = sluice_slo::classify(o_sli, o_hist, &spec.targets, &spec.thresholds);
     let settings = Settings {
-        replicas: 1,
+        applied: AppliedSettings {
+            replicas: 1,
+            quantization: Quantization::F32,
+            max_tokens: MAX_TOKENS,
+        },
         ready_replicas: 1,
         rollout_complete: true,
-        quantization: "f32".into(),
-        max_tokens: MAX_TOKENS,
     };
     let now = o_sli.at;
     let plan = sluice_slo::plan(&spec, &overload.slis, &settings, &[], now);
@@ -161,7 +164,8 @@ async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCod
         eprintln!("wrote {}", dir.display());
     }
 
-    let expected = b_class.class == Bottleneck::Healthy && o_class.class == Bottleneck::QueueBound;
+    let expected =
+        b_class.class == BottleneckClass::Healthy && o_class.class == BottleneckClass::QueueBound;
     if !expected {
         eprintln!(
             "error: expected baseline Healthy and overload QueueBound, got {} and {}",

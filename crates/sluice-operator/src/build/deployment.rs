@@ -2,6 +2,7 @@
 //! and `/ready`, restricted Pod Security settings, model volumes and scheduling.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -17,8 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{BuildOptions, Monitoring, child_meta, labels, selector_labels};
-use crate::effective::Effective;
 use crate::validate::{ModelSource, Validated};
+use sluice_contract::AppliedSettings;
+use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 /// Container port of `sluice-server` (named `http`).
 pub const SERVER_PORT: i32 = 8000;
@@ -52,35 +54,33 @@ pub fn model_arg(model: &ModelSource) -> String {
     }
 }
 
-/// `sluice-server` arguments. The effective settings, not the spec, decide quantization,
-/// `max_tokens` and nothing else here moves on its own.
-pub fn server_args(v: &Validated, eff: &Effective) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--model".into(),
-        model_arg(&v.model),
-        "--host".into(),
-        "0.0.0.0".into(),
-        "--port".into(),
-        SERVER_PORT.to_string(),
-        "--quantization".into(),
-        eff.quantization.as_flag().into(),
-        "--max-tokens".into(),
-        eff.max_tokens.to_string(),
-        "--max-concurrent-requests".into(),
-        v.serving.max_concurrent_requests.to_string(),
-        "--max-batch-size".into(),
-        v.serving.max_batch_size.to_string(),
-        "--drain-timeout".into(),
-        format!("{}s", v.drain_timeout_secs),
-        "--served-model-name".into(),
-        v.served_name.clone(),
-        "--log-format".into(),
-        "json".into(),
-    ];
-    if v.serving.resources.gpu > 0 {
-        args.extend(["--device".into(), "cuda".into()]);
+/// `sluice-server` arguments, rendered from the server's own [`ServerArgs`]. The applied
+/// settings, not the spec, decide quantization and `max_tokens`; nothing else here moves on its
+/// own.
+pub fn server_args(v: &Validated, eff: &AppliedSettings) -> Vec<String> {
+    server_settings(v, eff).to_args()
+}
+
+/// The server's settings for this service.
+pub fn server_settings(v: &Validated, eff: &AppliedSettings) -> ServerArgs {
+    ServerArgs {
+        model: model_arg(&v.model),
+        host: "0.0.0.0".into(),
+        port: SERVER_PORT.unsigned_abs() as u16,
+        quantization: eff.quantization.into(),
+        max_tokens: eff.max_tokens as usize,
+        max_concurrent_requests: v.serving.max_concurrent_requests as usize,
+        max_batch_size: v.serving.max_batch_size as usize,
+        drain_timeout: Duration::from_secs(v.drain_timeout_secs),
+        served_model_name: Some(v.served_name.clone()),
+        device: if v.serving.resources.gpu > 0 {
+            DeviceKind::Cuda
+        } else {
+            DeviceKind::Cpu
+        },
+        log_format: LogFormat::Json,
+        ..ServerArgs::default()
     }
-    args
 }
 
 fn env(v: &Validated) -> Vec<EnvVar> {
@@ -228,7 +228,7 @@ fn container_security_context() -> SecurityContext {
 }
 
 /// The server Deployment. Pure.
-pub fn build_deployment(v: &Validated, eff: &Effective, opts: &BuildOptions) -> Deployment {
+pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Deployment {
     let gpu = v.serving.resources.gpu > 0;
     let image = v.serving.image.clone().unwrap_or_else(|| {
         if gpu {
@@ -317,7 +317,7 @@ pub fn build_deployment(v: &Validated, eff: &Effective, opts: &BuildOptions) -> 
     Deployment {
         metadata: child_meta(v),
         spec: DeploymentSpec {
-            replicas: Some(eff.replicas),
+            replicas: Some(i32::try_from(eff.replicas).unwrap_or(i32::MAX)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(v)),
                 ..LabelSelector::default()

@@ -15,12 +15,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::DynamicObject;
 
-pub use deployment::{HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args};
+pub use deployment::{
+    HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args, server_settings,
+};
 pub use monitoring::{build_service_monitor, service_monitor_resource};
 pub use service::{build_pdb, build_service};
 
-use crate::effective::Effective;
 use crate::validate::Validated;
+use sluice_contract::AppliedSettings;
 
 /// Label every owned object carries, naming its InferenceService; the pod selector uses it.
 pub const INSTANCE_LABEL: &str = "sluice.dev/inference-service";
@@ -58,7 +60,7 @@ pub struct Children {
 }
 
 /// Builds every owned object. Pure.
-pub fn build(v: &Validated, eff: &Effective, opts: &BuildOptions) -> Children {
+pub fn build(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Children {
     Children {
         deployment: build_deployment(v, eff, opts),
         service: build_service(v),

@@ -4,6 +4,7 @@
 //! The HTTP call sits behind [`LimitsClient`] so the SLO loop is tested with a fake; pod
 //! discovery and the API key lookup use the kube client.
 
+use sluice_contract::admin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -78,8 +79,8 @@ impl LimitsClient for HttpLimitsClient {
         };
         let mut req = self
             .http
-            .put(format!("{}/admin/limits", pod.base_url))
-            .json(&serde_json::json!({ "max_tokens": max_tokens }));
+            .put(format!("{}{}", pod.base_url, admin::LIMITS_PATH))
+            .json(&admin::Limits::max_tokens(max_tokens as usize));
         if let Some(key) = api_key {
             req = req.bearer_auth(key);
         }

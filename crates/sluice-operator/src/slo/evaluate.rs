@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use sluice_api::{EffectiveSettings, ObjectiveState, SloStatus};
-use sluice_slo::{Action, Decision, Plan, Sli, apply_plan, plan};
+use sluice_api::SloStatus;
+use sluice_contract::{Action, AppliedSettings, ObjectiveState, StoredActionError};
+use sluice_slo::{Decision, Plan, Sli, apply_plan, plan};
 
 use super::{mapping, report};
 use crate::status::Rollout;
@@ -22,9 +23,12 @@ pub struct Evaluation {
     pub slo: SloStatus,
     /// `status.effective` to write: the plan's desired settings when it must act (Auto mode
     /// with a change), the current ones otherwise.
-    pub effective: EffectiveSettings,
+    pub effective: AppliedSettings,
     /// `SLOMet`: status (None = Unknown), reason, message.
     pub condition: (Option<bool>, String, String),
+    /// Stored decisions that could not be read back (status edited by hand); left out of the
+    /// log and reported.
+    pub unreadable: Vec<StoredActionError>,
 }
 
 impl Evaluation {
@@ -65,7 +69,7 @@ pub fn due_in(old: Option<&SloStatus>, now: f64, interval: Duration) -> Duration
 }
 
 /// How long SLI history must reach back for the planner (its reversal and trend guards).
-pub fn history_seconds(v: &Validated, eff: &EffectiveSettings) -> f64 {
+pub fn history_seconds(v: &Validated, eff: &AppliedSettings) -> f64 {
     let spec = mapping::slo_spec(v, eff);
     let t = &spec.tuning;
     let window = mapping::window(v).as_secs();
@@ -76,7 +80,7 @@ pub fn history_seconds(v: &Validated, eff: &EffectiveSettings) -> f64 {
 /// Runs one tick. `history` is oldest first with the snapshot just taken last. Pure.
 pub fn evaluate(
     v: &Validated,
-    eff: &EffectiveSettings,
+    eff: &AppliedSettings,
     rollout: Option<&Rollout>,
     old: Option<&SloStatus>,
     history: &[Sli],
@@ -84,14 +88,11 @@ pub fn evaluate(
 ) -> Evaluation {
     let spec = mapping::slo_spec(v, eff);
     let settings = mapping::settings(eff, rollout);
-    let mut log = report::decisions_back(old.map(|s| s.decisions.as_slice()).unwrap_or(&[]));
+    let (mut log, unreadable) =
+        report::decisions_back(old.map(|s| s.decisions.as_slice()).unwrap_or(&[]));
     let p = plan(&spec, history, &settings, &log, now);
     apply_plan(&mut log, &p, report::KEEP_DECISIONS);
-    let effective = if p.act {
-        mapping::effective_from(&p.desired, eff)
-    } else {
-        eff.clone()
-    };
+    let effective = if p.act { p.desired } else { *eff };
     let slo = match history.last() {
         Some(sli) => report::slo_status(old, sli, &p, &log),
         None => SloStatus {
@@ -108,5 +109,6 @@ pub fn evaluate(
         slo,
         effective,
         condition,
+        unreadable,
     }
 }

@@ -2,21 +2,12 @@
 //! ([`sluice_slo::SloSpec`]), the settings in effect ([`sluice_slo::Settings`]) and the label
 //! selector that scopes every PromQL query to the service's pods.
 
-use sluice_api::{EffectiveSettings, Knob, Quantization, RemediationMode};
+use sluice_contract::{AppliedSettings, Knob, Quantization};
 use sluice_slo::promql::SelectorError;
-use sluice_slo::{Knobs, Mode, Selector, Settings, SloSpec, SloTargets, Tuning, Window};
+use sluice_slo::{Knobs, Selector, Settings, SloSpec, SloTargets, Tuning, Window};
 
 use crate::status::Rollout;
 use crate::validate::Validated;
-
-/// The engine's mode for the CRD's remediation mode (same three meanings).
-pub fn mode(m: RemediationMode) -> Mode {
-    match m {
-        RemediationMode::Off => Mode::Off,
-        RemediationMode::Advise => Mode::Advise,
-        RemediationMode::Auto => Mode::Auto,
-    }
-}
 
 fn secs(d: kube::core::Duration) -> f64 {
     std::time::Duration::from(d).as_secs_f64()
@@ -37,22 +28,18 @@ pub fn window(v: &Validated) -> Window {
 /// one-rung ladder, floor = ceiling), so the planner can reason about it but never move it.
 /// The quantization ladder starts at `serving.quantization`: step-back restores the level the
 /// user chose, and the planner never "improves" fidelity beyond it.
-pub fn slo_spec(v: &Validated, eff: &EffectiveSettings) -> SloSpec {
+pub fn slo_spec(v: &Validated, eff: &AppliedSettings) -> SloSpec {
     let may = |k: Knob| v.remediation.knobs.contains(&k);
-    let to_u32 = |n: i32| u32::try_from(n.max(0)).unwrap_or(0);
     let (min_replicas, max_replicas) = if may(Knob::Replicas) {
-        (to_u32(v.min_replicas), to_u32(v.max_replicas))
+        (v.min_replicas, v.max_replicas)
     } else {
-        (to_u32(eff.replicas), to_u32(eff.replicas))
+        (eff.replicas, eff.replicas)
     };
-    let quantization_ladder: Vec<String> = if may(Knob::Quantization) {
+    let quantization_ladder: Vec<Quantization> = if may(Knob::Quantization) {
         let start = v.ladder_index(v.serving.quantization).unwrap_or(0);
-        v.serving.quantization_ladder[start..]
-            .iter()
-            .map(|q| q.as_flag().to_owned())
-            .collect()
+        v.serving.quantization_ladder[start..].to_vec()
     } else {
-        vec![eff.quantization.as_flag().to_owned()]
+        vec![eff.quantization]
     };
     let mt = &v.serving.max_tokens;
     let (max_tokens, max_tokens_floor) = if may(Knob::MaxTokens) {
@@ -69,7 +56,7 @@ pub fn slo_spec(v: &Validated, eff: &EffectiveSettings) -> SloSpec {
         ..Tuning::default()
     };
     SloSpec {
-        mode: mode(v.remediation.mode),
+        mode: v.remediation.mode,
         targets: SloTargets {
             ttft_p95_seconds: Some(secs(v.slo.ttft_p95)),
             tpot_seconds: Some(secs(v.slo.tpot_avg)),
@@ -91,38 +78,14 @@ pub fn slo_spec(v: &Validated, eff: &EffectiveSettings) -> SloSpec {
 }
 
 /// The settings in effect: the operator's choice plus what the Deployment reports.
-pub fn settings(eff: &EffectiveSettings, rollout: Option<&Rollout>) -> Settings {
+pub fn settings(eff: &AppliedSettings, rollout: Option<&Rollout>) -> Settings {
     let to_u32 = |n: i32| u32::try_from(n.max(0)).unwrap_or(0);
     Settings {
-        replicas: to_u32(eff.replicas),
+        applied: *eff,
         ready_replicas: rollout.map(|r| to_u32(r.ready)).unwrap_or(0),
         // No Deployment yet means nothing rolled out.
-        rollout_complete: rollout.is_some_and(|r| r.complete() && r.desired == eff.replicas),
-        quantization: eff.quantization.as_flag().to_owned(),
-        max_tokens: eff.max_tokens,
-    }
-}
-
-/// The quantization named by a server flag, if the CRD knows it.
-pub fn quantization_from_flag(flag: &str) -> Option<Quantization> {
-    [
-        Quantization::F32,
-        Quantization::F16,
-        Quantization::Bf16,
-        Quantization::Q8_0,
-        Quantization::Q4_0,
-        Quantization::Q4K,
-    ]
-    .into_iter()
-    .find(|q| q.as_flag() == flag)
-}
-
-/// The effective settings the engine asks for (replicas, quantization, max_tokens).
-pub fn effective_from(desired: &Settings, current: &EffectiveSettings) -> EffectiveSettings {
-    EffectiveSettings {
-        replicas: i32::try_from(desired.replicas).unwrap_or(i32::MAX),
-        quantization: quantization_from_flag(&desired.quantization).unwrap_or(current.quantization),
-        max_tokens: desired.max_tokens,
+        rollout_complete: rollout
+            .is_some_and(|r| r.complete() && i64::from(r.desired) == i64::from(eff.replicas)),
     }
 }
 
@@ -137,6 +100,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use sluice_api::InferenceService;
+    use sluice_contract::Mode;
 
     fn validated(spec: serde_json::Value) -> Validated {
         let obj: InferenceService = serde_json::from_value(json!({
@@ -148,8 +112,8 @@ mod tests {
         crate::validate::validate(&obj).unwrap()
     }
 
-    fn eff(replicas: i32, q: Quantization, max_tokens: u32) -> EffectiveSettings {
-        EffectiveSettings {
+    fn eff(replicas: u32, q: Quantization, max_tokens: u32) -> AppliedSettings {
+        AppliedSettings {
             replicas,
             quantization: q,
             max_tokens,
@@ -179,7 +143,7 @@ mod tests {
             Knobs {
                 min_replicas: 1,
                 max_replicas: 4,
-                quantization_ladder: vec!["q8_0".into(), "q4_0".into()],
+                quantization_ladder: vec![Quantization::Q8_0, Quantization::Q4_0],
                 max_tokens: 512,
                 max_tokens_floor: 32,
             }
@@ -201,7 +165,7 @@ mod tests {
         }));
         let s = slo_spec(&v, &eff(3, Quantization::F16, 128));
         assert_eq!((s.knobs.min_replicas, s.knobs.max_replicas), (3, 3));
-        assert_eq!(s.knobs.quantization_ladder, vec!["f16".to_owned()]);
+        assert_eq!(s.knobs.quantization_ladder, vec![Quantization::F16]);
         assert_eq!((s.knobs.max_tokens, s.knobs.max_tokens_floor), (256, 64));
         let s = slo_spec(
             &validated(json!({"model": {"builtin": "tiny"},
@@ -235,11 +199,9 @@ mod tests {
         assert_eq!(
             s,
             Settings {
-                replicas: 2,
+                applied: eff(2, Quantization::Q4_0, 100),
                 ready_replicas: 2,
                 rollout_complete: true,
-                quantization: "q4_0".into(),
-                max_tokens: 100,
             }
         );
         let rolling = Rollout {
@@ -253,21 +215,6 @@ mod tests {
         let old = Rollout { desired: 1, ..r };
         assert!(!settings(&e, Some(&old)).rollout_complete);
         assert!(!settings(&e, None).rollout_complete);
-    }
-
-    #[test]
-    fn desired_settings_become_effective_settings() {
-        let cur = eff(1, Quantization::F16, 256);
-        let d = Settings {
-            replicas: 3,
-            ready_replicas: 1,
-            rollout_complete: true,
-            quantization: "q8_0".into(),
-            max_tokens: 128,
-        };
-        assert_eq!(effective_from(&d, &cur), eff(3, Quantization::Q8_0, 128));
-        assert_eq!(quantization_from_flag("q4k"), Some(Quantization::Q4K));
-        assert_eq!(quantization_from_flag("int3"), None);
     }
 
     #[test]

@@ -4,8 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sluice_api as api;
+use sluice_contract::slo::truncate;
+use sluice_contract::{
+    Action, BottleneckClass, Mode, Objective, ObjectiveState, Outcome, StoredActionError,
+};
 use sluice_slo as slo;
-use sluice_slo::{Action, Bottleneck, Plan, Sli};
+use sluice_slo::{Plan, Sli};
 
 use crate::status::CondSpec;
 
@@ -32,241 +36,61 @@ pub fn window_text(seconds: u64) -> String {
     }
 }
 
-/// The engine's class as the CRD spells it (`Healthy` is `None`: no bottleneck).
-pub fn class(b: Bottleneck) -> api::BottleneckClass {
-    match b {
-        Bottleneck::Healthy => api::BottleneckClass::None,
-        Bottleneck::ComputeBound => api::BottleneckClass::ComputeBound,
-        Bottleneck::MemoryBound => api::BottleneckClass::MemoryBound,
-        Bottleneck::IoBound => api::BottleneckClass::IoBound,
-        Bottleneck::QueueBound => api::BottleneckClass::QueueBound,
-        Bottleneck::SoftwareBound => api::BottleneckClass::SoftwareBound,
-        Bottleneck::Unknown => api::BottleneckClass::Unknown,
-    }
-}
-
-fn class_back(c: api::BottleneckClass) -> Bottleneck {
-    match c {
-        api::BottleneckClass::None => Bottleneck::Healthy,
-        api::BottleneckClass::ComputeBound => Bottleneck::ComputeBound,
-        api::BottleneckClass::MemoryBound => Bottleneck::MemoryBound,
-        api::BottleneckClass::IoBound => Bottleneck::IoBound,
-        api::BottleneckClass::QueueBound => Bottleneck::QueueBound,
-        api::BottleneckClass::SoftwareBound => Bottleneck::SoftwareBound,
-        api::BottleneckClass::Unknown => Bottleneck::Unknown,
-    }
-}
-
-fn objective(o: slo::Objective) -> api::Objective {
-    match o {
-        slo::Objective::TtftP95 => api::Objective::TtftP95,
-        slo::Objective::Tpot => api::Objective::TpotAvg,
-        slo::Objective::ErrorRatio => api::Objective::ErrorRateMax,
-        slo::Objective::MemoryRatio => api::Objective::VramMaxPercent,
-    }
-}
-
-fn objective_back(o: api::Objective) -> slo::Objective {
-    match o {
-        api::Objective::TtftP95 => slo::Objective::TtftP95,
-        api::Objective::TpotAvg => slo::Objective::Tpot,
-        api::Objective::ErrorRateMax => slo::Objective::ErrorRatio,
-        api::Objective::VramMaxPercent => slo::Objective::MemoryRatio,
-    }
-}
-
-fn state(s: slo::ObjectiveState) -> api::ObjectiveState {
-    match s {
-        slo::ObjectiveState::Met => api::ObjectiveState::Met,
-        slo::ObjectiveState::Violated => api::ObjectiveState::Violated,
-        slo::ObjectiveState::Unknown => api::ObjectiveState::Unknown,
-        slo::ObjectiveState::NoTraffic => api::ObjectiveState::NoTraffic,
-    }
-}
-
-fn evidence(e: &slo::Evidence) -> api::Evidence {
-    api::Evidence {
-        signal: e.signal.clone(),
-        value: e.value,
-        op: e.op.clone(),
-        threshold: e.threshold,
-    }
-}
-
-fn evidence_back(e: &api::Evidence) -> slo::Evidence {
-    slo::Evidence {
-        signal: e.signal.clone(),
-        value: e.value,
-        op: e.op.clone(),
-        threshold: e.threshold,
-    }
-}
-
-fn knob_of(a: &Action) -> Option<(api::Knob, String, String)> {
-    match a {
-        Action::Hold => None,
-        Action::ScaleReplicas { from, to } => {
-            Some((api::Knob::Replicas, from.to_string(), to.to_string()))
-        }
-        Action::SetQuantization { from, to } => {
-            Some((api::Knob::Quantization, from.clone(), to.clone()))
-        }
-        Action::SetMaxTokens { from, to } => {
-            Some((api::Knob::MaxTokens, from.to_string(), to.to_string()))
-        }
-    }
-}
-
-fn action_back(d: &api::Decision) -> Action {
-    let num = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<u32>().ok());
-    match d.knob {
-        None => Action::Hold,
-        Some(api::Knob::Replicas) => match (num(&d.from), num(&d.to)) {
-            (Some(from), Some(to)) => Action::ScaleReplicas { from, to },
-            _ => Action::Hold,
-        },
-        Some(api::Knob::MaxTokens) => match (num(&d.from), num(&d.to)) {
-            (Some(from), Some(to)) => Action::SetMaxTokens { from, to },
-            _ => Action::Hold,
-        },
-        Some(api::Knob::Quantization) => match (&d.from, &d.to) {
-            (Some(from), Some(to)) => Action::SetQuantization {
-                from: from.clone(),
-                to: to.clone(),
-            },
-            _ => Action::Hold,
-        },
-    }
-}
-
-fn kind(k: slo::DecisionKind) -> api::DecisionKind {
-    match k {
-        slo::DecisionKind::Remediate => api::DecisionKind::Remediate,
-        slo::DecisionKind::StepBack => api::DecisionKind::StepBack,
-        slo::DecisionKind::Revert => api::DecisionKind::Revert,
-        slo::DecisionKind::Hold => api::DecisionKind::Hold,
-        slo::DecisionKind::Degraded => api::DecisionKind::Degraded,
-    }
-}
-
-fn kind_back(k: api::DecisionKind) -> slo::DecisionKind {
-    match k {
-        api::DecisionKind::Remediate => slo::DecisionKind::Remediate,
-        api::DecisionKind::StepBack => slo::DecisionKind::StepBack,
-        api::DecisionKind::Revert => slo::DecisionKind::Revert,
-        api::DecisionKind::Hold => slo::DecisionKind::Hold,
-        api::DecisionKind::Degraded => slo::DecisionKind::Degraded,
-    }
-}
-
-fn mode_back(m: Option<api::RemediationMode>) -> slo::Mode {
-    m.map(super::mapping::mode).unwrap_or(slo::Mode::Advise)
-}
-
-fn outcome(o: &slo::Outcome) -> (api::DecisionOutcome, Option<String>) {
-    use api::DecisionOutcome as O;
-    match o {
-        slo::Outcome::Pending => (O::Pending, None),
-        slo::Outcome::Advisory => (O::Advised, None),
-        slo::Outcome::Noted => (O::Noted, None),
-        slo::Outcome::Improved { detail } => (O::Improved, Some(detail.clone())),
-        slo::Outcome::NoEffect { detail } => (O::NoEffect, Some(detail.clone())),
-        slo::Outcome::Kept { detail } => (O::Kept, Some(detail.clone())),
-        slo::Outcome::Regressed { detail } => (O::Regressed, Some(detail.clone())),
-        slo::Outcome::Completed { detail } => (O::Completed, Some(detail.clone())),
-        slo::Outcome::Inconclusive { detail } => (O::Inconclusive, Some(detail.clone())),
-    }
-}
-
-fn outcome_back(o: api::DecisionOutcome, detail: Option<&str>) -> slo::Outcome {
-    use api::DecisionOutcome as O;
-    let detail = detail.unwrap_or_default().to_owned();
-    match o {
-        O::Pending => slo::Outcome::Pending,
-        O::Advised => slo::Outcome::Advisory,
-        O::Noted => slo::Outcome::Noted,
-        O::Improved => slo::Outcome::Improved { detail },
-        O::NoEffect => slo::Outcome::NoEffect { detail },
-        O::Kept => slo::Outcome::Kept { detail },
-        O::Regressed => slo::Outcome::Regressed { detail },
-        O::Completed => slo::Outcome::Completed { detail },
-        O::Inconclusive => slo::Outcome::Inconclusive { detail },
-    }
-}
-
-/// One engine decision as stored in status.
+/// One engine decision as stored in status: the same vocabulary; the action is stored as its
+/// knob and values, the outcome as its kind and detail, times as Kubernetes times.
 pub fn decision(d: &slo::Decision) -> api::Decision {
-    let (knob, from, to) = match knob_of(&d.action) {
+    let (knob, from, to) = match d.action.to_stored() {
         Some((k, f, t)) => (Some(k), Some(f), Some(t)),
         None => (None, None, None),
     };
-    let (outcome, outcome_detail) = outcome(&d.outcome);
-    let b = &d.baseline;
     api::Decision {
         id: d.id,
         time: time(d.at),
-        mode: Some(match d.mode {
-            slo::Mode::Off => api::RemediationMode::Off,
-            slo::Mode::Advise => api::RemediationMode::Advise,
-            slo::Mode::Auto => api::RemediationMode::Auto,
-        }),
-        kind: kind(d.kind),
+        mode: Some(d.mode),
+        kind: d.kind,
         knob,
         from,
         to,
-        class: Some(class(d.class)),
+        class: Some(d.class),
         rule: Some(d.rule.clone()),
         reason: truncate(&d.reason, 4096),
-        evidence: d.evidence.iter().take(16).map(evidence).collect(),
-        baseline: Some(api::DecisionBaseline {
-            violated: b.violated.iter().copied().map(objective).collect(),
-            ttft_p95_seconds: b.ttft_p95_seconds,
-            tpot_seconds: b.tpot_seconds,
-            error_ratio: b.error_ratio,
-            memory_ratio: b.memory_ratio,
-            request_rate_per_second: b.request_rate_per_second,
-            replicas: b.replicas,
-        }),
+        evidence: d.evidence.iter().take(16).cloned().collect(),
+        baseline: Some(d.baseline.clone()),
         reverts: d.reverts,
         settled_at: d.settled_at.map(time),
-        outcome,
-        outcome_detail: outcome_detail.map(|s| truncate(&s, 2048)),
+        outcome: d.outcome.kind(),
+        outcome_detail: d.outcome.detail().map(|s| truncate(s, 2048)),
     }
 }
 
-/// A stored decision back in the engine's terms (the log the planner resumes from).
-pub fn decision_back(d: &api::Decision) -> slo::Decision {
-    let b = d.baseline.clone().unwrap_or_default();
-    slo::Decision {
+/// A stored decision back in the engine's terms (the log the planner resumes from). A stored
+/// action whose values do not parse (status edited by hand) is an error, not a hold.
+pub fn decision_back(d: &api::Decision) -> Result<slo::Decision, StoredActionError> {
+    Ok(slo::Decision {
         id: d.id,
         at: unix(&d.time),
-        mode: mode_back(d.mode),
-        kind: kind_back(d.kind),
-        action: action_back(d),
-        class: d.class.map(class_back).unwrap_or(Bottleneck::Unknown),
+        // Decisions stored before the mode was recorded were advisory at most.
+        mode: d.mode.unwrap_or(Mode::Advise),
+        kind: d.kind,
+        action: Action::from_stored(d.knob, d.from.as_deref(), d.to.as_deref())?,
+        class: d.class.unwrap_or(BottleneckClass::Unknown),
         rule: d.rule.clone().unwrap_or_default(),
         reason: d.reason.clone(),
-        evidence: d.evidence.iter().map(evidence_back).collect(),
-        baseline: slo::plan::Baseline {
-            violated: b.violated.into_iter().map(objective_back).collect(),
-            ttft_p95_seconds: b.ttft_p95_seconds,
-            tpot_seconds: b.tpot_seconds,
-            error_ratio: b.error_ratio,
-            memory_ratio: b.memory_ratio,
-            request_rate_per_second: b.request_rate_per_second,
-            replicas: b.replicas,
-        },
+        evidence: d.evidence.clone(),
+        baseline: d.baseline.clone().unwrap_or_default(),
         reverts: d.reverts,
         settled_at: d.settled_at.as_ref().map(unix),
-        outcome: outcome_back(d.outcome, d.outcome_detail.as_deref()),
-    }
+        outcome: Outcome::from_parts(d.outcome, d.outcome_detail.clone()),
+    })
 }
 
-/// The stored log in engine terms, oldest first.
-pub fn decisions_back(stored: &[api::Decision]) -> Vec<slo::Decision> {
-    let mut v: Vec<slo::Decision> = stored.iter().map(decision_back).collect();
-    v.sort_by_key(|d| d.id);
-    v
+/// The stored log in engine terms, oldest first, and the stored decisions that could not be
+/// read back (left out of the log, reported by the caller).
+pub fn decisions_back(stored: &[api::Decision]) -> (Vec<slo::Decision>, Vec<StoredActionError>) {
+    let (ok, bad): (Vec<_>, Vec<_>) = stored.iter().map(decision_back).partition(Result::is_ok);
+    let mut log: Vec<slo::Decision> = ok.into_iter().filter_map(Result::ok).collect();
+    log.sort_by_key(|d| d.id);
+    (log, bad.into_iter().filter_map(Result::err).collect())
 }
 
 /// The engine log as stored: newest first, at most [`KEEP_DECISIONS`].
@@ -275,17 +99,6 @@ pub fn decisions(log: &[slo::Decision]) -> Vec<api::Decision> {
     v.sort_by_key(|d| std::cmp::Reverse(d.id));
     v.truncate(KEEP_DECISIONS);
     v
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// The SLI snapshot for status: known values only; unknown ones listed with their reason.
@@ -320,14 +133,14 @@ pub fn snapshot(sli: &Sli) -> api::SliSnapshot {
 }
 
 /// The overall SLO state: any violated objective wins, then any unknown one.
-pub fn overall(objectives: &[slo::ObjectiveStatus]) -> api::ObjectiveState {
-    use slo::ObjectiveState as S;
+pub fn overall(objectives: &[slo::ObjectiveStatus]) -> ObjectiveState {
+    use ObjectiveState as S;
     if objectives.iter().any(|o| o.state == S::Violated) {
-        api::ObjectiveState::Violated
+        S::Violated
     } else if objectives.is_empty() || objectives.iter().any(|o| o.state == S::Unknown) {
-        api::ObjectiveState::Unknown
+        S::Unknown
     } else {
-        api::ObjectiveState::Met
+        S::Met
     }
 }
 
@@ -344,10 +157,10 @@ pub fn slo_status(
         .objectives
         .iter()
         .map(|o| {
-            let name = objective(o.objective);
-            let st = state(o.state);
+            let name = o.objective;
+            let st = o.state;
             // Memory is a ratio in the engine and a percentage in the CRD.
-            let scale = if name == api::Objective::VramMaxPercent {
+            let scale = if name == Objective::VramMaxPercent {
                 100.0
             } else {
                 1.0
@@ -368,7 +181,7 @@ pub fn slo_status(
         })
         .collect();
     let c = &plan.classification;
-    let cls = class(c.class);
+    let cls = c.class;
     let mut evidence: Vec<String> = c.evidence.iter().map(ToString::to_string).collect();
     for hit in &c.secondary {
         evidence.push(format!(
@@ -394,11 +207,7 @@ pub fn slo_status(
             since: Some(since),
         }),
         summary: Some(truncate(&plan.reason, 4096)),
-        degraded: plan.degraded.as_ref().map(|d| api::SloDegraded {
-            reason: truncate(&d.reason, 64),
-            message: truncate(&d.message, 2048),
-            recommendation: truncate(&d.recommendation, 2048),
-        }),
+        degraded: plan.degraded.as_ref().map(|d| d.bounded()),
         decisions: decisions(log),
     }
 }
@@ -408,14 +217,14 @@ pub fn slo_met(plan: &Plan) -> (Option<bool>, String, String) {
     let st = overall(&plan.objectives);
     let reason = match (&plan.degraded, st) {
         (Some(d), _) => d.reason.clone(),
-        (None, api::ObjectiveState::Met) => "AllObjectivesMet".to_owned(),
-        (None, api::ObjectiveState::Unknown) => "MetricsUnknown".to_owned(),
+        (None, ObjectiveState::Met) => "AllObjectivesMet".to_owned(),
+        (None, ObjectiveState::Unknown) => "MetricsUnknown".to_owned(),
         (None, _) => plan.classification.class.as_str().to_owned(),
     };
     let status = match st {
-        api::ObjectiveState::Met | api::ObjectiveState::NoTraffic => Some(true),
-        api::ObjectiveState::Violated => Some(false),
-        api::ObjectiveState::Unknown => None,
+        ObjectiveState::Met | ObjectiveState::NoTraffic => Some(true),
+        ObjectiveState::Violated => Some(false),
+        ObjectiveState::Unknown => None,
     };
     let mut message = plan.reason.clone();
     if let Some(d) = &plan.degraded {
@@ -438,19 +247,24 @@ pub fn slo_met_spec(status: bool, reason: &str, message: String) -> CondSpec<'_>
 mod tests {
     use super::*;
 
-    fn engine_decision(id: u64, action: Action, outcome: slo::Outcome) -> slo::Decision {
+    fn engine_decision(id: u64, action: Action, outcome: Outcome) -> slo::Decision {
         slo::Decision {
             id,
             at: 1_700_000_000.0 + id as f64,
-            mode: slo::Mode::Auto,
-            kind: slo::DecisionKind::Remediate,
+            mode: Mode::Auto,
+            kind: sluice_contract::DecisionKind::Remediate,
             action,
-            class: Bottleneck::QueueBound,
+            class: BottleneckClass::QueueBound,
             rule: "Q1".into(),
             reason: "queue".into(),
-            evidence: vec![slo::Evidence::cmp("queueDepthPerPod", 6.0, ">=", 2.0)],
-            baseline: slo::plan::Baseline {
-                violated: vec![slo::Objective::TtftP95],
+            evidence: vec![sluice_contract::Evidence::cmp(
+                "queueDepthPerPod",
+                6.0,
+                ">=",
+                2.0,
+            )],
+            baseline: sluice_contract::Baseline {
+                violated: vec![Objective::TtftP95],
                 ttft_p95_seconds: Some(2.5),
                 tpot_seconds: None,
                 error_ratio: Some(0.0),
@@ -470,24 +284,24 @@ mod tests {
             engine_decision(
                 1,
                 Action::ScaleReplicas { from: 1, to: 3 },
-                slo::Outcome::Pending,
+                Outcome::Pending,
             ),
             engine_decision(
                 2,
                 Action::SetQuantization {
-                    from: "f16".into(),
-                    to: "q8_0".into(),
+                    from: sluice_contract::Quantization::F16,
+                    to: sluice_contract::Quantization::Q8_0,
                 },
-                slo::Outcome::NoEffect {
+                Outcome::NoEffect {
                     detail: "ttft 2.5 -> 2.4".into(),
                 },
             ),
             engine_decision(
                 3,
                 Action::SetMaxTokens { from: 256, to: 128 },
-                slo::Outcome::Advisory,
+                Outcome::Advised,
             ),
-            engine_decision(4, Action::Hold, slo::Outcome::Noted),
+            engine_decision(4, Action::Hold, Outcome::Noted),
         ];
         let stored = decisions(&log);
         assert_eq!(
@@ -498,13 +312,36 @@ mod tests {
         // Through JSON, as the API server would store it.
         let json = serde_json::to_value(&stored).unwrap();
         let stored: Vec<api::Decision> = serde_json::from_value(json).unwrap();
-        assert_eq!(decisions_back(&stored), log);
+        assert_eq!(decisions_back(&stored), (log, vec![]));
+    }
+
+    /// Regression: a stored decision whose values did not parse silently became a hold.
+    #[test]
+    fn a_stored_decision_that_does_not_parse_is_reported_not_read_as_a_hold() {
+        let log = vec![
+            engine_decision(
+                1,
+                Action::ScaleReplicas { from: 1, to: 3 },
+                Outcome::Pending,
+            ),
+            engine_decision(
+                2,
+                Action::SetMaxTokens { from: 256, to: 128 },
+                Outcome::Pending,
+            ),
+        ];
+        let mut stored = decisions(&log);
+        stored[0].to = Some("many".into());
+        let (read, bad) = decisions_back(&stored);
+        assert_eq!(read, vec![log[0].clone()]);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].to_string().contains("\"many\""), "{}", bad[0]);
     }
 
     #[test]
     fn log_in_status_is_capped_at_ten() {
         let log: Vec<_> = (1..=14)
-            .map(|i| engine_decision(i, Action::Hold, slo::Outcome::Noted))
+            .map(|i| engine_decision(i, Action::Hold, Outcome::Noted))
             .collect();
         let stored = decisions(&log);
         assert_eq!(stored.len(), KEEP_DECISIONS);

@@ -1,14 +1,14 @@
-//! The SLO loop's thin, effectful part inside a reconcile: decide whether a tick is due, read
-//! the SLIs, run the pure [`super::evaluate()`], push `max_tokens` to the pods when the plan
-//! acts on it, and hand back what the reconcile must write (status, effective settings) and
-//! announce (Events, metrics) once the status write has succeeded.
+//! The SLO loop inside a reconcile, split along the reconcile's stages:
+//! [`observe`] decides whether a tick is due and reads the SLIs (the only I/O before the
+//! decision), [`decide`] runs the pure [`super::evaluate()`] and says what to write, and [`act`]
+//! pushes `max_tokens` to the pods and announces — only after status has recorded the decision.
 
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::EventType;
-use sluice_api::{EffectiveSettings, InferenceServiceStatus, RemediationMode, SloStatus};
-use sluice_slo::{Action, DecisionKind};
+use sluice_api::{InferenceServiceStatus, SloStatus};
+use sluice_contract::{Action, AppliedSettings, BottleneckClass, DecisionKind, Mode};
 use tracing::{info, warn};
 
 use super::evaluate::{due_in, evaluate, history_seconds, is_due};
@@ -16,6 +16,7 @@ use super::{SloLoop, actuate, mapping};
 use crate::metrics::Metrics;
 use crate::status::Rollout;
 use crate::validate::Validated;
+use sluice_slo::Sli;
 
 /// An Event to publish after the status write.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +34,7 @@ pub struct PendingEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tick {
     /// `status.effective` to build and write.
-    pub effective: EffectiveSettings,
+    pub effective: AppliedSettings,
     /// `status.slo` to write; None leaves the stored one.
     pub slo: Option<SloStatus>,
     /// `SLOMet`: status (None = Unknown), reason, message; None leaves the stored one.
@@ -42,151 +43,159 @@ pub struct Tick {
     pub events: Vec<PendingEvent>,
     /// `(action, class)` labels of decisions to count once status is written.
     pub decisions: Vec<(&'static str, &'static str)>,
+    /// `max_tokens` to push to the ready pods once status is written.
+    pub push_max_tokens: Option<u32>,
+    /// `(state, class)` for the SLO gauges, when this tick evaluated.
+    pub gauges: Option<(&'static str, &'static str)>,
     /// When to evaluate again.
     pub requeue: Duration,
 }
 
-/// The metric label of an action.
-pub fn action_label(a: &Action) -> &'static str {
-    match a {
-        Action::Hold => "hold",
-        Action::ScaleReplicas { .. } => "scale_replicas",
-        Action::SetQuantization { .. } => "set_quantization",
-        Action::SetMaxTokens { .. } => "set_max_tokens",
-    }
+/// What the SLO loop observed for one service this reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// `remediation.mode: Off`: nothing is read or decided.
+    Off,
+    /// No Prometheus to read from.
+    NoPrometheusUrl,
+    /// The last evaluation is recent; the next is due after `requeue`.
+    NotDue { requeue: Duration },
+    /// The metrics source could not be created (a bad URL or selector).
+    SourceInvalid { message: String },
+    /// SLIs were read: the service's history, oldest first, the new snapshot last.
+    Read { history: Vec<Sli> },
 }
 
-fn event_reason(a: &Action, class: &str) -> String {
-    match a {
-        Action::Hold => class.to_owned(),
-        Action::ScaleReplicas { .. } => "ScaleReplicas".into(),
-        Action::SetQuantization { .. } => "SetQuantization".into(),
-        Action::SetMaxTokens { .. } => "SetMaxTokens".into(),
-    }
-}
-
-fn kind_name(k: DecisionKind) -> &'static str {
-    match k {
-        DecisionKind::Remediate => "Remediate",
-        DecisionKind::StepBack => "StepBack",
-        DecisionKind::Revert => "Revert",
-        DecisionKind::Hold => "Hold",
-        DecisionKind::Degraded => "Degraded",
-    }
-}
-
-/// Runs the SLO loop for one service if a tick is due. None when the loop is off.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
-pub async fn run(
+/// Reads the SLIs if a tick is due (the observe stage's SLO part). `eff` sizes the history
+/// the planner needs.
+pub async fn observe(
     lp: &SloLoop,
-    client: &Client,
-    metrics: &Metrics,
     v: &Validated,
-    eff: EffectiveSettings,
-    rollout: Option<&Rollout>,
+    eff: &AppliedSettings,
     old: Option<&InferenceServiceStatus>,
     now: f64,
-) -> Option<Tick> {
-    if v.remediation.mode == RemediationMode::Off {
+) -> Observation {
+    if v.remediation.mode == Mode::Off {
         lp.forget(&v.uid);
-        metrics.forget_slo(&v.namespace, &v.name);
-        return None;
+        return Observation::Off;
     }
     let old_slo = old.and_then(|s| s.slo.as_ref());
-    let idle = |condition| Tick {
-        effective: eff.clone(),
-        slo: None,
-        condition,
-        events: Vec::new(),
-        decisions: Vec::new(),
-        requeue: lp.interval,
-    };
     let Some(url) = v
         .slo
         .prometheus_url
         .as_deref()
         .or(lp.prometheus_url.as_deref())
     else {
-        // Nothing to poll: only a change of the object (or the resync) can help.
-        return Some(Tick {
-            requeue: Duration::MAX,
-            ..idle(Some((
-                None,
-                "NoPrometheusUrl".into(),
-                "no Prometheus to read SLIs from: set the operator's --prometheus-url or \
-                 spec.slo.prometheusUrl"
-                    .into(),
-            )))
-        });
+        return Observation::NoPrometheusUrl;
     };
     if !is_due(old_slo, now, lp.interval) {
-        return Some(Tick {
+        return Observation::NotDue {
             requeue: due_in(old_slo, now, lp.interval),
-            ..idle(None)
-        });
+        };
     }
     let source = mapping::selector(v)
         .map_err(|e| e.to_string())
         .and_then(|sel| lp.sources.source(url, &sel, mapping::window(v)));
-    let source = match source {
-        Ok(s) => s,
-        Err(e) => {
+    match source {
+        Ok(source) => {
+            let sli = source.read(now).await;
+            Observation::Read {
+                history: lp.remember(&v.uid, sli, history_seconds(v, eff)),
+            }
+        }
+        Err(e) => Observation::SourceInvalid {
+            message: format!("failed to create metrics source for {url}: {e}"),
+        },
+    }
+}
+
+/// What the SLO loop decides for one service (the decide stage's SLO part). Pure. None when the
+/// loop is off.
+pub fn decide(
+    interval: Duration,
+    v: &Validated,
+    eff: AppliedSettings,
+    rollout: Option<&Rollout>,
+    old: Option<&InferenceServiceStatus>,
+    observation: &Observation,
+    now: f64,
+) -> Option<Tick> {
+    let idle = |condition| Tick {
+        effective: eff,
+        slo: None,
+        condition,
+        events: Vec::new(),
+        decisions: Vec::new(),
+        push_max_tokens: None,
+        gauges: None,
+        requeue: interval,
+    };
+    let history = match observation {
+        Observation::Off => return None,
+        // Nothing to poll: only a change of the object (or the resync) can help.
+        Observation::NoPrometheusUrl => {
+            return Some(Tick {
+                requeue: Duration::MAX,
+                ..idle(Some((
+                    None,
+                    "NoPrometheusUrl".into(),
+                    "no Prometheus to read SLIs from: set the operator's --prometheus-url or \
+                     spec.slo.prometheusUrl"
+                        .into(),
+                )))
+            });
+        }
+        Observation::NotDue { requeue } => {
+            return Some(Tick {
+                requeue: *requeue,
+                ..idle(None)
+            });
+        }
+        Observation::SourceInvalid { message } => {
             return Some(idle(Some((
                 None,
                 "MetricsSourceInvalid".into(),
-                format!("failed to create metrics source for {url}: {e}"),
+                message.clone(),
             ))));
         }
+        Observation::Read { history } => history,
     };
-    let sli = source.read(now).await;
-    let history = lp.remember(&v.uid, sli, history_seconds(v, &eff));
-    let mut ev = evaluate(v, &eff, rollout, old_slo, &history, now);
-    let class = ev.plan.classification.class.as_str();
+    let old_slo = old.and_then(|s| s.slo.as_ref());
+    let mut ev = evaluate(v, &eff, rollout, old_slo, history, now);
     let mut events = Vec::new();
     let mut decisions = Vec::new();
-
-    if let Some(n) = ev.max_tokens_to_push() {
-        let report = actuate::push_max_tokens(client, lp.limits.as_ref(), v, n).await;
-        metrics
-            .max_tokens_pushes
-            .with_label_values(&["success"])
-            .inc_by(report.updated.len() as u64);
-        metrics
-            .max_tokens_pushes
-            .with_label_values(&["error"])
-            .inc_by(report.failed.len() as u64);
-        let note = format!("maxTokens {n}: {}", report.describe());
-        info!(isvc = %v.name, namespace = %v.namespace, "{note}");
-        if !report.failed.is_empty() {
-            warn!(isvc = %v.name, namespace = %v.namespace, "{note}");
-            events.push(PendingEvent {
-                type_: EventType::Warning,
-                reason: "MaxTokensPushFailed".into(),
-                action: "SetMaxTokens".into(),
-                note: format!("{note}; the Deployment args carry it to every pod"),
-            });
-        }
-        // The summary says what happened on the pods, not only what was planned.
-        if let Some(s) = ev.slo.summary.as_mut() {
-            s.push_str(&format!(" ({})", report.describe()));
-        }
+    let push_max_tokens = ev.max_tokens_to_push();
+    if let (Some(n), Some(s)) = (push_max_tokens, ev.slo.summary.as_mut()) {
+        s.push_str(&format!(" (pushing maxTokens {n} to the ready pods)"));
+    }
+    for bad in &ev.unreadable {
+        events.push(PendingEvent {
+            type_: EventType::Warning,
+            reason: "DecisionUnreadable".into(),
+            action: DecisionKind::Hold.as_str().into(),
+            note: format!("{bad}; left out of the decision log"),
+        });
     }
     if let Some(d) = ev.recorded() {
-        decisions.push((action_label(&d.action), d.class.as_str()));
+        decisions.push((d.action.label(), d.class.as_str()));
         let warning = matches!(d.kind, DecisionKind::Degraded)
-            || (d.action == Action::Hold && d.class == sluice_slo::Bottleneck::Unknown);
+            || (d.action == Action::Hold && d.class == BottleneckClass::Unknown);
         events.push(PendingEvent {
             type_: if warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: event_reason(&d.action, d.class.as_str()),
-            action: kind_name(d.kind).into(),
+            // A hold is named by the class it held for; a change by its action.
+            reason: match d.action {
+                Action::Hold => d.class.as_str().into(),
+                _ => d.action.event_reason().into(),
+            },
+            action: d.kind.as_str().into(),
             note: d.reason.clone(),
         });
     }
-    metrics.set_slo(&v.namespace, &v.name, &format!("{:?}", ev.slo.state), class);
+    let gauges = Some((ev.slo.state.as_str(), ev.plan.classification.class.as_str()));
     let condition = std::mem::take(&mut ev.condition);
     Some(Tick {
         effective: ev.effective,
@@ -194,6 +203,57 @@ pub async fn run(
         condition: Some(condition),
         events,
         decisions,
-        requeue: lp.interval,
+        push_max_tokens,
+        gauges,
+        requeue: interval,
     })
+}
+
+/// Carries out what [`decide`] chose once status has recorded it (the act stage's SLO part):
+/// pushes `max_tokens` to the ready pods and sets the SLO metrics. Returns Events to publish
+/// about the push. With `tick` None (mode Off) it clears the service's SLO gauges.
+pub async fn act(
+    lp: &SloLoop,
+    client: &Client,
+    metrics: &Metrics,
+    v: &Validated,
+    tick: Option<&Tick>,
+) -> Vec<PendingEvent> {
+    let Some(tick) = tick else {
+        metrics.forget_slo(&v.namespace, &v.name);
+        return Vec::new();
+    };
+    if let Some((state, class)) = tick.gauges {
+        metrics.set_slo(&v.namespace, &v.name, state, class);
+    }
+    for (action, class) in &tick.decisions {
+        metrics
+            .slo_decisions
+            .with_label_values(&[action, class])
+            .inc();
+    }
+    let Some(n) = tick.push_max_tokens else {
+        return Vec::new();
+    };
+    let report = actuate::push_max_tokens(client, lp.limits.as_ref(), v, n).await;
+    metrics
+        .max_tokens_pushes
+        .with_label_values(&["success"])
+        .inc_by(report.updated.len() as u64);
+    metrics
+        .max_tokens_pushes
+        .with_label_values(&["error"])
+        .inc_by(report.failed.len() as u64);
+    let note = format!("maxTokens {n}: {}", report.describe());
+    if report.failed.is_empty() {
+        info!(isvc = %v.name, namespace = %v.namespace, "{note}");
+        return Vec::new();
+    }
+    warn!(isvc = %v.name, namespace = %v.namespace, "{note}");
+    vec![PendingEvent {
+        type_: EventType::Warning,
+        reason: "MaxTokensPushFailed".into(),
+        action: "SetMaxTokens".into(),
+        note: format!("{note}; the Deployment args carry it to every pod"),
+    }]
 }

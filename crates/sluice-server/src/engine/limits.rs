@@ -3,8 +3,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -14,17 +12,9 @@ pub struct Limits {
     max_batch_size: AtomicUsize,
 }
 
-/// The limits as JSON (`GET /admin/limits`), and a partial update (`PUT /admin/limits`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsUpdate {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_requests: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_batch_size: Option<usize>,
-}
+/// The limits as JSON (`GET /admin/limits`), and a partial update (`PUT /admin/limits`): the
+/// contract's type, named for what the handler does with it.
+pub use sluice_contract::admin::Limits as LimitsUpdate;
 
 impl Limits {
     pub fn new(max_tokens: usize, max_concurrent_requests: usize, max_batch_size: usize) -> Self {

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use candle_core::Tensor;
+use sluice_contract::metrics::MemoryType;
 use tokio::sync::mpsc;
 
 use super::sequence::Sequence;
@@ -430,10 +431,10 @@ impl Scheduler {
             .as_ref()
             .map(|m| (m.runner.weight_bytes() as f64, m.runner.kv_bytes() as f64))
             .unwrap_or((0.0, 0.0));
-        m.set_memory("vram", weights + kv, budget);
-        m.set_memory("kv_cache", kv, (budget - weights).max(0.0));
+        m.set_memory(MemoryType::Vram, weights + kv, budget);
+        m.set_memory(MemoryType::KvCache, kv, (budget - weights).max(0.0));
         m.set_memory(
-            "ram",
+            MemoryType::Ram,
             memory::rss_bytes() as f64,
             memory::total_ram_bytes().unwrap_or(0) as f64,
         );

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::engine::{EngineModel, LimitsUpdate};
 use crate::error::ApiError;
-use crate::model::quant::Quantization;
+use crate::model::quant::QuantizationFlag;
 use crate::model::{LoadSpec, ModelSource};
 use crate::validate::ApiJson;
 
@@ -49,7 +49,9 @@ pub async fn load_model(
     let ApiJson(body) = body?;
     let source: ModelSource = body.model.parse().map_err(ApiError::Unprocessable)?;
     let quantization = match &body.quantization {
-        Some(q) => q.parse::<Quantization>().map_err(ApiError::Unprocessable)?,
+        Some(q) => q
+            .parse::<QuantizationFlag>()
+            .map_err(ApiError::Unprocessable)?,
         None => state.config.default_quantization,
     };
     let _guard = state.loading.lock().await;

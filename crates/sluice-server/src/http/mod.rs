@@ -18,12 +18,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sluice_contract::admin as paths;
 use subtle::ConstantTimeEq;
 
 use crate::admission::{Admission, Permit};
 use crate::engine::{Engine, ModelView};
 use crate::error::{ApiError, ErrorOutcome};
-use crate::model::quant::Quantization;
+use crate::model::quant::QuantizationFlag;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
@@ -37,7 +38,7 @@ pub struct HttpConfig {
     pub body_read_timeout: Duration,
     pub device: candle_core::Device,
     pub hf_home: Option<std::path::PathBuf>,
-    pub default_quantization: Quantization,
+    pub default_quantization: QuantizationFlag,
 }
 
 #[derive(Clone)]
@@ -82,11 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route(
-            "/admin/limits",
+            paths::LIMITS_PATH,
             get(admin::get_limits).put(admin::put_limits),
         )
-        .route("/model/load", post(admin::load_model))
-        .route("/model/unload", post(admin::unload_model))
+        .route(paths::MODEL_LOAD_PATH, post(admin::load_model))
+        .route(paths::MODEL_UNLOAD_PATH, post(admin::unload_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
@@ -176,7 +177,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.engine.shared().metrics;
     m.set_memory(
-        "ram",
+        sluice_contract::metrics::MemoryType::Ram,
         crate::memory::rss_bytes() as f64,
         crate::memory::total_ram_bytes().unwrap_or(0) as f64,
     );

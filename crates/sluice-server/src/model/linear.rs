@@ -5,7 +5,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
 use super::qmm::{BlockMatrix, Isa};
-use super::quant::Quantization;
+use super::quant::{Quantization, QuantizationExt};
 
 /// `y = x · Wᵀ (+ b)` on a stacked batch of rows.
 #[derive(Debug, Clone)]

@@ -4,14 +4,14 @@
 use candle_core::Device;
 
 use super::llama::{SeqStep, argmax_rows};
-use super::quant::Quantization;
+use super::quant::{Quantization, QuantizationFlag};
 use super::tiny::{ExportOptions, TinyShape};
 use super::{LoadSpec, LoadedModel, ModelSource, load};
 
-fn spec(source: ModelSource, q: Quantization) -> LoadSpec {
+fn spec(source: ModelSource, q: impl Into<QuantizationFlag>) -> LoadSpec {
     LoadSpec {
         source,
-        quantization: q,
+        quantization: q.into(),
         device: Device::Cpu,
         served_name: None,
         hf_home: None,
@@ -51,12 +51,12 @@ fn safetensors_and_gguf_exports_compute_the_builtin_function() {
     assert_eq!(files.len(), 5, "{files:?}");
     let builtin = load(&spec(
         ModelSource::Builtin(TinyShape::Tiny),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     let from_dir = load(&spec(
         ModelSource::Directory(dir.path().into()),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     // The GGUF file has its own tokenizer metadata; hide tokenizer.json to load it from there.
@@ -68,7 +68,7 @@ fn safetensors_and_gguf_exports_compute_the_builtin_function() {
     .unwrap();
     let from_gguf = load(&spec(
         ModelSource::Gguf(gguf_dir.path().join("tiny.gguf")),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     assert_eq!(from_gguf.info.quantization, "f32");
@@ -96,7 +96,7 @@ fn quantized_loads_are_smaller_and_report_their_precision() {
     let mut last = f32m.info.weight_bytes;
     for q in [Quantization::F16, Quantization::Q8_0, Quantization::Q4_0] {
         let m = load(&spec(ModelSource::Builtin(TinyShape::Tiny), q)).unwrap();
-        assert_eq!(m.info.quantization, q.as_str());
+        assert_eq!(m.info.quantization, q.as_flag());
         assert!(
             m.info.weight_bytes < last,
             "{q}: {} !< {last}",
@@ -119,7 +119,7 @@ fn gguf_requantization_on_load() {
     super::tiny::export(dir.path(), &opts).unwrap();
     let stored = load(&spec(
         ModelSource::Gguf(dir.path().join("model.gguf")),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     assert_eq!(stored.info.quantization, "q8_0");
@@ -135,12 +135,16 @@ fn gguf_requantization_on_load() {
 #[test]
 fn a_ragged_batch_step_equals_solo_steps() {
     // f32 runs candle's gemm; q4_0 and q8_0 run our weight-stationary integer kernel.
-    for q in [Quantization::Auto, Quantization::Q4_0, Quantization::Q8_0] {
+    for q in [
+        QuantizationFlag::Auto,
+        Quantization::Q4_0.into(),
+        Quantization::Q8_0.into(),
+    ] {
         ragged_batch_equals_solo(q);
     }
 }
 
-fn ragged_batch_equals_solo(q: Quantization) {
+fn ragged_batch_equals_solo(q: QuantizationFlag) {
     let m = load(&spec(ModelSource::Builtin(TinyShape::Tiny), q)).unwrap();
     let prompts = [
         "Once upon a time",
@@ -177,14 +181,14 @@ fn missing_and_corrupt_files_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let err = load(&spec(
         ModelSource::Directory(dir.path().join("nope")),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .err()
     .unwrap();
     assert!(err.to_string().contains("not a directory"), "{err}");
     let err = load(&spec(
         ModelSource::Directory(dir.path().into()),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .err()
     .unwrap();
@@ -192,7 +196,7 @@ fn missing_and_corrupt_files_give_clear_errors() {
     std::fs::write(dir.path().join("bad.gguf"), b"not a gguf file at all").unwrap();
     let err = load(&spec(
         ModelSource::Gguf(dir.path().join("bad.gguf")),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .err()
     .unwrap();
@@ -237,12 +241,12 @@ fn sharded_safetensors_with_an_index_load_like_one_file() {
     .unwrap();
     let sharded = load(&spec(
         ModelSource::Directory(dir.path().into()),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     let builtin = load(&spec(
         ModelSource::Builtin(TinyShape::Tiny),
-        Quantization::Auto,
+        QuantizationFlag::Auto,
     ))
     .unwrap();
     assert_eq!(greedy(&sharded, "shards", 6), greedy(&builtin, "shards", 6));

@@ -22,7 +22,7 @@ use tokenizers::Tokenizer;
 use chat::ChatTemplate;
 use config::HfConfig;
 use llama::Llama;
-use quant::Quantization;
+use quant::{Quantization, QuantizationFlag};
 use tiny::TinyShape;
 
 /// Failures while resolving or loading a model; each carries the path involved.
@@ -194,7 +194,7 @@ pub struct LoadedModel {
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub source: ModelSource,
-    pub quantization: Quantization,
+    pub quantization: QuantizationFlag,
     pub device: Device,
     pub served_name: Option<String>,
     pub hf_home: Option<PathBuf>,
@@ -218,11 +218,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
                 .into_runtime()
                 .map_err(|e| ModelError::invalid(Path::new("builtin"), e))?;
             let tensors = tiny::weights(*shape).map_err(|e| ModelError::load("builtin", e))?;
-            let q = if spec.quantization == Quantization::Auto {
-                auto_full
-            } else {
-                spec.quantization
-            };
+            let q = spec.quantization.level().unwrap_or(auto_full);
             let model = weights::load_hf(cfg, &tensors, q, device)
                 .map_err(|e| ModelError::load("builtin", e))?;
             let tok =
@@ -306,11 +302,7 @@ fn load_dir(dir: &Path, spec: &LoadSpec, auto_full: Quantization) -> Result<Part
         .map_err(|e| ModelError::invalid(&cfg_path, e))?;
     let files = weights::safetensors_files(dir)?;
     let st = weights::Safetensors::open(&files)?;
-    let q = if spec.quantization == Quantization::Auto {
-        auto_full
-    } else {
-        spec.quantization
-    };
+    let q = spec.quantization.level().unwrap_or(auto_full);
     let model = weights::load_hf(cfg, &st, q, &spec.device)
         .map_err(|e| ModelError::load(dir.display().to_string(), e))?;
     let tok = tokenizer::load_file(&dir.join("tokenizer.json"))?;
@@ -350,10 +342,9 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let chat = chat_for(dir, &tok)?;
-    let q = if spec.quantization == Quantization::Auto {
-        stored
-    } else {
-        spec.quantization.to_string()
+    let q = match spec.quantization.level() {
+        None => stored,
+        Some(level) => level.to_string(),
     };
     let name = path
         .file_stem()

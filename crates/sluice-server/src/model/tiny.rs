@@ -18,7 +18,7 @@ use tokenizers::processors::template::TemplateProcessing;
 
 use super::config::{HfConfig, TokenIds};
 use super::llama::permute_for_interleaved_rope;
-use super::quant::Quantization;
+use super::quant::{Quantization, QuantizationExt};
 use super::tokenizer::{byte_level, gguf_metadata};
 
 pub const NAME: &str = "sluice-tiny";
@@ -243,7 +243,7 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<Vec<std::path::PathBuf
     }
     if let Some(q) = opts.gguf {
         let kind = match q {
-            Quantization::Auto | Quantization::F32 => GgmlDType::F32,
+            Quantization::F32 => GgmlDType::F32,
             Quantization::F16 => GgmlDType::F16,
             Quantization::Bf16 => GgmlDType::BF16,
             other => other.ggml().ok_or("unsupported GGUF quantization")?,

@@ -16,7 +16,7 @@ use super::ModelError;
 use super::config::{ModelConfig, RopeStyle};
 use super::linear::Linear;
 use super::llama::{Block, Llama, LlamaParts};
-use super::quant::Quantization;
+use super::quant::{Quantization, QuantizationFlag, ggml_name};
 
 /// Something that hands out full-precision tensors by Hugging Face name.
 pub trait TensorSource {
@@ -271,7 +271,7 @@ impl Gguf {
             .tensor_infos
             .get("blk.0.ffn_down.weight")
             .or_else(|| self.content.tensor_infos.get("blk.0.attn_q.weight"))
-            .map(|t| Quantization::from_ggml(t.ggml_dtype))
+            .map(|t| ggml_name(t.ggml_dtype))
             .unwrap_or_else(|| "unknown".into())
     }
 
@@ -279,19 +279,19 @@ impl Gguf {
     pub fn load(
         &mut self,
         cfg: ModelConfig,
-        quant: Quantization,
+        quant: QuantizationFlag,
         device: &Device,
     ) -> candle_core::Result<Llama> {
         let mut qt = |name: &str| self.content.tensor(&mut self.reader, name, device);
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
-        let requantize = quant != Quantization::Auto;
+        let requantize = quant.level();
         let linear = |name: &str,
                       bias: Option<Tensor>,
                       qt: &mut dyn FnMut(&str) -> candle_core::Result<QTensor>|
          -> candle_core::Result<Linear> {
             let q = qt(name)?;
-            if requantize {
-                Linear::from_tensor(q.dequantize(device)?, bias, quant)
+            if let Some(level) = requantize {
+                Linear::from_tensor(q.dequantize(device)?, bias, level)
             } else {
                 Linear::from_qtensor(q, bias)
             }
@@ -333,7 +333,12 @@ impl Gguf {
         }
         let embed = full("token_embd.weight", &mut qt)?;
         let lm_head = if cfg.tie_word_embeddings {
-            Linear::from_tensor(embed.clone(), None, quant)?
+            // Served as stored (`auto`), a tied head keeps the embedding's f32.
+            Linear::from_tensor(
+                embed.clone(),
+                None,
+                quant.level().unwrap_or(Quantization::F32),
+            )?
         } else {
             linear("output.weight", None, &mut qt)?
         };

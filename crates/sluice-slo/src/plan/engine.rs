@@ -19,9 +19,11 @@ use super::ledger;
 use super::objectives::{self, objective_statuses};
 use super::remedy::{self, Candidate};
 use super::{Action, Decision, DecisionKind, Degraded, ObjectiveStatus, Outcome, Plan};
-use crate::classify::{Bottleneck, Classification, classify};
+use sluice_contract::{BottleneckClass, Mode};
+
+use crate::classify::{Classification, classify};
 use crate::sli::{Sli, UnixSeconds};
-use crate::spec::{Mode, Settings, SloSpec};
+use crate::spec::{Settings, SloSpec};
 
 /// Everything one tick looks at, borrowed.
 pub(super) struct Ctx<'a> {
@@ -86,7 +88,7 @@ pub fn plan(
 ) -> Plan {
     let Some((current, earlier)) = history.split_last() else {
         let classification = Classification {
-            class: Bottleneck::Unknown,
+            class: BottleneckClass::Unknown,
             rule: "U0".into(),
             summary: "no SLI snapshot was taken".into(),
             evidence: Vec::new(),
@@ -130,7 +132,7 @@ pub fn plan(
     };
     let mut updates = Vec::new();
     let choice = decide(&ctx, &mut updates);
-    let baseline = objectives::baseline(current, &out.objectives, settings.replicas);
+    let baseline = objectives::baseline(current, &out.objectives, settings.applied.replicas);
     out.updates = updates;
     finish(
         &mut out,
@@ -163,7 +165,7 @@ fn empty_plan(
         kind: DecisionKind::Hold,
         action: Action::Hold,
         act: false,
-        desired: settings.clone(),
+        desired: settings.applied,
         reason: String::new(),
         degraded: None,
         record: None,
@@ -208,18 +210,18 @@ fn decide(ctx: &Ctx<'_>, updates: &mut Vec<super::DecisionUpdate>) -> Choice {
         }
     }
     match class {
-        Bottleneck::Unknown => Choice::hold(
+        BottleneckClass::Unknown => Choice::hold(
             format!(
                 "holding every knob, no scale-down: {} ({})",
                 ctx.classification.summary, ctx.classification.rule
             ),
             true,
         ),
-        Bottleneck::IoBound | Bottleneck::SoftwareBound => degraded(ctx),
-        Bottleneck::QueueBound | Bottleneck::MemoryBound | Bottleneck::ComputeBound => {
-            remediate(ctx)
-        }
-        Bottleneck::Healthy => step_back(ctx),
+        BottleneckClass::IoBound | BottleneckClass::SoftwareBound => degraded(ctx),
+        BottleneckClass::QueueBound
+        | BottleneckClass::MemoryBound
+        | BottleneckClass::ComputeBound => remediate(ctx),
+        BottleneckClass::Healthy => step_back(ctx),
     }
 }
 
@@ -228,19 +230,19 @@ fn revert_action(action: &Action, s: &Settings) -> Option<Action> {
     let a = match action.clone() {
         Action::Hold => return None,
         Action::ScaleReplicas { from, .. } => Action::ScaleReplicas {
-            from: s.replicas,
+            from: s.applied.replicas,
             to: from,
         },
         Action::SetQuantization { from, .. } => Action::SetQuantization {
-            from: s.quantization.clone(),
+            from: s.applied.quantization,
             to: from,
         },
         Action::SetMaxTokens { from, .. } => Action::SetMaxTokens {
-            from: s.max_tokens,
+            from: s.applied.max_tokens,
             to: from,
         },
     };
-    (!a.is_reflected_in(s)).then_some(a)
+    (!a.is_reflected_in(&s.applied)).then_some(a)
 }
 
 /// Short `class (rule: summary; evidence)` prefix for reasons.
@@ -255,7 +257,7 @@ pub(super) fn why_class(c: &Classification) -> String {
 
 fn degraded(ctx: &Ctx<'_>) -> Choice {
     let c = ctx.classification;
-    let (message, recommendation) = if c.class == Bottleneck::IoBound {
+    let (message, recommendation) = if c.class == BottleneckClass::IoBound {
         (
             format!("{}; the accelerator waits on something else", c.summary),
             "check model and weight storage, network and host CPU (tokenization, pre-processing) \
@@ -401,7 +403,7 @@ fn step_back(ctx: &Ctx<'_>) -> Choice {
 fn repeated(
     decisions: &[Decision],
     kind: DecisionKind,
-    class: Bottleneck,
+    class: BottleneckClass,
     action: &Action,
     repeat: u64,
     now: UnixSeconds,
@@ -429,7 +431,7 @@ fn finish(
     let auto = spec.mode == Mode::Auto;
     out.kind = choice.kind;
     out.act = auto && change;
-    out.desired = choice.action.apply(settings);
+    out.desired = choice.action.apply(&settings.applied);
     out.reason = if change && !auto {
         format!("{} (advice only: mode is {:?})", choice.reason, spec.mode)
     } else {
@@ -438,7 +440,7 @@ fn finish(
     out.degraded = choice.degraded;
     let outcome = match (change, auto) {
         (true, true) => Outcome::Pending,
-        (true, false) => Outcome::Advisory,
+        (true, false) => Outcome::Advised,
         (false, _) => Outcome::Noted,
     };
     let worth = (change && auto)
@@ -464,7 +466,7 @@ fn finish(
             reason: out.reason.clone(),
             evidence: out.classification.evidence.clone(),
             baseline: baseline.unwrap_or_else(|| super::Baseline {
-                replicas: settings.replicas,
+                replicas: settings.applied.replicas,
                 ..Default::default()
             }),
             reverts: choice.reverts,

@@ -16,7 +16,7 @@
 use super::engine::Ctx;
 use super::objectives;
 use super::{Decision, DecisionKind, DecisionUpdate, Objective, ObjectiveState, Outcome};
-use crate::classify::Bottleneck;
+use sluice_contract::BottleneckClass;
 
 /// What the engine should do about the change in flight.
 #[derive(Debug, PartialEq)]
@@ -55,12 +55,12 @@ fn judged(d: &Decision, settled_at: Option<f64>, outcome: Outcome, verdict: Verd
 pub(super) fn evaluate(d: &Decision, ctx: &Ctx<'_>) -> Evaluation {
     let t = &ctx.spec.tuning;
     let s = ctx.settings;
-    let reflected = d.action.is_reflected_in(s);
+    let reflected = d.action.is_reflected_in(&s.applied);
     let newly_settled = d.settled_at.is_none() && reflected && s.settled();
     let settled_at = d.settled_at.or(newly_settled.then_some(ctx.now));
     let timeout = t.settle_timeout_seconds as f64;
     let timed_out = ctx.now - d.at > timeout;
-    let unknown = ctx.classification.class == Bottleneck::Unknown;
+    let unknown = ctx.classification.class == BottleneckClass::Unknown;
     let settle_update = newly_settled.then_some(DecisionUpdate {
         id: d.id,
         settled_at: Some(ctx.now),
@@ -75,7 +75,7 @@ pub(super) fn evaluate(d: &Decision, ctx: &Ctx<'_>) -> Evaluation {
         let progress = format!(
             "{} of {} pods ready, rollout {}",
             s.ready_replicas,
-            s.replicas,
+            s.applied.replicas,
             if s.rollout_complete {
                 "complete"
             } else {

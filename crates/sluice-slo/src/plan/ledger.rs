@@ -3,7 +3,9 @@
 //!
 //! Only acted decisions (Auto mode) count for cooldowns and blocks: advice changes nothing.
 
-use super::{Action, Decision, DecisionKind, Knob, Outcome};
+use sluice_contract::{Action, DecisionKind, Knob, Outcome, Quantization};
+
+use super::Decision;
 use crate::sli::UnixSeconds;
 use crate::spec::{Knobs, Tuning};
 
@@ -24,7 +26,7 @@ pub fn direction(action: &Action, knobs: &Knobs) -> Option<Direction> {
         Action::ScaleReplicas { from, to } => to > from,
         Action::SetMaxTokens { from, to } => to < from,
         Action::SetQuantization { from, to } => {
-            let rung = |q: &str| knobs.quantization_ladder.iter().position(|l| l == q);
+            let rung = |q: &Quantization| knobs.quantization_ladder.iter().position(|l| l == q);
             rung(to)? > rung(from)?
         }
     };

@@ -17,35 +17,13 @@ pub use objectives::objective_statuses;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Bottleneck, Classification, Evidence};
+use sluice_contract::{
+    Action, AppliedSettings, Baseline, BottleneckClass, DecisionKind, Degraded, Evidence, Mode,
+    Objective, ObjectiveState, Outcome,
+};
+
+use crate::classify::Classification;
 use crate::sli::UnixSeconds;
-use crate::spec::{Mode, Settings};
-
-/// An objective from [`crate::SloTargets`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Objective {
-    /// TTFT P95.
-    TtftP95,
-    /// Mean TPOT.
-    Tpot,
-    /// Error ratio.
-    ErrorRatio,
-    /// Worst pod's memory use ratio.
-    MemoryRatio,
-}
-
-/// Whether an objective is met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ObjectiveState {
-    /// At or below target.
-    Met,
-    /// Above target.
-    Violated,
-    /// The SLI is unknown.
-    Unknown,
-    /// No requests in the window, so a latency or error SLI has nothing to measure.
-    NoTraffic,
-}
 
 /// One objective's state for status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,200 +45,6 @@ pub struct ObjectiveStatus {
     pub reason: Option<String>,
 }
 
-/// A knob the planner turns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Knob {
-    /// Replica count.
-    Replicas,
-    /// Quantization rung.
-    Quantization,
-    /// `max_tokens` cap.
-    MaxTokens,
-}
-
-/// What to do now: nothing, or exactly one knob change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Action {
-    /// Change nothing.
-    Hold,
-    /// Set the Deployment's replicas.
-    ScaleReplicas {
-        /// Current.
-        from: u32,
-        /// New.
-        to: u32,
-    },
-    /// Roll the Deployment to another quantization (a rolling restart).
-    SetQuantization {
-        /// Current.
-        from: String,
-        /// New.
-        to: String,
-    },
-    /// Set `max_tokens` on every ready pod's admin endpoint and in the Deployment args.
-    SetMaxTokens {
-        /// Current.
-        from: u32,
-        /// New.
-        to: u32,
-    },
-}
-
-impl Action {
-    /// The knob changed, if any.
-    pub fn knob(&self) -> Option<Knob> {
-        match self {
-            Action::Hold => None,
-            Action::ScaleReplicas { .. } => Some(Knob::Replicas),
-            Action::SetQuantization { .. } => Some(Knob::Quantization),
-            Action::SetMaxTokens { .. } => Some(Knob::MaxTokens),
-        }
-    }
-
-    /// True for a change.
-    pub fn is_change(&self) -> bool {
-        !matches!(self, Action::Hold)
-    }
-
-    /// The change that undoes this one.
-    pub fn inverse(&self) -> Action {
-        match self.clone() {
-            Action::Hold => Action::Hold,
-            Action::ScaleReplicas { from, to } => Action::ScaleReplicas { from: to, to: from },
-            Action::SetQuantization { from, to } => Action::SetQuantization { from: to, to: from },
-            Action::SetMaxTokens { from, to } => Action::SetMaxTokens { from: to, to: from },
-        }
-    }
-
-    /// `settings` with this change applied.
-    pub fn apply(&self, settings: &Settings) -> Settings {
-        let mut s = settings.clone();
-        match self {
-            Action::Hold => {}
-            Action::ScaleReplicas { to, .. } => s.replicas = *to,
-            Action::SetQuantization { to, .. } => s.quantization = to.clone(),
-            Action::SetMaxTokens { to, .. } => s.max_tokens = *to,
-        }
-        s
-    }
-
-    /// True when `settings` already shows this change's new value.
-    pub fn is_reflected_in(&self, settings: &Settings) -> bool {
-        match self {
-            Action::Hold => true,
-            Action::ScaleReplicas { to, .. } => settings.replicas == *to,
-            Action::SetQuantization { to, .. } => settings.quantization == *to,
-            Action::SetMaxTokens { to, .. } => settings.max_tokens == *to,
-        }
-    }
-
-    /// Short human form, e.g. `replicas 2 -> 4`.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::Hold => "hold".into(),
-            Action::ScaleReplicas { from, to } => format!("replicas {from} -> {to}"),
-            Action::SetQuantization { from, to } => format!("quantization {from} -> {to}"),
-            Action::SetMaxTokens { from, to } => format!("maxTokens {from} -> {to}"),
-        }
-    }
-}
-
-/// Why a decision was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DecisionKind {
-    /// A change to relieve a violated objective.
-    Remediate,
-    /// A change back toward the spec after sustained headroom.
-    StepBack,
-    /// Undo of an earlier change that did not help (or a step-back that hurt).
-    Revert,
-    /// Nothing changed, for a reason worth recording (unknown metrics, waiting, cooldown).
-    Hold,
-    /// Knobs cannot fix this; a recommendation is given instead.
-    Degraded,
-}
-
-/// What became of a decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
-pub enum Outcome {
-    /// Acted; waiting for the rollout and for fresh SLIs to judge it.
-    Pending,
-    /// Advise mode: reported, not acted.
-    Advisory,
-    /// A hold or degraded note: nothing to judge.
-    Noted,
-    /// The change relieved the objective it targeted.
-    Improved {
-        /// Before/after values.
-        detail: String,
-    },
-    /// The change did not help and was reverted.
-    NoEffect {
-        /// Before/after values.
-        detail: String,
-    },
-    /// A step-back left the objectives met.
-    Kept {
-        /// After values.
-        detail: String,
-    },
-    /// A step-back broke an objective and was reverted.
-    Regressed {
-        /// After values.
-        detail: String,
-    },
-    /// A revert finished rolling out.
-    Completed {
-        /// What was restored.
-        detail: String,
-    },
-    /// Could not be judged (no rollout, unknown metrics, load changed, settings changed).
-    Inconclusive {
-        /// Why.
-        detail: String,
-    },
-}
-
-/// SLI values when a decision was made, to judge it later.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Baseline {
-    /// Objectives violated at the time (what a remedy must improve).
-    #[serde(default)]
-    pub violated: Vec<Objective>,
-    /// TTFT P95 at the time (seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttft_p95_seconds: Option<f64>,
-    /// TPOT at the time (seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpot_seconds: Option<f64>,
-    /// Error ratio at the time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_ratio: Option<f64>,
-    /// Worst memory ratio at the time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_ratio: Option<f64>,
-    /// Request rate at the time, to tell a load change from an effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_rate_per_second: Option<f64>,
-    /// Replicas at the time (with the request rate, the per-pod load that violated).
-    pub replicas: u32,
-}
-
-impl Baseline {
-    /// Value of one objective at the time.
-    pub fn value_of(&self, o: Objective) -> Option<f64> {
-        match o {
-            Objective::TtftP95 => self.ttft_p95_seconds,
-            Objective::Tpot => self.tpot_seconds,
-            Objective::ErrorRatio => self.error_ratio,
-            Objective::MemoryRatio => self.memory_ratio,
-        }
-    }
-}
-
 /// One entry of the decision log (the operator keeps the last ten in status).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -276,7 +60,8 @@ pub struct Decision {
     /// What.
     pub action: Action,
     /// Class at the time.
-    pub class: Bottleneck,
+    #[serde(with = "sluice_contract::slo::class_by_name")]
+    pub class: BottleneckClass,
     /// Classifier rule id.
     pub rule: String,
     /// Sentence for humans (`kubectl describe`).
@@ -300,7 +85,7 @@ pub struct Decision {
 impl Decision {
     /// True when the change was carried out (Auto mode), whatever its outcome.
     pub fn acted(&self) -> bool {
-        self.action.is_change() && !matches!(self.outcome, Outcome::Advisory | Outcome::Noted)
+        self.action.is_change() && !matches!(self.outcome, Outcome::Advised | Outcome::Noted)
     }
 }
 
@@ -318,18 +103,6 @@ pub struct DecisionUpdate {
     pub outcome: Option<Outcome>,
 }
 
-/// Knobs cannot fix the problem; what a human should do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Degraded {
-    /// Stable CamelCase reason for a condition or Event (e.g. `IoBound`).
-    pub reason: String,
-    /// What is wrong.
-    pub message: String,
-    /// What to do about it.
-    pub recommendation: String,
-}
-
 /// The planner's answer for one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -338,7 +111,7 @@ pub struct Plan {
     pub at: UnixSeconds,
     /// Mode planned under.
     pub mode: Mode,
-    /// Bottleneck class with rule and evidence.
+    /// BottleneckClass class with rule and evidence.
     pub classification: Classification,
     /// Per-objective state.
     pub objectives: Vec<ObjectiveStatus>,
@@ -349,7 +122,7 @@ pub struct Plan {
     /// True only in Auto mode with a change: the caller must carry out `action`.
     pub act: bool,
     /// Settings after the action (equal to the current ones for Hold).
-    pub desired: Settings,
+    pub desired: AppliedSettings,
     /// One sentence: class, evidence and what is done or why not.
     pub reason: String,
     /// Set when knobs cannot help.

@@ -74,11 +74,17 @@ pub fn objective_statuses(
         ));
     }
     if let Some(t) = targets.tpot_seconds {
-        out.push(status(Objective::Tpot, t, &sli.tpot_seconds, h, no_traffic));
+        out.push(status(
+            Objective::TpotAvg,
+            t,
+            &sli.tpot_seconds,
+            h,
+            no_traffic,
+        ));
     }
     if let Some(t) = targets.error_ratio {
         out.push(status(
-            Objective::ErrorRatio,
+            Objective::ErrorRateMax,
             t,
             &sli.error_ratio,
             h,
@@ -90,7 +96,7 @@ pub fn objective_statuses(
         None => SliValue::unknown("no vram or kv_cache usage ratio"),
     };
     out.push(status(
-        Objective::MemoryRatio,
+        Objective::VramMaxPercent,
         targets.memory_ratio,
         &mem,
         h,
@@ -103,7 +109,7 @@ pub fn objective_statuses(
 /// violated or unknown. Memory only needs to be met: it is per pod and mostly weights.
 pub fn load_headroom(statuses: &[ObjectiveStatus]) -> bool {
     statuses.iter().all(|s| match s.objective {
-        Objective::MemoryRatio => s.state == ObjectiveState::Met,
+        Objective::VramMaxPercent => s.state == ObjectiveState::Met,
         _ => s.headroom && s.state != ObjectiveState::Unknown,
     })
 }
@@ -133,9 +139,9 @@ pub fn baseline(sli: &Sli, statuses: &[ObjectiveStatus], replicas: u32) -> Basel
     Baseline {
         violated: violated(statuses),
         ttft_p95_seconds: value(Objective::TtftP95).or(sli.ttft_p95_seconds.value()),
-        tpot_seconds: value(Objective::Tpot).or(sli.tpot_seconds.value()),
-        error_ratio: value(Objective::ErrorRatio).or(sli.error_ratio.value()),
-        memory_ratio: value(Objective::MemoryRatio),
+        tpot_seconds: value(Objective::TpotAvg).or(sli.tpot_seconds.value()),
+        error_ratio: value(Objective::ErrorRateMax).or(sli.error_ratio.value()),
+        memory_ratio: value(Objective::VramMaxPercent),
         request_rate_per_second: sli.request_rate_per_second.value(),
         replicas,
     }

@@ -8,7 +8,7 @@ use super::engine::Ctx;
 use super::ledger;
 use super::objectives::{full_headroom, load_headroom, objective_statuses};
 use super::{Action, Objective, ObjectiveState, ObjectiveStatus};
-use crate::classify::Bottleneck;
+use sluice_contract::BottleneckClass;
 
 /// One possible change, or why it is not possible now.
 pub(super) struct Candidate {
@@ -27,19 +27,21 @@ pub(super) enum StepBack {
 pub(super) fn remedies(ctx: &Ctx<'_>) -> Vec<Candidate> {
     match ctx.classification.class {
         // Requests wait for admission: capacity helps, the pod's work does not change.
-        Bottleneck::QueueBound => vec![scale_out(ctx)],
+        BottleneckClass::QueueBound => vec![scale_out(ctx)],
         // A replica cannot shrink a pod's footprint; a lower rung or shorter generations can.
-        Bottleneck::MemoryBound => vec![quantize_down(ctx), clamp_tokens(ctx)],
+        BottleneckClass::MemoryBound => vec![quantize_down(ctx), clamp_tokens(ctx)],
         // Cheapest first: shorter generations cost nothing to roll out, quantization restarts
         // pods, replicas cost money.
-        Bottleneck::ComputeBound => vec![clamp_tokens(ctx), quantize_down(ctx), scale_out(ctx)],
+        BottleneckClass::ComputeBound => {
+            vec![clamp_tokens(ctx), quantize_down(ctx), scale_out(ctx)]
+        }
         _ => Vec::new(),
     }
 }
 
 fn scale_out(ctx: &Ctx<'_>) -> Candidate {
     let (s, k, t) = (ctx.settings, &ctx.spec.knobs, &ctx.spec.tuning);
-    let action = if s.replicas >= k.max_replicas {
+    let action = if s.applied.replicas >= k.max_replicas {
         Err(format!("at maxReplicas {}", k.max_replicas))
     } else {
         // Grow in proportion to the worst latency overshoot (value / target, at most double;
@@ -47,7 +49,7 @@ fn scale_out(ctx: &Ctx<'_>) -> Candidate {
         // maxScaleOutStep pods. Pods still starting are capacity the SLIs do not show yet, so
         // they count against the step.
         let factor = latency_overshoot(ctx).map_or(1.5, |r| r.min(2.0));
-        let step = ((f64::from(s.replicas) * (factor - 1.0)).ceil() as u32)
+        let step = ((f64::from(s.applied.replicas) * (factor - 1.0)).ceil() as u32)
             .clamp(1, t.max_scale_out_step.max(1));
         let starting = s.starting();
         match step.saturating_sub(starting) {
@@ -55,8 +57,8 @@ fn scale_out(ctx: &Ctx<'_>) -> Candidate {
                 "{starting} pod(s) still starting already cover the next step"
             )),
             step => Ok(Action::ScaleReplicas {
-                from: s.replicas,
-                to: (s.replicas + step).min(k.max_replicas),
+                from: s.applied.replicas,
+                to: (s.applied.replicas + step).min(k.max_replicas),
             }),
         }
     };
@@ -72,7 +74,7 @@ fn latency_overshoot(ctx: &Ctx<'_>) -> Option<f64> {
         .iter()
         .filter(|st| {
             st.state == ObjectiveState::Violated
-                && matches!(st.objective, Objective::TtftP95 | Objective::Tpot)
+                && matches!(st.objective, Objective::TtftP95 | Objective::TpotAvg)
         })
         .filter_map(|st| st.value.map(|v| v / st.target))
         .max_by(f64::total_cmp)
@@ -83,7 +85,7 @@ fn rung(ctx: &Ctx<'_>) -> Result<usize, String> {
     if ladder.len() < 2 {
         return Err("quantization is fixed (ladder has fewer than two rungs)".into());
     }
-    let q = &ctx.settings.quantization;
+    let q = &ctx.settings.applied.quantization;
     ladder
         .iter()
         .position(|l| l == q)
@@ -94,12 +96,12 @@ fn quantize_down(ctx: &Ctx<'_>) -> Candidate {
     let ladder = &ctx.spec.knobs.quantization_ladder;
     let action = rung(ctx).and_then(|p| match ladder.get(p + 1) {
         Some(next) => Ok(Action::SetQuantization {
-            from: ctx.settings.quantization.clone(),
-            to: next.clone(),
+            from: ctx.settings.applied.quantization,
+            to: *next,
         }),
         None => Err(format!(
             "already at the lowest rung {}",
-            ctx.settings.quantization
+            ctx.settings.applied.quantization
         )),
     });
     Candidate {
@@ -109,7 +111,7 @@ fn quantize_down(ctx: &Ctx<'_>) -> Candidate {
 }
 
 fn clamp_tokens(ctx: &Ctx<'_>) -> Candidate {
-    let cur = ctx.settings.max_tokens;
+    let cur = ctx.settings.applied.max_tokens;
     let floor = ctx.spec.knobs.max_tokens_floor;
     let action = if cur <= floor {
         Err(format!("maxTokens {cur} already at the floor {floor}"))
@@ -175,7 +177,7 @@ pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
     let mut out = Vec::new();
     let waiting = |have: u32| format!("headroom for {have} of {need} windows");
 
-    if s.replicas > k.min_replicas {
+    if s.applied.replicas > k.min_replicas {
         let have = headroom_windows(ctx, load_headroom);
         let action = if have < need {
             Err(waiting(have))
@@ -188,7 +190,7 @@ pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
         });
     }
     let quant = rung(ctx).ok().filter(|&p| p > 0);
-    let tokens = s.max_tokens < k.max_tokens;
+    let tokens = s.applied.max_tokens < k.max_tokens;
     if quant.is_some() || tokens {
         let have = headroom_windows(ctx, full_headroom);
         if let Some(p) = quant {
@@ -198,22 +200,22 @@ pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
                     Err(waiting(have))
                 } else {
                     Ok(Action::SetQuantization {
-                        from: s.quantization.clone(),
-                        to: k.quantization_ladder[p - 1].clone(),
+                        from: s.applied.quantization,
+                        to: k.quantization_ladder[p - 1],
                     })
                 },
             });
         }
         if tokens {
-            let up = (f64::from(s.max_tokens) / t.max_tokens_step_ratio).ceil();
-            let to = (up.min(f64::from(k.max_tokens)) as u32).max(s.max_tokens + 1);
+            let up = (f64::from(s.applied.max_tokens) / t.max_tokens_step_ratio).ceil();
+            let to = (up.min(f64::from(k.max_tokens)) as u32).max(s.applied.max_tokens + 1);
             out.push(Candidate {
                 label: "restore maxTokens",
                 action: if have < need {
                     Err(waiting(have))
                 } else {
                     Ok(Action::SetMaxTokens {
-                        from: s.max_tokens,
+                        from: s.applied.max_tokens,
                         to: to.min(k.max_tokens),
                     })
                 },
@@ -231,7 +233,7 @@ pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
 /// needed a scale-out (less the headroom): that is what stops an oscillating load from flapping.
 fn scale_in(ctx: &Ctx<'_>) -> Result<Action, String> {
     let s = ctx.settings;
-    let to = s.replicas - 1;
+    let to = s.applied.replicas - 1;
     if let (Some((violating, id)), Some(peak)) = (
         ledger::violating_rate_per_pod(ctx.decisions),
         recent_peak_rate(ctx),
@@ -246,7 +248,7 @@ fn scale_in(ctx: &Ctx<'_>) -> Result<Action, String> {
         }
     }
     Ok(Action::ScaleReplicas {
-        from: s.replicas,
+        from: s.applied.replicas,
         to,
     })
 }

@@ -5,12 +5,17 @@
 //! GPU utilisation query reads the DCGM exporter's `DCGM_FI_DEV_GPU_UTIL`, which lives on other
 //! scrape targets and therefore takes its own selector.
 
+use sluice_contract::metrics as names;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 /// Request statuses counted as errors by the error-ratio SLI (`llm_requests_total{status}`).
-pub const ERROR_STATUSES: &[&str] = &["error", "timeout", "rejected"];
+pub const ERROR_STATUSES: &[&str] = &[
+    names::RequestStatus::ERRORS[0].as_str(),
+    names::RequestStatus::ERRORS[1].as_str(),
+    names::RequestStatus::ERRORS[2].as_str(),
+];
 
 /// A selector could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,19 +267,19 @@ pub fn histogram_quantile(q: f64, histogram: &str, sel: &Selector, w: Window) ->
 
 /// TTFT quantile in seconds (the seed's P95 with `q = 0.95`).
 pub fn ttft_quantile(q: f64, sel: &Selector, w: Window) -> String {
-    histogram_quantile(q, "llm_ttft_seconds", sel, w)
+    histogram_quantile(q, names::TTFT_SECONDS, sel, w)
 }
 
 /// Average time per output token in seconds.
 pub fn tpot_mean(sel: &Selector, w: Window) -> String {
-    histogram_mean("llm_tpot_seconds", sel, w)
+    histogram_mean(names::TPOT_SECONDS, sel, w)
 }
 
 /// Memory in use per `memory_type`, summed over pods (MB).
 pub fn memory_usage(sel: &Selector) -> String {
     format!(
         "sum by (memory_type) ({})",
-        sel.series("llm_memory_usage_megabytes", "")
+        sel.series(names::MEMORY_USAGE_MEGABYTES, "")
     )
 }
 
@@ -282,7 +287,7 @@ pub fn memory_usage(sel: &Selector) -> String {
 pub fn memory_capacity(sel: &Selector) -> String {
     format!(
         "sum by (memory_type) ({})",
-        sel.series("llm_memory_capacity_megabytes", "")
+        sel.series(names::MEMORY_CAPACITY_MEGABYTES, "")
     )
 }
 
@@ -293,14 +298,14 @@ pub fn memory_capacity(sel: &Selector) -> String {
 pub fn memory_ratio(sel: &Selector, w: Window) -> String {
     format!(
         "max by (memory_type) (max_over_time({}[{w}]) / {})",
-        sel.series("llm_memory_usage_megabytes", ""),
-        sel.series("llm_memory_capacity_megabytes", "")
+        sel.series(names::MEMORY_USAGE_MEGABYTES, ""),
+        sel.series(names::MEMORY_CAPACITY_MEGABYTES, "")
     )
 }
 
 /// Requests finished per second, any status.
 pub fn request_rate(sel: &Selector, w: Window) -> String {
-    sum_rate(sel, "llm_requests_total", "", w)
+    sum_rate(sel, names::REQUESTS_TOTAL, "", w)
 }
 
 /// Fraction of finished requests whose `status` is one of `statuses`.
@@ -309,8 +314,8 @@ pub fn status_ratio(statuses: &[&str], sel: &Selector, w: Window) -> String {
     let extra = format!("status=~\"{}\"", escape_string(&alternatives.join("|")));
     format!(
         "{} / {}",
-        sum_rate(sel, "llm_requests_total", &extra, w),
-        sum_rate(sel, "llm_requests_total", "", w)
+        sum_rate(sel, names::REQUESTS_TOTAL, &extra, w),
+        sum_rate(sel, names::REQUESTS_TOTAL, "", w)
     )
 }
 
@@ -321,43 +326,43 @@ pub fn error_ratio(sel: &Selector, w: Window) -> String {
 
 /// Requests waiting for admission to a batch, summed over pods.
 pub fn queue_depth(sel: &Selector) -> String {
-    format!("sum({})", sel.series("llm_queue_depth", ""))
+    format!("sum({})", sel.series(names::QUEUE_DEPTH, ""))
 }
 
 /// Sequences being decoded, summed over pods.
 pub fn running_sequences(sel: &Selector) -> String {
-    format!("sum({})", sel.series("llm_running_sequences", ""))
+    format!("sum({})", sel.series(names::RUNNING_SEQUENCES, ""))
 }
 
 /// Generated tokens per second, summed over pods.
 pub fn tokens_per_second(sel: &Selector, w: Window) -> String {
-    sum_rate(sel, "llm_generated_tokens_total", "", w)
+    sum_rate(sel, names::GENERATED_TOKENS_TOTAL, "", w)
 }
 
 /// Average time a request waited before admission (seconds).
 pub fn queue_wait_mean(sel: &Selector, w: Window) -> String {
-    histogram_mean("llm_queue_wait_seconds", sel, w)
+    histogram_mean(names::QUEUE_WAIT_SECONDS, sel, w)
 }
 
 /// Average service time: request duration minus queue wait (seconds, never negative).
 pub fn service_time_mean(sel: &Selector, w: Window) -> String {
     format!(
         "clamp_min({} - {}, 0)",
-        histogram_mean("llm_request_duration_seconds", sel, w),
-        histogram_mean("llm_queue_wait_seconds", sel, w)
+        histogram_mean(names::REQUEST_DURATION_SECONDS, sel, w),
+        histogram_mean(names::QUEUE_WAIT_SECONDS, sel, w)
     )
 }
 
 /// Number of pods currently exporting metrics (each exports `llm_model_info = 1`).
 pub fn reporting_pods(sel: &Selector) -> String {
-    format!("count({})", sel.series("llm_model_info", ""))
+    format!("count({})", sel.series(names::MODEL_INFO, ""))
 }
 
 /// Age in seconds of the stalest pod's last scrape; large values mean the data is stale.
 pub fn scrape_age(sel: &Selector) -> String {
     format!(
         "time() - min(timestamp({}))",
-        sel.series("llm_model_info", "")
+        sel.series(names::MODEL_INFO, "")
     )
 }
 

@@ -8,6 +8,7 @@
 //! or unparsable target makes the whole snapshot Unknown: a partial sum would under-report the
 //! load and could scale the service down.
 
+use sluice_contract::metrics as names;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -162,8 +163,8 @@ impl Window2<'_> {
     }
 
     fn status_ratio(&self, statuses: &[&str]) -> SliValue {
-        let total = counter_delta(self.prev, self.cur, "llm_requests_total", &all);
-        let matching = counter_delta(self.prev, self.cur, "llm_requests_total", &|l: &Labels| {
+        let total = counter_delta(self.prev, self.cur, names::REQUESTS_TOTAL, &all);
+        let matching = counter_delta(self.prev, self.cur, names::REQUESTS_TOTAL, &|l: &Labels| {
             l.get("status")
                 .is_some_and(|s| statuses.contains(&s.as_str()))
         });
@@ -188,13 +189,13 @@ fn memory(cur: &Scrape) -> Vec<MemorySli> {
     let mut ratio: BTreeMap<String, f64> = BTreeMap::new();
     for page in cur.pages.values() {
         let mut cap_here: HashMap<&str, f64> = HashMap::new();
-        for (l, v) in page.with_name("llm_memory_capacity_megabytes") {
+        for (l, v) in page.with_name(names::MEMORY_CAPACITY_MEGABYTES) {
             if let Some(t) = l.get("memory_type") {
                 *capacity.entry(t.clone()).or_default() += v;
                 *cap_here.entry(t.as_str()).or_default() += v;
             }
         }
-        for (l, v) in page.with_name("llm_memory_usage_megabytes") {
+        for (l, v) in page.with_name(names::MEMORY_USAGE_MEGABYTES) {
             if let Some(t) = l.get("memory_type") {
                 *usage.entry(t.clone()).or_default() += v;
                 if let Some(c) = cap_here.get(t.as_str()).filter(|c| **c > 0.0) {
@@ -249,13 +250,13 @@ pub fn peak_memory_ratio<'a>(memory: &mut [MemorySli], earlier: impl Iterator<It
 /// Unknown and only gauges are known.
 pub fn compute_sli(prev: Option<&Scrape>, cur: &Scrape, window_seconds: u64, ttft_q: f64) -> Sli {
     let mut sli = Sli::all_unknown(cur.at, window_seconds, "rates need two scrapes");
-    sli.queue_depth = gauge(cur, "llm_queue_depth");
-    sli.running_sequences = gauge(cur, "llm_running_sequences");
+    sli.queue_depth = gauge(cur, names::QUEUE_DEPTH);
+    sli.running_sequences = gauge(cur, names::RUNNING_SEQUENCES);
     sli.memory = memory(cur);
     let pods = cur
         .pages
         .values()
-        .filter(|p| p.with_name("llm_model_info").next().is_some())
+        .filter(|p| p.with_name(names::MODEL_INFO).next().is_some())
         .count();
     sli.reporting_pods = SliValue::known(pods as f64, cur.at);
     sli.gpu_utilization_ratio = {
@@ -278,16 +279,16 @@ pub fn compute_sli(prev: Option<&Scrape>, cur: &Scrape, window_seconds: u64, ttf
         return sli;
     }
     let w = Window2 { prev, cur, elapsed };
-    sli.ttft_p95_seconds = w.quantile(ttft_q, "llm_ttft_seconds");
-    sli.tpot_seconds = w.mean("llm_tpot_seconds");
-    sli.request_rate_per_second = w.rate("llm_requests_total");
+    sli.ttft_p95_seconds = w.quantile(ttft_q, names::TTFT_SECONDS);
+    sli.tpot_seconds = w.mean(names::TPOT_SECONDS);
+    sli.request_rate_per_second = w.rate(names::REQUESTS_TOTAL);
     sli.error_ratio = w.status_ratio(ERROR_STATUSES);
     sli.internal_error_ratio = w.status_ratio(&["error"]);
     sli.rejection_ratio = w.status_ratio(&["rejected"]);
-    sli.tokens_per_second = w.rate("llm_generated_tokens_total");
-    sli.queue_wait_seconds = w.mean("llm_queue_wait_seconds");
+    sli.tokens_per_second = w.rate(names::GENERATED_TOKENS_TOTAL);
+    sli.queue_wait_seconds = w.mean(names::QUEUE_WAIT_SECONDS);
     sli.service_time_seconds = match (
-        w.mean("llm_request_duration_seconds").value(),
+        w.mean(names::REQUEST_DURATION_SECONDS).value(),
         sli.queue_wait_seconds.value(),
     ) {
         (Some(d), Some(q)) => SliValue::known((d - q).max(0.0), cur.at),

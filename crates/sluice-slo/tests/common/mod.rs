@@ -2,8 +2,9 @@
 //! with every objective set, and settings.
 #![allow(dead_code)]
 
+use sluice_contract::{AppliedSettings, Mode, Quantization};
 use sluice_slo::{
-    Decision, Knobs, MemorySli, Mode, Plan, Settings, Sli, SliValue, SloSpec, SloTargets, Tuning,
+    Decision, Knobs, MemorySli, Plan, Settings, Sli, SliValue, SloSpec, SloTargets, Tuning,
     apply_plan, plan,
 };
 
@@ -81,7 +82,7 @@ pub fn spec(mode: Mode) -> SloSpec {
         knobs: Knobs {
             min_replicas: 1,
             max_replicas: 8,
-            quantization_ladder: vec!["f16".into(), "q8_0".into(), "q4_0".into()],
+            quantization_ladder: vec![Quantization::F16, Quantization::Q8_0, Quantization::Q4_0],
             max_tokens: 1024,
             max_tokens_floor: 128,
         },
@@ -92,11 +93,13 @@ pub fn spec(mode: Mode) -> SloSpec {
 
 pub fn settings(replicas: u32, quant: &str, max_tokens: u32) -> Settings {
     Settings {
-        replicas,
+        applied: AppliedSettings {
+            replicas,
+            quantization: quant.parse().unwrap(),
+            max_tokens,
+        },
         ready_replicas: replicas,
         rollout_complete: true,
-        quantization: quant.into(),
-        max_tokens,
     }
 }
 

@@ -1,0 +1,273 @@
+//! The reconcile pipeline, one stage per module: validate (pure) → [`observe`] (the only reads:
+//! children, rollout, SLIs) → [`decide`] (pure: desired settings, the SLO tick) → build (pure,
+//! [`crate::build`]) → [`apply`] (server-side apply, one field manager) → [`record`] (status)
+//! → [`act`] (Events, metrics, `max_tokens` pushes to pods — only once status records the
+//! decision). This module only moves data between the stages; it never branches on why the
+//! reconcile ran. A validation or permanent apply failure takes the one failure path,
+//! [`fail`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub mod act;
+pub mod apply;
+pub mod decide;
+pub mod observe;
+pub mod record;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use sluice_api::InferenceService;
+use tracing::warn;
+
+use crate::build::{self, BuildOptions};
+use crate::error::ReconcileError;
+use crate::metrics::Metrics;
+use crate::slo::SloLoop;
+use crate::status::{self, Rollout};
+use crate::validate;
+use observe::Apis;
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub build: BuildOptions,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// The SLO loop's configuration and SLI history.
+    pub slo: SloLoop,
+    /// Consecutive transient failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<InferenceService>>, u32>>,
+}
+
+impl Context {
+    /// Creates the context.
+    pub fn new(client: Client, build: BuildOptions, recorder: Recorder, metrics: Metrics) -> Self {
+        Self {
+            client,
+            build,
+            recorder,
+            metrics,
+            slo: SloLoop::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the SLO loop (interval, Prometheus URL, sources, limits client).
+    pub fn with_slo(mut self, slo: SloLoop) -> Self {
+        self.slo = slo;
+        self
+    }
+
+    fn failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<DeserializeGuard<InferenceService>>, u32>>
+    {
+        // A poisoned lock only means another reconcile panicked mid-update of a counter.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Backoff after `failures` consecutive transient failures: 5 s, doubling, capped at 5 min.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(5 * (1u64 << exp)).min(Duration::from_secs(300))
+}
+
+/// The controller's reconcile function.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<InferenceService>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = match &obj.0 {
+        Ok(isvc) => reconcile_service(isvc, &ctx).await,
+        Err(invalid) => Err(malformed(invalid, &ctx).await),
+    };
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => {
+            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            ctx.failures().remove(&ObjectRef::from_obj(obj.as_ref()));
+        }
+        Err(e) => {
+            ctx.metrics.reconciles.with_label_values(&["error"]).inc();
+            ctx.metrics.errors.with_label_values(&[e.category()]).inc();
+        }
+    }
+    result
+}
+
+/// The controller's error policy: permanent errors wait for the object to change; transient
+/// ones retry with per-object exponential backoff.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<InferenceService>>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    if err.is_permanent() {
+        warn!(error = %err, category = err.category(), "permanent reconcile error; waiting for a change");
+        return Action::await_change();
+    }
+    let mut failures = ctx.failures();
+    let n = failures
+        .entry(ObjectRef::from_obj(obj.as_ref()))
+        .or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = backoff_delay(*n);
+    warn!(error = %err, category = err.category(), attempt = *n, retry_in = ?delay, "transient reconcile error");
+    Action::requeue(delay)
+}
+
+async fn malformed(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> ReconcileError {
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    let err = ReconcileError::Malformed {
+        namespace,
+        name,
+        message: invalid.error.clone(),
+    };
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("sluice.dev/v1alpha1".into()),
+        kind: Some("InferenceService".into()),
+        name: invalid.metadata.name.clone(),
+        namespace: invalid.metadata.namespace.clone(),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    publish(
+        ctx,
+        &reference,
+        EventType::Warning,
+        "MalformedObject",
+        "Read",
+        err.to_string(),
+    )
+    .await;
+    err
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    // Events are best effort: failing to record one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        warn!(error = %e, "failed to publish event");
+    }
+}
+
+async fn reconcile_service(
+    isvc: &InferenceService,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let apis = Apis::new(&ctx.client, &isvc.namespace().unwrap_or_default());
+    let old = isvc.status.as_ref();
+    // Whole seconds: the API server stores condition times at that precision.
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let now_s = now.0.as_second() as f64;
+
+    let valid = match validate::validate(isvc) {
+        Ok(v) => v,
+        Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
+    };
+    let current = decide::current(&valid, old);
+    let want_monitor = matches!(
+        ctx.build.monitoring,
+        build::Monitoring::ServiceMonitor { .. }
+    );
+    let observed =
+        observe::observe(&apis, &ctx.slo, &valid, &current, old, want_monitor, now_s).await?;
+    let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
+    let children = build::build(&valid, &decided.effective, &ctx.build);
+    let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await
+    {
+        Ok(a) => a,
+        Err(err) if err.is_permanent() => {
+            return Err(fail(isvc, &apis, ctx, err, "Apply", &now).await);
+        }
+        Err(err) => return Err(err),
+    };
+    let rollout = Rollout::of(&applied.deployment);
+    let generation = isvc.metadata.generation.unwrap_or(0);
+    let new = record::compose(
+        old,
+        generation,
+        &decided,
+        build::endpoint(&valid),
+        &rollout,
+        &now,
+    );
+    record::write_status(isvc, &apis, old, new, &ctx.metrics).await?;
+    act::act(ctx, &isvc.object_ref(&()), &valid, &applied, &decided).await;
+    Ok(Action::requeue(decided.requeue()))
+}
+
+/// The one failure path for errors only a spec change can fix: `Degraded` with the error in
+/// status, and an Event when that status is new. Returns the error for the error policy.
+async fn fail(
+    isvc: &InferenceService,
+    apis: &Apis,
+    ctx: &Context,
+    err: ReconcileError,
+    stage: &str,
+    now: &Time,
+) -> ReconcileError {
+    let old = isvc.status.as_ref();
+    let generation = isvc.metadata.generation.unwrap_or(0);
+    let new = status::failed(old, generation, err.category(), &err.to_string(), now);
+    match record::write_status(isvc, apis, old, new, &ctx.metrics).await {
+        Ok(true) => {
+            publish(
+                ctx,
+                &isvc.object_ref(&()),
+                EventType::Warning,
+                err.category(),
+                stage,
+                err.to_string(),
+            )
+            .await;
+            err
+        }
+        Ok(false) => err,
+        // Status could not record it: retry the whole reconcile.
+        Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(5));
+        assert_eq!(backoff_delay(2), Duration::from_secs(10));
+        assert_eq!(backoff_delay(4), Duration::from_secs(40));
+        assert_eq!(backoff_delay(7), Duration::from_secs(300));
+        assert_eq!(backoff_delay(1000), Duration::from_secs(300));
+    }
+}

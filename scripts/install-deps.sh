@@ -3,7 +3,19 @@
 # Locust (PyPI), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
 # --ignore-requires-python) and lupa for the Argo CD Lua health-check tests.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+# The toolchain rust-toolchain.toml pins. Offline machines carry a stable toolchain of that
+# release; name it so rustup does not try to download it.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned"; then
+  stable_version=$(rustup run stable rustc --version | awk '{print $2}')
+  if [ "$stable_version" = "$pinned" ]; then
+    rustup toolchain link "$pinned" "$(rustup run stable rustc --print sysroot)"
+  else
+    rustup toolchain install "$pinned" --profile minimal --component rustfmt,clippy
+  fi
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ! command -v prometheus >/dev/null || ! command -v curl >/dev/null; then

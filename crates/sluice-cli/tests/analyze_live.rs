@@ -89,6 +89,7 @@ fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+#[ignore = "live tier: needs the prometheus binary; scripts/test.sh runs it"]
 #[test]
 fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
     let server = common::Server::start(&["--max-tokens", "64"]);

@@ -200,11 +200,10 @@ fn open_loop_and_trace_replay() {
 }
 
 #[test]
+#[ignore = "data tier: needs the shared Azure trace beside the checkout; scripts/test.sh runs it"]
 fn replays_a_slice_of_the_real_azure_trace() {
-    let Some(trace) = sluice_testkit::azure_trace() else {
-        eprintln!("skipped: the Azure trace is not beside the checkout (set SLUICE_AZURE_TRACE)");
-        return;
-    };
+    let trace = sluice_testkit::azure_trace()
+        .expect("the Azure trace beside the checkout (../shared/data) or at SLUICE_AZURE_TRACE");
     let server = Server::start(&[]);
     // 60 consecutive conversation requests, arrivals 10x faster than recorded; prompts and
     // generations capped to what the tiny model's context holds.

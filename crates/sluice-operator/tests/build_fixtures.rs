@@ -102,7 +102,11 @@ fn tiny_cpu_uses_defaults() {
     let dep = &c.deployment;
     assert_eq!(dep.spec.replicas, Some(1));
     let pod = dep.spec.template.spec.as_ref().unwrap();
-    assert_eq!(pod.termination_grace_period_seconds, Some(45));
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(50),
+        "drain delay 5 s + drain 30 s + slack"
+    );
     let container = &pod.containers[0];
     assert_eq!(
         container.image.as_deref(),
@@ -275,8 +279,8 @@ fn mistral_gpu_from_hf_cache() {
     let pod = c.deployment.spec.template.spec.clone().unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
-        Some(135),
-        "drain 120 s + slack"
+        Some(140),
+        "drain delay 5 s + drain 120 s + slack"
     );
     let container = &pod.containers[0];
     assert_eq!(

@@ -1,9 +1,9 @@
-//! End-to-end tests against a real cluster (kind or k3d). Skipped unless `SLUICE_E2E=1`; they
+//! End-to-end tests against a real cluster (kind or k3d). Ignored by default (the cluster tier); they
 //! use the current kubeconfig context and need cluster-admin (they install the CRD).
 //!
 //! ```sh
 //! kind create cluster --name sluice          # or: k3d cluster create sluice
-//! SLUICE_E2E=1 cargo test -p sluice-operator --test e2e -- --nocapture --test-threads=1
+//! cargo test -p sluice-operator --test e2e -- --ignored --nocapture --test-threads=1
 //! ```
 //!
 //! With `SLUICE_E2E_SERVER_IMAGE` set to a `sluice-server` image the cluster can pull (for kind:
@@ -25,10 +25,6 @@ use sluice_api::InferenceService;
 use sluice_operator::cli::RunArgs;
 
 const MANAGER: &str = "sluice-e2e";
-
-fn enabled() -> bool {
-    std::env::var("SLUICE_E2E").is_ok_and(|v| v == "1")
-}
 
 fn example(name: &str) -> serde_json::Value {
     let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -81,11 +77,8 @@ async fn install_crd(client: &Client) {
 }
 
 #[tokio::test]
+#[ignore = "cluster tier: needs a kind/k3d cluster in the current kubeconfig; run with --ignored"]
 async fn tiny_service_end_to_end() {
-    if !enabled() {
-        eprintln!("skipped: set SLUICE_E2E=1 with a kind/k3d cluster in the current kubeconfig");
-        return;
-    }
     let client = Client::try_default().await.expect("kubeconfig");
     install_crd(&client).await;
 

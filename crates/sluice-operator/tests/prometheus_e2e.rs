@@ -129,6 +129,7 @@ fn show(sli: &Sli) -> String {
     parts.join(" ")
 }
 
+#[ignore = "live tier: needs the prometheus binary; scripts/test.sh runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
     let started = std::time::Instant::now();

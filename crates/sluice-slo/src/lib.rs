@@ -2,8 +2,9 @@
 //!
 //! Pure and Kubernetes-free so every decision can be tested on canned data:
 //! - [`promql`] builds the queries (exact strings, tested as such);
-//! - [`source`] reads SLIs from Prometheus or by scraping `/metrics` directly, turning every
-//!   failure into an explicit Unknown;
+//! - [`source`] (feature `sources`, on by default: the only I/O, at the edge) reads SLIs from
+//!   Prometheus or by scraping `/metrics` directly, turning every failure into an explicit
+//!   Unknown;
 //! - [`classify`] maps a snapshot to compute-, memory-, I/O-, queue- or software-bound (or
 //!   Healthy/Unknown) with the rule and evidence that decided it;
 //! - [`plan`] turns the class, the history and the effective settings into at most one change,
@@ -16,6 +17,7 @@ pub mod classify;
 pub mod plan;
 pub mod promql;
 pub mod sli;
+#[cfg(feature = "sources")]
 pub mod source;
 pub mod spec;
 
@@ -23,5 +25,6 @@ pub use classify::{Classification, RuleHit, Thresholds, classify};
 pub use plan::{Decision, DecisionUpdate, ObjectiveStatus, Plan, apply_plan, plan};
 pub use promql::{QuerySet, Selector, SelectorError, Window};
 pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};
+#[cfg(feature = "sources")]
 pub use source::{MetricsSource, PrometheusSource, PrometheusSourceError, ScrapeSource};
 pub use spec::{Knobs, Settings, SloSpec, SloTargets, SpecError, Tuning};

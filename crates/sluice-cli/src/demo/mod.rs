@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_contract::server::ServerArgs;
 use sluice_contract::{AppliedSettings, BottleneckClass, Mode, Quantization};
 use sluice_slo::{
     Knobs, MetricsSource, PrometheusSource, ScrapeSource, Selector, Settings, Sli, SloSpec,
@@ -24,8 +25,8 @@ use crate::report::{BenchReport, markdown::baseline_markdown};
 use crate::{bench, render};
 
 /// Admission and batch limits of the demo server: small, so an overload is cheap to create.
-const MAX_CONCURRENT: u32 = 8;
-const MAX_BATCH: u32 = 4;
+const MAX_CONCURRENT: usize = 8;
+const MAX_BATCH: usize = 4;
 const MAX_TOKENS: u32 = 64;
 /// Time between SLI snapshots within a phase.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
@@ -75,15 +76,18 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         "starting {} on 127.0.0.1:{port} (tiny model, admission {MAX_CONCURRENT}, batch {MAX_BATCH})",
         bin.display()
     );
-    let extra = [
-        "--max-concurrent-requests".to_string(),
-        MAX_CONCURRENT.to_string(),
-        "--max-batch-size".to_string(),
-        MAX_BATCH.to_string(),
-        "--max-tokens".to_string(),
-        MAX_TOKENS.to_string(),
-    ];
-    let server = LocalServer::start(&bin, port, &extra, Duration::from_secs(120)).await?;
+    let settings = ServerArgs {
+        model: "builtin:tiny".into(),
+        host: "127.0.0.1".into(),
+        port,
+        max_concurrent_requests: MAX_CONCURRENT,
+        max_batch_size: MAX_BATCH,
+        max_tokens: MAX_TOKENS as usize,
+        // The demo stops its server itself; nobody routes to it.
+        drain_delay: Duration::ZERO,
+        ..ServerArgs::default()
+    };
+    let server = LocalServer::start(&bin, &settings, Duration::from_secs(120)).await?;
     let outcome = tokio::select! {
         r = phases(&server, args) => r,
         (name, code) = shutdown_signal() => {

@@ -2,6 +2,7 @@
 //! PATH), started on a free loopback port, waited for until ready, and always killed — on drop
 //! (`kill_on_drop`), on normal exit and on Ctrl-C.
 
+use sluice_contract::server::ServerArgs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -83,21 +84,20 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
-    /// Starts `bin` with the tiny model on `127.0.0.1:port` plus `extra` flags and waits for `/ready`.
+    /// Starts `bin` with `settings` (rendered by the server's own [`ServerArgs`]) and waits for
+    /// `/ready`.
     pub async fn start(
         bin: &Path,
-        port: u16,
-        extra: &[String],
+        settings: &ServerArgs,
         ready_within: Duration,
     ) -> Result<LocalServer, ServerError> {
+        let port = settings.port;
         let dir = tempfile::tempdir().map_err(ServerError::TempDir)?;
         let log = dir.path().join("sluice-server.log");
         let out = std::fs::File::create(&log).map_err(ServerError::TempDir)?;
         let err = out.try_clone().map_err(ServerError::TempDir)?;
         let child = Command::new(bin)
-            .args(["--model", "builtin:tiny", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(extra)
+            .args(settings.to_args())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -30,7 +30,7 @@ pub const MODEL_MOUNT: &str = "/models";
 pub const HF_CACHE_MOUNT: &str = "/var/cache/huggingface";
 /// Unprivileged uid/gid the server runs as (the images' `nonroot` user).
 const RUN_AS: i64 = 65532;
-/// Extra grace after the server's drain timeout: process exit and kubelet slack.
+/// Extra grace after the server's drain delay and timeout: process exit and kubelet slack.
 const GRACE_SLACK_SECS: i64 = 15;
 /// GPU resource name of the NVIDIA device plugin.
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -239,6 +239,7 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
     });
     let (volumes, volume_mounts) = volumes(v);
     let env = env(v);
+    let server = server_settings(v, eff);
     let annotations = match opts.monitoring {
         Monitoring::Annotations => Some(BTreeMap::from([
             ("prometheus.io/scrape".to_owned(), "true".to_owned()),
@@ -250,7 +251,7 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
     let container = Container {
         name: "server".into(),
         image: Some(image),
-        args: Some(server_args(v, eff)),
+        args: Some(server.to_args()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: SERVER_PORT,
@@ -274,8 +275,11 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
         // The server only needs the port it listens on: no API token, no service env vars.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        // SIGTERM → the server keeps serving (not ready) for the drain delay, then drains for
+        // up to the drain timeout; the kubelet must not kill it before both are over.
         termination_grace_period_seconds: Some(
-            i64::try_from(v.drain_timeout_secs).unwrap_or(3600) + GRACE_SLACK_SECS,
+            i64::try_from(server.drain_delay.as_secs() + v.drain_timeout_secs).unwrap_or(3600)
+                + GRACE_SLACK_SECS,
         ),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),

@@ -86,8 +86,8 @@ pub struct HuggingFaceModel {
     pub repo_id: String,
     /// Branch, tag or commit to resolve in the cache. Pin a commit for reproducible rollouts.
     #[serde(default = "default_revision")]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/-]+$')")
-        .message("model.huggingFace.revision may only contain letters, digits, '.', '_', '/' and '-'"))]
+    #[x_kube(validation = Rule::new(sluice_contract::model::HF_REVISION_CEL)
+        .message("model.huggingFace.revision must be a branch, tag, commit or ref path: letters, digits, '.', '_', '-' and '/' between non-empty parts that do not start with '.', and no '..'"))]
     #[schemars(length(min = 1, max = 255))]
     pub revision: String,
     /// The PersistentVolumeClaim that holds the Hugging Face cache (`HF_HOME`). It is mounted

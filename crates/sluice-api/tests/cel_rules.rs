@@ -201,3 +201,25 @@ fn defaults_are_the_seed_slas() {
     assert_eq!(slo.vram_max_percent, 85);
     assert_eq!(slo.error_rate_max, 0.001);
 }
+
+/// Regression: the CRD admitted revisions the server rejects (a CrashLoop instead of an
+/// admission error). The CEL rule and the server's grammar now agree on every sample.
+#[test]
+fn hugging_face_revisions_are_admitted_exactly_when_the_server_accepts_them() {
+    for &(revision, ok) in sluice_contract::model::HF_REVISION_SAMPLES {
+        if revision.is_empty() {
+            continue; // minLength, not the CEL rule, refuses it
+        }
+        let spec = format!(
+            "  model:\n    huggingFace:\n      repoId: org/name\n      revision: {revision:?}\n      cache: {{claimName: hf}}\n"
+        );
+        let admitted = validate(&spec);
+        assert_eq!(admitted.is_ok(), ok, "{revision:?}: {admitted:?}");
+        if !ok {
+            assert!(
+                admitted.unwrap_err().contains("model.huggingFace.revision"),
+                "{revision:?}"
+            );
+        }
+    }
+}

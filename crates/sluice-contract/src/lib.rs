@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod model;
 pub mod quantization;
 pub mod server;
 pub mod settings;

@@ -230,10 +230,14 @@ fn model_source(
                 "must look like ORG/NAME".into(),
             ));
         }
-        if hf.revision.is_empty() || hf.revision.contains('@') {
+        // The server's own grammar: a spec that passes here never crash-loops on --model.
+        if !sluice_contract::model::valid_hf_revision(&hf.revision) {
             return Err(invalid(
                 "spec.model.huggingFace.revision",
-                "must be a non-empty branch, tag or commit".into(),
+                format!(
+                    "{:?} is not a branch, tag, commit or ref path the server accepts",
+                    hf.revision
+                ),
             ));
         }
         sources.push(ModelSource::HuggingFace {

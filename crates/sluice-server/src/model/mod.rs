@@ -96,9 +96,7 @@ impl FromStr for ModelSource {
             let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
             let valid = repo.split('/').count() == 2
                 && repo.split('/').all(|p| !p.is_empty() && !p.contains(".."))
-                && !revision.is_empty()
-                && !revision.contains("..")
-                && !revision.contains('/');
+                && sluice_contract::model::valid_hf_revision(revision);
             if !valid {
                 return Err(format!(
                     "invalid Hugging Face model {spec:?} (expected ORG/NAME[@REVISION])"
@@ -407,6 +405,11 @@ mod tests {
         assert!("builtin:huge".parse::<ModelSource>().is_err());
         assert!("hf:noslash".parse::<ModelSource>().is_err());
         assert!("hf:a/../b".parse::<ModelSource>().is_err());
+        // The revision grammar is the contract's, the same the CRD admits.
+        for &(revision, ok) in sluice_contract::model::HF_REVISION_SAMPLES {
+            let parsed = format!("hf:org/name@{revision}").parse::<ModelSource>();
+            assert_eq!(parsed.is_ok(), ok, "{revision:?}: {parsed:?}");
+        }
     }
 
     #[test]

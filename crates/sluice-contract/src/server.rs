@@ -56,6 +56,11 @@ pub struct ServerArgs {
     /// Port to listen on.
     #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_PORT", default_value_t = DEFAULT_PORT))]
     pub port: u16,
+    /// Serve the admin API (`/admin/*`, `/model/*`) on this port only, apart from inference:
+    /// the main port then answers 404 for it, so a Service exposing the main port never exposes
+    /// limits or model loading. Without it, both share the main port.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_ADMIN_PORT"))]
+    pub admin_port: Option<u16>,
     /// CPU threads the model computes on. Default: the CPU quota this process may use (its
     /// cgroup limit in a container, else its logical CPUs), so a pod limited to 2 CPUs on a
     /// 64-core node runs 2 threads, not 64. Without the flag, `RAYON_NUM_THREADS` and
@@ -160,6 +165,7 @@ impl Default for ServerArgs {
             model: "builtin:tiny".into(),
             host: "0.0.0.0".into(),
             port: DEFAULT_PORT,
+            admin_port: None,
             threads: None,
             quantization: QuantizationFlag::Auto,
             max_tokens: 256,
@@ -200,6 +206,7 @@ impl ServerArgs {
             model,
             host,
             port,
+            admin_port,
             threads,
             quantization,
             max_tokens,
@@ -218,10 +225,11 @@ impl ServerArgs {
             hf_home,
             log_format,
         } = self;
-        let flags: [(&str, Option<String>); 19] = [
+        let flags: [(&str, Option<String>); 20] = [
             ("model", Some(model.clone())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
+            ("admin-port", admin_port.map(|p| p.to_string())),
             ("threads", threads.map(|n| n.to_string())),
             ("quantization", Some(quantization.to_string())),
             ("max-tokens", Some(max_tokens.to_string())),
@@ -278,6 +286,7 @@ mod tests {
             model: "hf:org/name@main".into(),
             host: "127.0.0.1".into(),
             port: 9000,
+            admin_port: Some(9001),
             threads: Some(3),
             quantization: crate::Quantization::Q4_0.into(),
             max_tokens: 77,

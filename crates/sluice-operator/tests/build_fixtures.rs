@@ -71,6 +71,8 @@ fn tiny_cpu_uses_defaults() {
             "0.0.0.0",
             "--port",
             "8000",
+            "--admin-port",
+            "8001",
             "--quantization",
             "f16",
             "--max-tokens",
@@ -152,6 +154,21 @@ fn tiny_cpu_uses_defaults() {
     assert_eq!(owner.controller, Some(true));
     let svc = c.service.spec.as_ref().unwrap();
     assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8000);
+    // The admin API has a container port of its own that the Service never exposes.
+    let ports: Vec<(Option<String>, i32)> = dep.spec.template.spec.as_ref().unwrap().containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(Some("http".into()), 8000), (Some("admin".into()), 8001)]
+    );
+    assert!(
+        svc.ports.iter().flatten().all(|p| p.port != 8001),
+        "the Service exposes only inference"
+    );
     assert_eq!(svc.selector, dep.spec.selector.match_labels);
     assert_eq!(build::endpoint(&v), "http://tiny.demo.svc:8000");
 }

@@ -372,7 +372,7 @@ async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
     assert!((64..256).contains(&to), "clamped toward the floor: {to}");
     assert_eq!(
         *h.limits.calls.lock().unwrap(),
-        vec![("http://10.1.0.7:8000".to_owned(), to)],
+        vec![("http://10.1.0.7:8001".to_owned(), to)],
         "pushed to the ready pod only"
     );
     // Nothing reaches a pod before status records the decision: the stored status at the

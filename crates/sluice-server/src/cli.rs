@@ -11,7 +11,7 @@ use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 use crate::engine::{Engine, EngineModel, Limits};
 use crate::http::listen::{self, ListenConfig};
-use crate::http::{AppState, HttpConfig, router};
+use crate::http::{AppState, HttpConfig, router, routers};
 use crate::metrics::Metrics;
 use crate::model::quant::Quantization;
 use crate::model::tiny::{self, ExportOptions, TinyShape};
@@ -182,14 +182,31 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
         drain_delay: args.drain_delay,
         drain_timeout: args.drain_timeout,
     };
-    runtime.block_on(run_http(state, addr, listen))
+    runtime.block_on(run_http(state, addr, args.admin_port, listen))
 }
 
-async fn run_http(state: AppState, addr: SocketAddr, listen: ListenConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to listen on {addr}"))?;
+async fn run_http(
+    state: AppState,
+    addr: SocketAddr,
+    admin_port: Option<u16>,
+    listen: ListenConfig,
+) -> anyhow::Result<()> {
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on {addr}"))
+    };
+    let listener = bind(addr).await?;
     tracing::info!(%addr, "listening");
+    // One signal, observed by every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let admission = state.admission.clone();
     let on_shutdown = move || {
         tracing::info!(
@@ -198,14 +215,33 @@ async fn run_http(state: AppState, addr: SocketAddr, listen: ListenConfig) -> an
         );
         admission.start_draining();
     };
-    listen::serve(
-        listener,
-        router(state),
-        &listen,
-        wait_for_signal(),
-        on_shutdown,
-    )
-    .await;
+    let Some(port) = admin_port else {
+        listen::serve(
+            listener,
+            router(state),
+            &listen,
+            stopped(stop_rx),
+            on_shutdown,
+        )
+        .await;
+        tracing::info!("stopped");
+        return Ok(());
+    };
+    let admin_addr = SocketAddr::new(addr.ip(), port);
+    let admin_listener = bind(admin_addr).await?;
+    tracing::info!(%admin_addr, "admin API listening");
+    let (inference, admin) = routers(state);
+    // The admin port has nobody to drain for: it stops with the delay's end like the rest.
+    tokio::join!(
+        listen::serve(
+            listener,
+            inference,
+            &listen,
+            stopped(stop_rx.clone()),
+            on_shutdown
+        ),
+        listen::serve(admin_listener, admin, &listen, stopped(stop_rx), || {}),
+    );
     tracing::info!("stopped");
     Ok(())
 }

@@ -160,3 +160,66 @@ async fn sigterm_turns_ready_off_but_keeps_serving_through_the_drain_delay() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Issue: inference and admin shared one port, so any client of the Service could raise the
+/// concurrency cap or unload the model. With `--admin-port` the admin API answers only there
+/// and the inference port knows nothing of it (and the admin port serves no inference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_lives_only_on_its_own_port() {
+    let admin_port = common::free_port();
+    let (_proc, url) = spawn(
+        &[
+            "--admin-port",
+            &admin_port.to_string(),
+            "--drain-delay",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let limits = json!({"max_tokens": 7});
+    let on_main = client()
+        .put(format!("{url}/admin/limits"))
+        .json(&limits)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_main.status(), 404, "the inference port has no admin API");
+    for path in ["/model/unload", "/model/load"] {
+        let r = client()
+            .post(format!("{url}{path}"))
+            .json(&json!({"model": "builtin:tiny"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path} on the inference port");
+    }
+    let on_admin = client()
+        .put(format!("{admin}/admin/limits"))
+        .json(&limits)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_admin.status(), 200);
+    let generate = |base: String| async move {
+        client()
+            .post(format!("{base}/generate"))
+            .json(&json!({"prompt": "x", "max_tokens": 100}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        generate(admin.clone()).await.status(),
+        404,
+        "no inference on the admin port"
+    );
+    let r = generate(url.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["generated_tokens"].as_u64().unwrap() <= 7,
+        "the cap set through the admin port applies: {v}"
+    );
+}

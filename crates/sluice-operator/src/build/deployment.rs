@@ -24,6 +24,9 @@ use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 /// Container port of `sluice-server` (named `http`).
 pub const SERVER_PORT: i32 = 8000;
+/// Container port of the server's admin API (named `admin`): reached by the operator on the
+/// pod IP, never exposed by the Service.
+pub const ADMIN_PORT: i32 = 8001;
 /// Where a model PVC is mounted.
 pub const MODEL_MOUNT: &str = "/models";
 /// Where a Hugging Face cache PVC is mounted (also `HF_HOME`).
@@ -67,6 +70,7 @@ pub fn server_settings(v: &Validated, eff: &AppliedSettings) -> ServerArgs {
         model: model_arg(&v.model),
         host: "0.0.0.0".into(),
         port: SERVER_PORT.unsigned_abs() as u16,
+        admin_port: Some(ADMIN_PORT.unsigned_abs() as u16),
         quantization: eff.quantization.into(),
         max_tokens: eff.max_tokens as usize,
         max_concurrent_requests: v.serving.max_concurrent_requests as usize,
@@ -252,12 +256,20 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
         name: "server".into(),
         image: Some(image),
         args: Some(server.to_args()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: SERVER_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: SERVER_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ADMIN_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: (!env.is_empty()).then_some(env),
         resources: resources(v),
         // Model loading can take minutes on big models; the startup probe holds off liveness

@@ -16,7 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::core::DynamicObject;
 
 pub use deployment::{
-    HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args, server_settings,
+    ADMIN_PORT, HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args,
+    server_settings,
 };
 pub use monitoring::{build_service_monitor, service_monitor_resource};
 pub use service::{build_pdb, build_service};

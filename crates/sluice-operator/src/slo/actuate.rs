@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::build::{INSTANCE_LABEL, SERVER_PORT};
+use crate::build::{ADMIN_PORT, INSTANCE_LABEL};
 use crate::validate::Validated;
 
 /// One server pod to reach.
@@ -112,9 +112,9 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
             ready.then(|| PodTarget {
                 name: p.metadata.name.clone().unwrap_or_default(),
                 base_url: if ip.contains(':') {
-                    format!("http://[{ip}]:{SERVER_PORT}")
+                    format!("http://[{ip}]:{ADMIN_PORT}")
                 } else {
-                    format!("http://{ip}:{SERVER_PORT}")
+                    format!("http://{ip}:{ADMIN_PORT}")
                 },
             })
         })
@@ -237,11 +237,11 @@ mod tests {
             vec![
                 PodTarget {
                     name: "a".into(),
-                    base_url: "http://10.0.0.1:8000".into()
+                    base_url: "http://10.0.0.1:8001".into()
                 },
                 PodTarget {
                     name: "e".into(),
-                    base_url: "http://[fd00::5]:8000".into()
+                    base_url: "http://[fd00::5]:8001".into()
                 },
             ]
         );

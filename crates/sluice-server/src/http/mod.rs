@@ -75,13 +75,33 @@ impl AppState {
     }
 }
 
+/// Every route on one router: inference, probes, metrics and the admin API.
 pub fn router(state: AppState) -> Router {
+    let (inference, admin) = routes(&state);
+    finish(inference.merge(admin), &state)
+}
+
+/// The inference router (generation, models, probes, metrics) and the admin router (limits,
+/// model load/unload), for serving the admin API on a port of its own.
+pub fn routers(state: AppState) -> (Router, Router) {
+    let (inference, admin) = routes(&state);
+    (finish(inference, &state), finish(admin, &state))
+}
+
+fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
     let protected = Router::new()
         .route("/generate", post(native::generate))
         .route("/generate/stream", post(native::generate_stream))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let inference = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(protected);
+    let admin = Router::new()
         .route(
             paths::LIMITS_PATH,
             get(admin::get_limits).put(admin::put_limits),
@@ -89,18 +109,19 @@ pub fn router(state: AppState) -> Router {
         .route(paths::MODEL_LOAD_PATH, post(admin::load_model))
         .route(paths::MODEL_UNLOAD_PATH, post(admin::unload_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .merge(protected)
+    (inference, admin)
+}
+
+/// The layers every router shares: error counting, body limits, the fallback.
+fn finish(routes: Router<AppState>, state: &AppState) -> Router {
+    routes
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
             state.config.body_read_timeout,
         ))
-        .with_state(state)
+        .with_state(state.clone())
 }
 
 /// Bearer-token check with a constant-time comparison; open when no key is configured.

@@ -45,6 +45,7 @@ VARIANTS = [
             ("replicaCount: 1", "replicaCount: 2"),
             ('  prometheusUrl: ""', "  prometheusUrl: http://prometheus-operated.monitoring:9090"),
             ("  interval: 15s", "  interval: 1m"),
+            ("  allowedPrometheusUrls: []", "  allowedPrometheusUrls:\n    - http://prometheus.team-a:9090\n    - https://thanos.example"),
             ("  readApiKeySecrets: true", "  readApiKeySecrets: false"),
         ],
     ),

@@ -84,6 +84,13 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_PROMETHEUS_URL", value_parser = parse_http_url)]
     pub prometheus_url: Option<String>,
 
+    /// Prometheus URLs an InferenceService may name in `spec.slo.prometheusUrl` (comma-separated
+    /// prefixes, e.g. `http://prometheus.team-a:9090`); the operator's own `--prometheus-url` is
+    /// always allowed. Any other per-service URL is refused without a request, so a CR author
+    /// cannot make the operator send requests to arbitrary hosts.
+    #[arg(long, env = "SLUICE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',', value_parser = parse_http_url)]
+    pub allowed_prometheus_urls: Vec<String>,
+
     /// Time between two SLO evaluations of one InferenceService (e.g. `15s`, `1m`).
     #[arg(long, env = "SLUICE_SLO_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub slo_interval: std::time::Duration,
@@ -156,6 +163,8 @@ mod tests {
             "http://prometheus.monitoring:9090/",
             "--slo-interval",
             "30s",
+            "--allowed-prometheus-urls",
+            "http://prometheus.team-a:9090,https://thanos.example/",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -166,8 +175,13 @@ mod tests {
             Some("http://prometheus.monitoring:9090")
         );
         assert_eq!(args.slo_interval, std::time::Duration::from_secs(30));
+        assert_eq!(
+            args.allowed_prometheus_urls,
+            ["http://prometheus.team-a:9090", "https://thanos.example"]
+        );
         for bad in [
             ["--prometheus-url", "prometheus:9090"],
+            ["--allowed-prometheus-urls", "http://ok:9090,file:///etc"],
             ["--slo-interval", "0s"],
             ["--slo-interval", "soon"],
         ] {

@@ -144,7 +144,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.prometheus_url.clone(),
         Arc::new(PrometheusFactory),
         Arc::new(HttpLimitsClient::default()),
-    );
+    )
+    .with_allowed_prometheus_urls(args.allowed_prometheus_urls.clone());
     info!(interval = ?args.slo_interval, prometheus = args.prometheus_url.as_deref().unwrap_or("<per InferenceService>"), "SLO loop configured");
     let ctx = Arc::new(
         Context::new(

@@ -112,6 +112,7 @@ async fn tiny_service_end_to_end() {
         identity: "e2e".into(),
         concurrency: 2,
         prometheus_url: None,
+        allowed_prometheus_urls: Vec::new(),
         slo_interval: std::time::Duration::from_secs(15),
         log_json: false,
     };

@@ -154,7 +154,8 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
         default_url.map(str::to_owned),
         sources.clone(),
         limits.clone(),
-    );
+    )
+    .with_allowed_prometheus_urls(vec!["http://prom.team-a:9090".into()]);
     let ctx = Arc::new(
         Context::new(
             client,
@@ -467,4 +468,41 @@ async fn off_mode_reads_nothing_and_without_a_url_nothing_is_read() {
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("Unknown"), Some("NoPrometheusUrl"))
     );
+}
+
+/// Regression: any InferenceService could make the operator send requests anywhere through
+/// `spec.slo.prometheusUrl` (SSRF), and the error text came back in status. A URL outside the
+/// allow-list is refused before any request, with a fixed reason and message.
+#[tokio::test]
+async fn a_prometheus_url_outside_the_allow_list_is_never_contacted() {
+    let h = harness(queue_bound, Some("http://prometheus.test:9090"));
+    h.api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"},
+                        "slo": {"prometheusUrl": "http://169.254.169.254/latest/meta-data"},
+                        "remediation": {"mode": "Auto"}})),
+    );
+    h.settle(2).await;
+    assert!(
+        h.sources.built.lock().unwrap().is_empty(),
+        "no metrics source was built for the refused URL"
+    );
+    let st = h.status();
+    let cond = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SLOMet")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("Unknown"), Some("PrometheusUrlNotAllowed"))
+    );
+    let message = cond["message"].as_str().unwrap();
+    assert!(
+        !message.contains("169.254"),
+        "the host is not echoed: {message}"
+    );
+    assert_eq!(h.deployment()["spec"]["replicas"], 1, "nothing acted");
 }

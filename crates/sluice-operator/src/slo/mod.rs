@@ -84,6 +84,8 @@ pub struct SloLoop {
     pub sources: Arc<dyn SourceFactory>,
     /// Pushes `max_tokens` to pods.
     pub limits: Arc<dyn LimitsClient>,
+    /// URL prefixes a service's `spec.slo.prometheusUrl` may use (besides `prometheus_url`).
+    pub allowed_prometheus_urls: Vec<String>,
     /// SLI snapshots per InferenceService uid, oldest first. Lost on restart on purpose: the
     /// decision log in status carries what must survive, and fresh snapshots re-confirm a class.
     history: Mutex<HashMap<String, Vec<Sli>>>,
@@ -102,8 +104,28 @@ impl SloLoop {
             prometheus_url,
             sources,
             limits,
+            allowed_prometheus_urls: Vec::new(),
             history: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Allows services to name Prometheus URLs under these prefixes.
+    pub fn with_allowed_prometheus_urls(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_prometheus_urls = prefixes;
+        self
+    }
+
+    /// Whether a service may read SLIs from `url`: the operator's own URL, or one under an
+    /// allowed prefix (matched up to a path boundary, so `http://p:9090` does not allow
+    /// `http://p:90901`).
+    pub fn allows_prometheus_url(&self, url: &str) -> bool {
+        self.prometheus_url.as_deref() == Some(url)
+            || self.allowed_prometheus_urls.iter().any(|p| {
+                url == p
+                    || url.strip_prefix(p.as_str()).is_some_and(|rest| {
+                        p.ends_with('/') || rest.starts_with('/') || rest.starts_with('?')
+                    })
+            })
     }
 
     /// Appends `sli` to the service's history and returns the history (oldest first), keeping
@@ -137,5 +159,39 @@ impl std::fmt::Debug for SloLoop {
             .field("interval", &self.interval)
             .field("prometheus_url", &self.prometheus_url)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_service_prometheus_urls_must_be_on_the_allow_list() {
+        let lp = SloLoop::new(
+            DEFAULT_INTERVAL,
+            Some("http://prometheus.monitoring:9090".into()),
+            Arc::new(PrometheusFactory),
+            Arc::new(HttpLimitsClient::default()),
+        )
+        .with_allowed_prometheus_urls(vec![
+            "http://prom.team-a:9090".into(),
+            "https://thanos.example/tenant/".into(),
+        ]);
+        for (url, ok) in [
+            ("http://prometheus.monitoring:9090", true),
+            ("http://prom.team-a:9090", true),
+            ("http://prom.team-a:9090/", true),
+            ("http://prom.team-a:9090/prefix", true),
+            ("https://thanos.example/tenant/a", true),
+            ("http://prom.team-a:90901", false),
+            ("http://prom.team-a:9090.evil.example", false),
+            ("http://prom.team-a:9090@evil.example", false),
+            ("https://thanos.example/other", false),
+            ("http://169.254.169.254/latest", false),
+            ("http://prometheus.monitoring:9090/x", false),
+        ] {
+            assert_eq!(lp.allows_prometheus_url(url), ok, "{url}");
+        }
     }
 }

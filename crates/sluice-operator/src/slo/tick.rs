@@ -58,6 +58,8 @@ pub enum Observation {
     Off,
     /// No Prometheus to read from.
     NoPrometheusUrl,
+    /// The service names a Prometheus URL the operator's allow-list does not cover.
+    UrlNotAllowed,
     /// The last evaluation is recent; the next is due after `requeue`.
     NotDue { requeue: Duration },
     /// The metrics source could not be created (a bad URL or selector).
@@ -88,6 +90,9 @@ pub async fn observe(
     else {
         return Observation::NoPrometheusUrl;
     };
+    if !lp.allows_prometheus_url(url) {
+        return Observation::UrlNotAllowed;
+    }
     if !is_due(old_slo, now, lp.interval) {
         return Observation::NotDue {
             requeue: due_in(old_slo, now, lp.interval),
@@ -141,6 +146,20 @@ pub fn decide(
                     "NoPrometheusUrl".into(),
                     "no Prometheus to read SLIs from: set the operator's --prometheus-url or \
                      spec.slo.prometheusUrl"
+                        .into(),
+                )))
+            });
+        }
+        // A fixed reason: nothing was sent, and nothing about the host is echoed back.
+        Observation::UrlNotAllowed => {
+            return Some(Tick {
+                requeue: Duration::MAX,
+                ..idle(Some((
+                    None,
+                    "PrometheusUrlNotAllowed".into(),
+                    "spec.slo.prometheusUrl is not on the operator's allow-list \
+                     (--allowed-prometheus-urls, chart value slo.allowedPrometheusUrls); \
+                     no SLIs were read"
                         .into(),
                 )))
             });

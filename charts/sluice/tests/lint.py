@@ -42,6 +42,7 @@ VARIANTS = [
             ("  enabled: true\n  # -- Seconds", "  enabled: false\n  # -- Seconds"),
             ("    enabled: false\n    # -- Extra labels on that", "    enabled: true\n    # -- Extra labels on that"),
             ('  image: ""\n', "  image: registry.example/sluice-server:0.1.0\n"),
+            ("  allowedImages: []", "  allowedImages:\n    - \"registry.example/sluice-server:\""),
             ("replicaCount: 1", "replicaCount: 2"),
             ('  prometheusUrl: ""', "  prometheusUrl: http://prometheus-operated.monitoring:9090"),
             ("  interval: 15s", "  interval: 1m"),

@@ -36,6 +36,13 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_SERVER_CUDA_IMAGE", default_value = concat!("ghcr.io/sluice-dev/sluice-server:", env!("CARGO_PKG_VERSION"), "-cuda"))]
     pub server_cuda_image: String,
 
+    /// Images an InferenceService may run in `spec.serving.image` (comma-separated prefixes,
+    /// e.g. `registry.example/sluice-server:`), besides the two images above. Others are refused
+    /// as an invalid spec: whoever may create an InferenceService must not choose what runs with
+    /// the service's Secrets.
+    #[arg(long, env = "SLUICE_ALLOWED_SERVER_IMAGES", value_delimiter = ',')]
+    pub allowed_server_images: Vec<String>,
+
     /// How Prometheus finds server pods: `auto` (ServiceMonitor when the Prometheus Operator's
     /// CRDs exist, scrape annotations otherwise), `service-monitor` or `annotations`.
     #[arg(long, env = "SLUICE_MONITORING", default_value = "auto", value_parser = ["auto", "service-monitor", "annotations"])]

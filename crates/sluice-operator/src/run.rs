@@ -154,7 +154,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Recorder::new(client.clone(), reporter),
             metrics.clone(),
         )
-        .with_slo(slo),
+        .with_slo(slo)
+        .with_allowed_server_images(args.allowed_server_images.clone()),
     );
 
     let lost = Arc::new(AtomicBool::new(false));

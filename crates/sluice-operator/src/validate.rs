@@ -56,6 +56,35 @@ impl Validated {
     }
 }
 
+/// Checks `spec.serving.image` against what the operator was installed to run: its own CPU and
+/// CUDA server images, or an image under one of `allowed` prefixes. Pure.
+pub fn image_allowed(
+    v: &Validated,
+    opts: &crate::build::BuildOptions,
+    allowed: &[String],
+) -> Result<(), ValidationError> {
+    let Some(image) = &v.serving.image else {
+        return Ok(());
+    };
+    let ok = *image == opts.server_image
+        || *image == opts.server_cuda_image
+        || allowed
+            .iter()
+            .any(|p| !p.is_empty() && image.starts_with(p.as_str()));
+    if ok {
+        return Ok(());
+    }
+    Err(ValidationError::InvalidField {
+        namespace: v.namespace.clone(),
+        name: v.name.clone(),
+        field: "spec.serving.image",
+        reason: format!(
+            "{image:?} is not an image this operator may run (its server images, or one allowed \
+             by --allowed-server-images / the chart's server.allowedImages)"
+        ),
+    })
+}
+
 /// Validates `isvc`. Pure: reads nothing but its argument.
 pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
     let name = isvc.metadata.name.clone().unwrap_or_default();

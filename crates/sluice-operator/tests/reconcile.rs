@@ -427,3 +427,48 @@ async fn status_written_by_another_writer_is_not_clobbered() {
     assert_eq!(status["slo"]["state"], "Violated", "carried over");
     assert_eq!(status["observedGeneration"], 1);
 }
+
+/// Regression: whoever could create an InferenceService chose `serving.image`, and the pod ran
+/// it with the service's API-key Secret. Only the operator's own images, or images under an
+/// allowed prefix set at install, run; anything else is an invalid spec and nothing is created.
+#[tokio::test]
+async fn a_server_image_outside_the_allow_list_is_refused() {
+    let api = FakeApi::default();
+    api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"},
+                        "serving": {"image": "attacker.example/exfiltrate:latest"}})),
+    );
+    let ctx = context(&api, Monitoring::Annotations);
+    let obj = current(&api);
+    let err = reconcile(obj, ctx.clone()).await.unwrap_err();
+    assert!(err.is_permanent());
+    assert_eq!(err.category(), "InvalidSpec");
+    assert!(api.get(DEPLOY).is_none(), "nothing runs the refused image");
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.serving.image"),
+        "{degraded}"
+    );
+
+    // An image under an allowed prefix runs.
+    let allowed = Arc::new(
+        Arc::try_unwrap(context(&api, Monitoring::Annotations))
+            .ok()
+            .unwrap()
+            .with_allowed_server_images(vec!["registry.test/sluice-server:".into()]),
+    );
+    api.edit(ISVC, |o| {
+        o["spec"]["serving"]["image"] = json!("registry.test/sluice-server:2-custom")
+    });
+    reconcile(current(&api), allowed).await.unwrap();
+    let dep = api.get(DEPLOY).expect("deployment created");
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.test/sluice-server:2-custom"
+    );
+}

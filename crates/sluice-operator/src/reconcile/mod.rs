@@ -41,6 +41,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The SLO loop's configuration and SLI history.
     pub slo: SloLoop,
+    /// Image prefixes `spec.serving.image` may use besides the operator's own server images.
+    pub allowed_server_images: Vec<String>,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<InferenceService>>, u32>>,
 }
@@ -54,8 +56,15 @@ impl Context {
             recorder,
             metrics,
             slo: SloLoop::default(),
+            allowed_server_images: Vec::new(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Allows `spec.serving.image` values under these prefixes.
+    pub fn with_allowed_server_images(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_server_images = prefixes;
+        self
     }
 
     /// Replaces the SLO loop (interval, Prometheus URL, sources, limits client).
@@ -189,7 +198,10 @@ async fn reconcile_service(
         Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
     let now_s = now.0.as_second() as f64;
 
-    let valid = match validate::validate(isvc) {
+    let valid = match validate::validate(isvc).and_then(|v| {
+        validate::image_allowed(&v, &ctx.build, &ctx.allowed_server_images)?;
+        Ok(v)
+    }) {
         Ok(v) => v,
         Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
     };

@@ -44,6 +44,7 @@ VARIANTS = [
             ('  image: ""\n', "  image: registry.example/sluice-server:0.1.0\n"),
             ("  allowedImages: []", "  allowedImages:\n    - \"registry.example/sluice-server:\""),
             ("replicaCount: 1", "replicaCount: 2"),
+            ("  # with a CNI that enforces NetworkPolicy.\n  enabled: true", "  # with a CNI that enforces NetworkPolicy.\n  enabled: false"),
             ('  prometheusUrl: ""', "  prometheusUrl: http://prometheus-operated.monitoring:9090"),
             ("  interval: 15s", "  interval: 1m"),
             ("  allowedPrometheusUrls: []", "  allowedPrometheusUrls:\n    - http://prometheus.team-a:9090\n    - https://thanos.example"),

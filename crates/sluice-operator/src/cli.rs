@@ -36,6 +36,12 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_SERVER_CUDA_IMAGE", default_value = concat!("ghcr.io/sluice-dev/sluice-server:", env!("CARGO_PKG_VERSION"), "-cuda"))]
     pub server_cuda_image: String,
 
+    /// Give each service a NetworkPolicy: inference (port 8000) from anywhere, the admin API
+    /// (port 8001) only from the operator's namespace (`POD_NAMESPACE`). Needs a CNI that
+    /// enforces NetworkPolicy to take effect.
+    #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false)]
+    pub network_policy: bool,
+
     /// Images an InferenceService may run in `spec.serving.image` (comma-separated prefixes,
     /// e.g. `registry.example/sluice-server:`), besides the two images above. Others are refused
     /// as an invalid spec: whoever may create an InferenceService must not choose what runs with

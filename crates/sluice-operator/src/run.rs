@@ -116,6 +116,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         server_image: args.server_image.clone(),
         server_cuda_image: args.server_cuda_image.clone(),
         monitoring: monitoring.clone(),
+        network_policy_for: args.network_policy.then(|| args.lease_namespace.clone()),
     };
     health.set_ready(true);
 

@@ -21,6 +21,7 @@ fn opts(monitoring: Monitoring) -> BuildOptions {
         server_image: "registry.test/sluice-server:1".into(),
         server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
         monitoring,
+        network_policy_for: None,
     }
 }
 
@@ -466,4 +467,49 @@ fn advise_mode_and_locked_knobs_use_the_spec() {
     isvc.spec.remediation.mode = sluice_api::Mode::Advise;
     let v = validate::validate(&isvc).unwrap();
     assert_eq!(effective::derive(&v, Some(&prev)), effective::start(&v));
+}
+
+/// With `--network-policy`, each service gets a NetworkPolicy: its Service port from anywhere,
+/// the admin port only from the operator's namespace, for exactly the service's pods.
+#[test]
+fn the_network_policy_admits_the_admin_port_only_from_the_operator() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, None);
+    let mut o = opts(Monitoring::Annotations);
+    assert!(
+        build::build(&v, &eff, &o).network_policy.is_none(),
+        "off by default"
+    );
+    o.network_policy_for = Some("sluice-system".into());
+    let c = build::build(&v, &eff, &o);
+    let np = c.network_policy.expect("a NetworkPolicy");
+    let spec = np.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        c.deployment.spec.selector.match_labels
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+    let rules = spec.ingress.unwrap();
+    let port = |r: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        r.ports.as_ref().unwrap()[0].port.clone()
+    };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(port(&rules[0]), Some(IntOrString::Int(8000)));
+    assert!(
+        rules[0].from.is_none(),
+        "inference and metrics from anywhere"
+    );
+    assert_eq!(port(&rules[1]), Some(IntOrString::Int(8001)));
+    let from = rules[1].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert_eq!(
+        from[0].namespace_selector.as_ref().unwrap().match_labels,
+        Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            "sluice-system".to_owned()
+        )]))
+    );
+    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    let owner = &np.metadata.owner_references.unwrap()[0];
+    assert_eq!(owner.kind, "InferenceService");
 }

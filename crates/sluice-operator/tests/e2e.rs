@@ -103,6 +103,7 @@ async fn tiny_service_end_to_end() {
             .unwrap_or_else(|| "sluice-server:e2e".into()),
         server_cuda_image: "sluice-server:e2e-cuda".into(),
         allowed_server_images: Vec::new(),
+        network_policy: false,
         monitoring: "annotations".into(),
         service_monitor_labels: Vec::new(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),

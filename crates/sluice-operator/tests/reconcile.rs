@@ -52,6 +52,7 @@ fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
             server_image: "registry.test/sluice-server:1".into(),
             server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
             monitoring,
+            network_policy_for: None,
         },
         recorder,
         Metrics::new().unwrap(),
@@ -470,5 +471,49 @@ async fn a_server_image_outside_the_allow_list_is_refused() {
     assert_eq!(
         dep["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.test/sluice-server:2-custom"
+    );
+}
+
+/// With `--network-policy`, the reconcile applies the service's NetworkPolicy with the other
+/// children (owned, under the operator's field manager), and a settled service writes nothing.
+#[tokio::test]
+async fn the_network_policy_is_applied_with_the_children() {
+    const NP: &str = "/apis/networking.k8s.io/v1/namespaces/demo/networkpolicies/tiny";
+    let api = FakeApi::default();
+    api.insert(ISVC, manifest(json!({"model": {"builtin": "tiny"}})));
+    let base = context(&api, Monitoring::Annotations);
+    let mut build = base.build.clone();
+    build.network_policy_for = Some("sluice-system".into());
+    let ctx = Arc::new(Context::new(
+        base.client.clone(),
+        build,
+        Recorder::new(
+            base.client.clone(),
+            Reporter {
+                controller: "sluice-operator".into(),
+                instance: Some("test".into()),
+            },
+        ),
+        Metrics::new().unwrap(),
+    ));
+    reconcile(current(&api), ctx.clone()).await.unwrap();
+    let np = api.get(NP).expect("NetworkPolicy created");
+    assert_eq!(
+        np["metadata"]["ownerReferences"][0]["kind"],
+        "InferenceService"
+    );
+    assert_eq!(np["spec"]["ingress"][1]["ports"][0]["port"], 8001);
+    assert_eq!(
+        np["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "sluice-system"
+    );
+    api.clear_writes();
+    reconcile(current(&api), ctx).await.unwrap();
+    assert!(
+        api.writes()
+            .iter()
+            .all(|w| !w.path.contains("networkpolicies")),
+        "an unchanged NetworkPolicy is not rewritten: {:?}",
+        api.writes()
     );
 }

@@ -163,6 +163,7 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
                 server_image: "registry.test/sluice-server:1".into(),
                 server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
                 monitoring: Monitoring::Annotations,
+                network_policy_for: None,
             },
             recorder,
             Metrics::new().unwrap(),

@@ -5,12 +5,14 @@
 
 mod deployment;
 mod monitoring;
+mod network_policy;
 mod service;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::DynamicObject;
@@ -20,6 +22,7 @@ pub use deployment::{
     server_settings,
 };
 pub use monitoring::{build_service_monitor, service_monitor_resource};
+pub use network_policy::build_network_policy;
 pub use service::{build_pdb, build_service};
 
 use crate::validate::Validated;
@@ -37,6 +40,9 @@ pub struct BuildOptions {
     pub server_cuda_image: String,
     /// How Prometheus finds the pods.
     pub monitoring: Monitoring,
+    /// The operator's namespace, when each service should get a NetworkPolicy that admits the
+    /// admin port only from there (`--network-policy`).
+    pub network_policy_for: Option<String>,
 }
 
 /// How Prometheus discovers the server pods.
@@ -58,6 +64,8 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
     /// Present with [`Monitoring::ServiceMonitor`].
     pub service_monitor: Option<DynamicObject>,
+    /// Present with [`BuildOptions::network_policy_for`].
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds every owned object. Pure.
@@ -70,6 +78,10 @@ pub fn build(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Child
             Monitoring::ServiceMonitor { labels } => Some(build_service_monitor(v, labels)),
             Monitoring::Annotations => None,
         },
+        network_policy: opts
+            .network_policy_for
+            .as_deref()
+            .map(|ns| build_network_policy(v, ns)),
     }
 }
 

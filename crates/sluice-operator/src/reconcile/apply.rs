@@ -73,6 +73,17 @@ pub async fn apply_children(
             }
         }
     }
+    if let Some(np) = &children.network_policy {
+        let a = apply::apply(
+            &apis.network_policy,
+            "NetworkPolicy",
+            uid,
+            np,
+            observed.network_policy,
+        )
+        .await?;
+        note(&mut changes, metrics, "NetworkPolicy", name, &a);
+    }
     if let Some(sm) = &children.service_monitor {
         let a = apply::apply(
             &apis.service_monitor,

@@ -210,8 +210,18 @@ async fn reconcile_service(
         ctx.build.monitoring,
         build::Monitoring::ServiceMonitor { .. }
     );
-    let observed =
-        observe::observe(&apis, &ctx.slo, &valid, &current, old, want_monitor, now_s).await?;
+    let want_network_policy = ctx.build.network_policy_for.is_some();
+    let observed = observe::observe(
+        &apis,
+        &ctx.slo,
+        &valid,
+        &current,
+        old,
+        want_monitor,
+        want_network_policy,
+        now_s,
+    )
+    .await?;
     let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await

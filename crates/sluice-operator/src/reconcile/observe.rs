@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DynamicObject;
 use kube::{Api, Client, Resource};
@@ -22,6 +23,7 @@ pub struct Observed {
     pub service: Option<Service>,
     pub pdb: Option<PodDisruptionBudget>,
     pub service_monitor: Option<DynamicObject>,
+    pub network_policy: Option<NetworkPolicy>,
     /// The Deployment's rollout, when it exists.
     pub rollout: Option<Rollout>,
     /// What the SLO loop read.
@@ -50,6 +52,7 @@ pub struct Apis {
     pub service: Api<Service>,
     pub pdb: Api<PodDisruptionBudget>,
     pub service_monitor: Api<DynamicObject>,
+    pub network_policy: Api<NetworkPolicy>,
     pub isvc: Api<InferenceService>,
 }
 
@@ -60,6 +63,7 @@ impl Apis {
             service: Api::namespaced(client.clone(), ns),
             pdb: Api::namespaced(client.clone(), ns),
             service_monitor: Api::namespaced_with(client.clone(), ns, &service_monitor_resource()),
+            network_policy: Api::namespaced(client.clone(), ns),
             isvc: Api::namespaced(client.clone(), ns),
         }
     }
@@ -74,6 +78,7 @@ pub async fn observe(
     eff: &AppliedSettings,
     old: Option<&InferenceServiceStatus>,
     want_monitor: bool,
+    want_network_policy: bool,
     now: f64,
 ) -> Result<Observed, FetchError> {
     let (ns, name) = (v.namespace.as_str(), v.name.as_str());
@@ -85,6 +90,11 @@ pub async fn observe(
         pdb: get_opt(&apis.pdb, "PodDisruptionBudget", ns, name).await?,
         service_monitor: if want_monitor {
             get_opt(&apis.service_monitor, "ServiceMonitor", ns, name).await?
+        } else {
+            None
+        },
+        network_policy: if want_network_policy {
+            get_opt(&apis.network_policy, "NetworkPolicy", ns, name).await?
         } else {
             None
         },

@@ -206,22 +206,8 @@ async fn reconcile_service(
         Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
     };
     let current = decide::current(&valid, old);
-    let want_monitor = matches!(
-        ctx.build.monitoring,
-        build::Monitoring::ServiceMonitor { .. }
-    );
-    let want_network_policy = ctx.build.network_policy_for.is_some();
-    let observed = observe::observe(
-        &apis,
-        &ctx.slo,
-        &valid,
-        &current,
-        old,
-        want_monitor,
-        want_network_policy,
-        now_s,
-    )
-    .await?;
+    let observed =
+        observe::observe(&apis, &ctx.slo, &valid, &current, old, &ctx.build, now_s).await?;
     let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await

@@ -10,7 +10,7 @@ use kube::{Api, Client, Resource};
 use sluice_api::{InferenceService, InferenceServiceStatus};
 use sluice_contract::AppliedSettings;
 
-use crate::build::service_monitor_resource;
+use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
 use crate::error::FetchError;
 use crate::slo::SloLoop;
 use crate::slo::tick::{self, Observation};
@@ -69,18 +69,20 @@ impl Apis {
     }
 }
 
-/// Reads the children of `v` and, when a tick is due, its SLIs. `eff` (derived from the stored
-/// status) sizes the SLI history the planner needs.
+/// Reads the children of `v` that `build` makes and, when a tick is due, its SLIs. `eff`
+/// (derived from the stored status) sizes the SLI history the planner needs.
 pub async fn observe(
     apis: &Apis,
     slo: &SloLoop,
     v: &Validated,
     eff: &AppliedSettings,
     old: Option<&InferenceServiceStatus>,
-    want_monitor: bool,
-    want_network_policy: bool,
+    build: &BuildOptions,
     now: f64,
 ) -> Result<Observed, FetchError> {
+    // Only the kinds this operator builds are read: a missing CRD or RBAC for the others is fine.
+    let want_monitor = matches!(build.monitoring, Monitoring::ServiceMonitor { .. });
+    let want_network_policy = build.network_policy_for.is_some();
     let (ns, name) = (v.namespace.as_str(), v.name.as_str());
     let deployment = get_opt(&apis.deployment, "Deployment", ns, name).await?;
     Ok(Observed {

@@ -5,6 +5,7 @@
 //! Nothing here does I/O. A new quantization level, bottleneck class or server flag is added
 //! here, and the compiler lists every match that must learn about it.
 
+pub mod action;
 pub mod admin;
 pub mod metrics;
 pub mod model;
@@ -13,9 +14,10 @@ pub mod server;
 pub mod settings;
 pub mod slo;
 
+pub use action::{ACTION_LABELS, Action, StoredActionError};
 pub use quantization::{Quantization, QuantizationFlag};
 pub use settings::AppliedSettings;
 pub use slo::{
-    ACTION_LABELS, Action, Baseline, BottleneckClass, DecisionKind, DecisionOutcome, Degraded,
-    Evidence, Knob, Mode, Objective, ObjectiveState, Outcome, StoredActionError,
+    Baseline, BottleneckClass, DecisionKind, DecisionOutcome, Degraded, Evidence, Knob, Mode,
+    Objective, ObjectiveState, Outcome,
 };

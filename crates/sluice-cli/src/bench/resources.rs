@@ -3,6 +3,7 @@
 //! utilisation when an exporter on the page reports one. Scrape failures are not bench failures:
 //! unknown resources are simply left out of the report.
 
+use sluice_contract::metrics as names;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 /// Memory type preferred for the report: on GPU servers the accelerator memory; on CPU the
 /// server reports weights + KV cache under the same name.
-const MEMORY_TYPE: &str = "vram";
+const MEMORY_TYPE: &str = names::MemoryType::Vram.as_str();
 
 /// What the scrapes showed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -42,16 +43,16 @@ impl ResourceUsage {
             let total = samples
                 .iter()
                 .filter(|s| s.metric == name)
-                .filter(|s| s.labels.get("memory_type") == Some(MEMORY_TYPE))
+                .filter(|s| s.labels.get(names::MEMORY_TYPE_LABEL) == Some(MEMORY_TYPE))
                 .filter_map(scalar)
                 .inspect(|_| found = true)
                 .sum::<f64>();
             found.then_some(total)
         };
-        if let Some(used) = sum_of("llm_memory_usage_megabytes") {
+        if let Some(used) = sum_of(names::MEMORY_USAGE_MEGABYTES) {
             self.memory_peak_mb = Some(self.memory_peak_mb.map_or(used, |p| p.max(used)));
         }
-        if let Some(cap) = sum_of("llm_memory_capacity_megabytes") {
+        if let Some(cap) = sum_of(names::MEMORY_CAPACITY_MEGABYTES) {
             self.memory_capacity_mb = Some(cap);
         }
         if let Some(pct) = gpu_utilization_pct(samples) {

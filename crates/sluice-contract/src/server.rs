@@ -147,6 +147,11 @@ pub struct ServerArgs {
         arg(long, env = "SLUICE_DEVICE", value_enum, default_value = "cpu")
     )]
     pub device: DeviceKind,
+    /// The only directory `POST /model/load` may load files from (`builtin:` and `hf:` models
+    /// stay allowed). A path outside it is refused without being looked at, so the admin API
+    /// cannot probe the filesystem. Unset: any path.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MODEL_ROOT"))]
+    pub model_root: Option<PathBuf>,
     /// Hugging Face cache root for `hf:` models (read only; nothing is downloaded).
     #[cfg_attr(feature = "clap", arg(long, env = "HF_HOME"))]
     pub hf_home: Option<PathBuf>,
@@ -181,6 +186,7 @@ impl Default for ServerArgs {
             max_connections: 1024,
             served_model_name: None,
             device: DeviceKind::Cpu,
+            model_root: None,
             hf_home: None,
             log_format: LogFormat::Text,
         }
@@ -222,10 +228,11 @@ impl ServerArgs {
             max_connections,
             served_model_name,
             device,
+            model_root,
             hf_home,
             log_format,
         } = self;
-        let flags: [(&str, Option<String>); 20] = [
+        let flags: [(&str, Option<String>); 21] = [
             ("model", Some(model.clone())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
@@ -247,6 +254,10 @@ impl ServerArgs {
             ("max-connections", Some(max_connections.to_string())),
             ("served-model-name", served_model_name.clone()),
             ("device", Some(<&str>::from(*device).to_owned())),
+            (
+                "model-root",
+                model_root.as_ref().map(|p| p.display().to_string()),
+            ),
             ("hf-home", hf_home.as_ref().map(|p| p.display().to_string())),
             ("log-format", Some(<&str>::from(*log_format).to_owned())),
         ];
@@ -302,6 +313,7 @@ mod tests {
             max_connections: 10,
             served_model_name: Some("m".into()),
             device: DeviceKind::Cuda,
+            model_root: Some("/models".into()),
             hf_home: Some("/models/hf".into()),
             log_format: LogFormat::Json,
         };

@@ -98,6 +98,8 @@ fn tiny_cpu_uses_defaults() {
             "tiny",
             "--device",
             "cpu",
+            "--model-root",
+            "/models",
             "--log-format",
             "json",
         ]

@@ -169,6 +169,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
             body_read_timeout: args.body_read_timeout,
             device,
             hf_home: args.hf_home,
+            model_root: args.model_root,
             default_quantization: args.quantization,
         },
     );

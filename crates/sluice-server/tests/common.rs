@@ -69,6 +69,7 @@ pub async fn start(opts: Opts) -> Server {
             body_read_timeout: Duration::from_secs(30),
             device: candle_core::Device::Cpu,
             hf_home: None,
+            model_root: None,
             default_quantization: QuantizationFlag::Auto,
         },
     );

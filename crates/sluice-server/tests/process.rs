@@ -217,3 +217,48 @@ async fn spans_are_exported_over_otlp_and_join_the_callers_trace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue: `/model/load` error messages let an admin-API client probe the filesystem. With
+/// `--model-root`, a path outside it is refused before anything is read, with a message that
+/// does not echo it; models under the root (and built-in ones) still load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_load_stays_inside_the_model_root() {
+    let root = tempfile::tempdir().unwrap();
+    let model_dir = root.path().join("tiny");
+    let opts = sluice_server::model::tiny::ExportOptions {
+        shape: sluice_server::model::tiny::TinyShape::Tiny,
+        gguf: None,
+        safetensors: true,
+    };
+    sluice_server::model::tiny::export(&model_dir, &opts).unwrap();
+    let root_arg = root.path().display().to_string();
+    let (_proc, url) = spawn(&["--model-root", &root_arg, "--drain-delay", "0s"], &[]).await;
+    let load = |model: String| {
+        let url = url.clone();
+        async move {
+            let r = client()
+                .post(format!("{url}/model/load"))
+                .json(&json!({ "model": model }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    for outside in [
+        "/etc/passwd".to_owned(),
+        "/definitely/missing.gguf".to_owned(),
+        format!("{root_arg}/../../etc"),
+        "relative/path".to_owned(),
+    ] {
+        let (status, body) = load(outside.clone()).await;
+        assert_eq!(status, 422, "{outside}: {body}");
+        assert!(body.contains("outside the server's model root"), "{body}");
+        assert!(!body.contains(&outside), "the path is not echoed: {body}");
+    }
+    let (status, body) = load(model_dir.display().to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = load("builtin:tiny".into()).await;
+    assert_eq!(status, 200, "{body}");
+}

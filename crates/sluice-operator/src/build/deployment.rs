@@ -83,6 +83,8 @@ pub fn server_settings(v: &Validated, eff: &AppliedSettings) -> ServerArgs {
             DeviceKind::Cpu
         },
         log_format: LogFormat::Json,
+        // Run-time loads (the admin API) stay inside the model volume's mount point.
+        model_root: Some(MODEL_MOUNT.into()),
         ..ServerArgs::default()
     }
 }

@@ -48,6 +48,9 @@ pub async fn load_model(
 ) -> Result<Json<Value>, ApiError> {
     let ApiJson(body) = body?;
     let source: ModelSource = body.model.parse().map_err(ApiError::Unprocessable)?;
+    if let Some(root) = &state.config.model_root {
+        check_under_root(&source, root)?;
+    }
     let quantization = match &body.quantization {
         Some(q) => q
             .parse::<QuantizationFlag>()
@@ -74,6 +77,27 @@ pub async fn load_model(
         "device": info.device, "load_seconds": info.load_seconds,
         "weight_megabytes": info.weight_bytes as f64 / (1024.0 * 1024.0),
     })))
+}
+
+/// Refuses a file source outside `root`, judged on the path as written (no `..`, under the
+/// root) and before anything is read, with a message that does not echo it: the admin API must
+/// not tell which paths exist.
+fn check_under_root(source: &ModelSource, root: &std::path::Path) -> Result<(), ApiError> {
+    use std::path::Component;
+    let path = match source {
+        ModelSource::Directory(p) | ModelSource::Gguf(p) => p,
+        ModelSource::Builtin(_) | ModelSource::HfCache { .. } => return Ok(()),
+    };
+    let inside = path.is_absolute()
+        && path.starts_with(root)
+        && !path.components().any(|c| matches!(c, Component::ParentDir));
+    if inside {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(
+            "the model path is outside the server's model root (--model-root)".into(),
+        ))
+    }
 }
 
 pub async fn unload_model(State(state): State<AppState>) -> Json<Value> {

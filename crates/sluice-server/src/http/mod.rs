@@ -38,6 +38,8 @@ pub struct HttpConfig {
     pub body_read_timeout: Duration,
     pub device: candle_core::Device,
     pub hf_home: Option<std::path::PathBuf>,
+    /// `POST /model/load` loads files only under this directory (when set).
+    pub model_root: Option<std::path::PathBuf>,
     pub default_quantization: QuantizationFlag,
 }
 

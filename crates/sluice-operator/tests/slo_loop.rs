@@ -204,6 +204,17 @@ impl Harness {
         self.api.get(ISVC).unwrap()["status"].clone()
     }
 
+    fn condition(&self, type_: &str) -> Value {
+        let st = self.status();
+        st["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {st:#}"))
+            .clone()
+    }
+
     fn deployment(&self) -> Value {
         self.api.get(DEPLOY).unwrap()
     }
@@ -457,14 +468,7 @@ async fn off_mode_reads_nothing_and_without_a_url_nothing_is_read() {
         .insert(ISVC, manifest(json!({"model": {"builtin": "tiny"}})));
     h.settle(1).await;
     assert!(h.sources.built.lock().unwrap().is_empty());
-    let st = h.status();
-    let cond = st["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "SLOMet")
-        .unwrap()
-        .clone();
+    let cond = h.condition("SLOMet");
     assert_eq!(
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("Unknown"), Some("NoPrometheusUrl"))
@@ -488,14 +492,7 @@ async fn a_prometheus_url_outside_the_allow_list_is_never_contacted() {
         h.sources.built.lock().unwrap().is_empty(),
         "no metrics source was built for the refused URL"
     );
-    let st = h.status();
-    let cond = st["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "SLOMet")
-        .unwrap()
-        .clone();
+    let cond = h.condition("SLOMet");
     assert_eq!(
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("Unknown"), Some("PrometheusUrlNotAllowed"))

@@ -342,21 +342,8 @@ async fn every_route_answers_bad_input_below_500_and_keeps_serving() {
         .collect();
     assert!(unanswered.is_empty(), "no answer: {unanswered:#?}");
 
-    // Alive, serving, and the limits are what the valid updates left.
-    let health = client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let r = client()
-        .post(format!("{}/generate", s.url))
-        .bearer_auth(KEY)
-        .json(&json!({"prompt": "still serving", "max_tokens": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    // Alive and serving.
+    assert_serving(&s, Some(KEY)).await;
     eprintln!(
         "{} bad requests, statuses: {:?}",
         result.len(),

@@ -88,6 +88,25 @@ pub async fn start(opts: Opts) -> Server {
     Server { url, state }
 }
 
+/// `/health` answers 200 and a short generation succeeds (with `key` when the server has one).
+pub async fn assert_serving(s: &Server, key: Option<&str>) {
+    let health = client()
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let mut req = client()
+        .post(format!("{}/generate", s.url))
+        .json(&serde_json::json!({"prompt": "still serving", "max_tokens": 2}));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))

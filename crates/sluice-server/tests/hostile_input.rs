@@ -35,21 +35,6 @@ async fn beside_healthy_streams(s: &Server, hostile: Value) -> (u16, Value) {
     answer
 }
 
-async fn assert_healthy(s: &Server) {
-    let health = client()
-        .get(format!("{}/health", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let (st, v) = post(
-        &format!("{}/generate", s.url),
-        json!({"prompt": "still serving", "max_tokens": 4}),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
-}
-
 /// Regression: `"stop": ["é"]` panicked the engine thread; every request after it got 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn non_ascii_stop_sequences_never_crash_the_engine() {
@@ -66,7 +51,7 @@ async fn non_ascii_stop_sequences_never_crash_the_engine() {
         )
         .await;
         assert_eq!(st, 200, "stop {stop}: {v}");
-        assert_healthy(&s).await;
+        assert_serving(&s, None).await;
     }
 }
 
@@ -88,7 +73,7 @@ async fn extreme_sampling_values_answer_200() {
         let (st, v) = beside_healthy_streams(&s, body.clone()).await;
         assert_eq!(st, 200, "{body}: {v}");
     }
-    assert_healthy(&s).await;
+    assert_serving(&s, None).await;
 }
 
 /// Regression: an empty prompt on a tokenizer that adds no BOS reached the model as zero tokens
@@ -117,7 +102,7 @@ async fn an_empty_prompt_without_bos_fails_only_itself() {
         v["error"]["message"].as_str().unwrap().contains("empty"),
         "{v}"
     );
-    assert_healthy(&s).await;
+    assert_serving(&s, None).await;
 }
 
 /// `best_of`, `logprobs` and `echo` were accepted and silently ignored; now they are refused

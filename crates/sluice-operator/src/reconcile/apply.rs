@@ -1,7 +1,12 @@
 //! Apply: server-side apply of the built children under the operator's one field manager, and
 //! removal of the ones no longer wanted.
 
+use std::fmt::Debug;
+
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::observe::{Apis, Observed};
 use crate::apply::{self, Applied};
@@ -16,14 +21,41 @@ pub struct AppliedChildren {
     pub changes: Vec<String>,
 }
 
-fn note<K>(changes: &mut Vec<String>, metrics: &Metrics, kind: &str, name: &str, a: &Applied<K>) {
-    let verb = match a {
-        Applied::Unchanged(_) => return,
-        Applied::Created(_) => "created",
-        Applied::Updated(_) => "updated",
-    };
-    metrics.writes.with_label_values(&[kind]).inc();
-    changes.push(format!("{verb} {kind} {name}"));
+/// Applies children of one service and notes what each write changed.
+struct Writer<'a> {
+    uid: &'a str,
+    name: &'a str,
+    metrics: &'a Metrics,
+    /// Human-readable list of what was written.
+    changes: Vec<String>,
+}
+
+impl Writer<'_> {
+    /// Server-side applies `desired` (read as `live`) and notes a create or update.
+    async fn apply<K>(
+        &mut self,
+        api: &Api<K>,
+        kind: &'static str,
+        desired: &K,
+        live: Option<K>,
+    ) -> Result<Applied<K>, ReconcileError>
+    where
+        K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        let a = apply::apply(api, kind, self.uid, desired, live).await?;
+        let verb = match &a {
+            Applied::Unchanged(_) => return Ok(a),
+            Applied::Created(_) => "created",
+            Applied::Updated(_) => "updated",
+        };
+        self.wrote(kind, format!("{verb} {kind} {}", self.name));
+        Ok(a)
+    }
+
+    fn wrote(&mut self, kind: &str, change: String) {
+        self.metrics.writes.with_label_values(&[kind]).inc();
+        self.changes.push(change);
+    }
 }
 
 pub async fn apply_children(
@@ -33,68 +65,59 @@ pub async fn apply_children(
     observed: Observed,
     metrics: &Metrics,
 ) -> Result<AppliedChildren, ReconcileError> {
-    let mut changes = Vec::new();
-    let uid = v.uid.as_str();
-    let name = v.name.as_str();
-
-    let svc = apply::apply(
+    let mut w = Writer {
+        uid: &v.uid,
+        name: &v.name,
+        metrics,
+        changes: Vec::new(),
+    };
+    w.apply(
         &apis.service,
         "Service",
-        uid,
         &children.service,
         observed.service,
     )
     .await?;
-    note(&mut changes, metrics, "Service", name, &svc);
-    let dep = apply::apply(
-        &apis.deployment,
-        "Deployment",
-        uid,
-        &children.deployment,
-        observed.deployment,
-    )
-    .await?;
-    note(&mut changes, metrics, "Deployment", name, &dep);
-
+    let dep = w
+        .apply(
+            &apis.deployment,
+            "Deployment",
+            &children.deployment,
+            observed.deployment,
+        )
+        .await?;
     match &children.pdb {
         Some(pdb) => {
-            let a = apply::apply(&apis.pdb, "PodDisruptionBudget", uid, pdb, observed.pdb).await?;
-            note(&mut changes, metrics, "PodDisruptionBudget", name, &a);
+            w.apply(&apis.pdb, "PodDisruptionBudget", pdb, observed.pdb)
+                .await?;
         }
         None => {
-            if apply::delete_if_owned(&apis.pdb, "PodDisruptionBudget", uid, observed.pdb.as_ref())
-                .await?
-            {
-                metrics
-                    .writes
-                    .with_label_values(&["PodDisruptionBudget"])
-                    .inc();
-                changes.push(format!("deleted PodDisruptionBudget {name} (one replica)"));
+            let kind = "PodDisruptionBudget";
+            if apply::delete_if_owned(&apis.pdb, kind, w.uid, observed.pdb.as_ref()).await? {
+                let change = format!("deleted {kind} {} (one replica)", w.name);
+                w.wrote(kind, change);
             }
         }
     }
     if let Some(np) = &children.network_policy {
-        let a = apply::apply(
+        w.apply(
             &apis.network_policy,
             "NetworkPolicy",
-            uid,
             np,
             observed.network_policy,
         )
         .await?;
-        note(&mut changes, metrics, "NetworkPolicy", name, &a);
     }
     if let Some(sm) = &children.service_monitor {
-        let a = apply::apply(
+        w.apply(
             &apis.service_monitor,
             "ServiceMonitor",
-            uid,
             sm,
             observed.service_monitor,
         )
         .await?;
-        note(&mut changes, metrics, "ServiceMonitor", name, &a);
     }
+    let changes = w.changes;
     Ok(AppliedChildren {
         deployment: dep.object().clone(),
         changes,

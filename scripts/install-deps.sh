@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: Prometheus (Debian), the openai client and
 # Locust (PyPI), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
-# --ignore-requires-python) and lupa for the Argo CD Lua health-check tests.
+# --ignore-requires-python) and lupa for the Argo CD Lua health-check tests; then builds the
+# Kubernetes control plane of the cluster tests from Go modules (scripts/build-control-plane.sh:
+# cached in /var/tmp/sluice-k8s, so only the first run on a machine compiles it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -18,9 +20,9 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned";
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! command -v prometheus >/dev/null || ! command -v curl >/dev/null; then
+if ! command -v prometheus >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends prometheus curl ca-certificates >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends prometheus curl ca-certificates openssl >/dev/null
 fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   $SUDO apt-get update -qq
@@ -31,3 +33,10 @@ fi
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check openai locust lupa
 python3 -m pip install -q --disable-pip-version-check --ignore-requires-python helm-sdkpy
+# The control plane needs Go >= 1.26 (kwok's go.mod); the machines carry it. Debian's golang-go
+# is far older, so there is no fallback to it.
+if ! command -v go >/dev/null; then
+  echo "install-deps.sh: no 'go' on PATH; the cluster tests need Go >= 1.26 to build the control plane" >&2
+  exit 1
+fi
+bash scripts/build-control-plane.sh >/dev/null

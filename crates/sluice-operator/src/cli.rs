@@ -38,8 +38,9 @@ pub struct RunArgs {
 
     /// Give each service a NetworkPolicy: inference (port 8000) from anywhere, the admin API
     /// (port 8001) only from the operator's namespace (`POD_NAMESPACE`). Needs a CNI that
-    /// enforces NetworkPolicy to take effect.
-    #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false)]
+    /// enforces NetworkPolicy to take effect. Takes a value (`--network-policy=true`), as the
+    /// chart renders it.
+    #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
     pub network_policy: bool,
 
     /// Images an InferenceService may run in `spec.serving.image` (comma-separated prefixes,

@@ -4,7 +4,7 @@
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 /// A held lease: resolves [`Leadership::lost`] when it is gone.
 pub struct Leadership {
@@ -54,15 +54,34 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) -> anyhow::Result<Leader
 }
 
 impl Leadership {
-    /// Resolves when leadership is lost (or the lease manager stops).
-    pub async fn lost(mut self) {
-        loop {
-            if !*self.state.borrow_and_update() {
-                return;
+    /// A future that resolves when leadership is lost (or the lease manager stops). It holds its
+    /// own view of the lease state, so the [`Leadership`] itself stays with the caller for
+    /// [`Leadership::release`].
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut state = self.state.clone();
+        async move {
+            loop {
+                if !*state.borrow_and_update() {
+                    return;
+                }
+                if state.changed().await.is_err() {
+                    return;
+                }
             }
-            if self.state.changed().await.is_err() {
-                return;
-            }
+        }
+    }
+
+    /// Gives the lease up at once (on shutdown), so a standby replica takes over without waiting
+    /// for it to expire. The lease manager releases when the last receiver of its state is gone;
+    /// waiting for its task keeps the process alive until the release has been written.
+    pub async fn release(self) {
+        let Leadership { state, _task: task } = self;
+        drop(state);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(_))) => info!("released the leader lease"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "failed to release the leader lease"),
+            Ok(Err(e)) => warn!(error = %e, "lease manager task failed"),
+            Err(_) => warn!("timed out releasing the leader lease; it expires on its own"),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use kube::core::{DeserializeGuard, DynamicObject};
 use kube::discovery::Discovery;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use sluice_api::InferenceService;
@@ -91,6 +93,32 @@ async fn shutdown_signal() {
     }
 }
 
+/// Backoff between watch restarts: 0.5 s doubling to at most 5 s. One backoff is shared by every
+/// watch of the controller, and kube's default (up to 30 s, reset after 2 min without errors)
+/// meant that after an apiserver restart — when every watch gets `410 Expired` once and must
+/// relist — the operator sat idle for a minute or more. A relist of a few watches every 5 s at
+/// worst is no load an apiserver notices.
+#[derive(Debug, Default)]
+struct WatchBackoff {
+    next: Option<Duration>,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next.unwrap_or(Duration::from_millis(500));
+        self.next = Some((delay * 2).min(Duration::from_secs(5)));
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
 /// Runs the operator until SIGTERM (exit 0) or until it loses the lease (error, so the process
 /// exits non-zero and is restarted as a follower).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -161,11 +189,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
+    let lease_lost = leadership.as_ref().map(|l| l.lost());
     let stop = async move {
-        match leadership {
-            Some(l) => tokio::select! {
+        match lease_lost {
+            Some(lease_lost) => tokio::select! {
                 () = shutdown_signal() => {},
-                () = l.lost() => { lost_flag.store(true, Ordering::SeqCst); },
+                () = lease_lost => { lost_flag.store(true, Ordering::SeqCst); },
             },
             None => shutdown_signal().await,
         }
@@ -181,7 +210,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .with_config(controller::Config::default().concurrency(args.concurrency));
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .trigger_backoff(ResetTimerBackoff::new(
+            WatchBackoff::default(),
+            Duration::from_secs(30),
+        ));
     if matches!(monitoring, Monitoring::ServiceMonitor { .. }) {
         let ar = service_monitor_resource();
         let sm: Api<DynamicObject> = match ns {
@@ -204,6 +237,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .await;
     metrics.leader.set(0);
+    // Only after the controller has drained, so two leaders never reconcile at once.
+    if let Some(l) = leadership {
+        l.release().await;
+    }
     server.abort();
     if lost.load(Ordering::SeqCst) {
         anyhow::bail!("lost the leader lease; exiting so a restart rejoins as a follower");

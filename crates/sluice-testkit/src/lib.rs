@@ -3,10 +3,12 @@
 //! probes, a real Prometheus scraping given targets, and deterministic test data. Synchronous on purpose: async tests
 //! call them too, and a few seconds of blocking while a process starts harms nothing there.
 
+pub mod cluster;
 pub mod net;
 pub mod proc;
 pub mod prometheus;
 
+pub use cluster::Cluster;
 pub use net::{free_port, http_get_body, http_get_status};
 pub use proc::Proc;
 pub use prometheus::{Prometheus, ScrapeTarget, prometheus_binary};

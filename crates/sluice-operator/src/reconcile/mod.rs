@@ -206,8 +206,7 @@ async fn reconcile_service(
         Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
     };
     let current = decide::current(&valid, old);
-    let observed =
-        observe::observe(&apis, &ctx.slo, &valid, &current, old, &ctx.build, now_s).await?;
+    let observed = observe::observe(&apis, &ctx.slo, &valid, &current, &ctx.build, now_s).await?;
     let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await

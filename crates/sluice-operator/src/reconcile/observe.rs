@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DynamicObject;
 use kube::{Api, Client, Resource};
-use sluice_api::{InferenceService, InferenceServiceStatus};
+use sluice_api::InferenceService;
 use sluice_contract::AppliedSettings;
 
 use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
@@ -76,7 +76,6 @@ pub async fn observe(
     slo: &SloLoop,
     v: &Validated,
     eff: &AppliedSettings,
-    old: Option<&InferenceServiceStatus>,
     build: &BuildOptions,
     now: f64,
 ) -> Result<Observed, FetchError> {
@@ -100,6 +99,6 @@ pub async fn observe(
         } else {
             None
         },
-        slo: tick::observe(slo, v, eff, old, now).await,
+        slo: tick::observe(slo, v, eff, now).await,
     })
 }

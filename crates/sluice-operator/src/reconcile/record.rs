@@ -13,6 +13,7 @@ use super::decide::Decided;
 use super::observe::Apis;
 use crate::error::StatusError;
 use crate::metrics::Metrics;
+use crate::slo::news;
 use crate::status::{self, CondSpec, Rollout};
 
 /// The status after a successful apply: conditions from the rollout, the applied settings and,
@@ -29,6 +30,14 @@ pub fn compose(
     let Some(tick) = &decided.tick else {
         return new;
     };
+    // An evaluation that is not news (see `slo::news`) leaves the stored one, and the SLOMet
+    // condition that quotes it, as they are: a settled service costs no status writes.
+    let stored = old.and_then(|s| s.slo.as_ref());
+    if let (Some(stored), Some(fresh)) = (stored, &tick.slo)
+        && !news::is_news(stored, fresh, now.0.as_second())
+    {
+        return new;
+    }
     if let Some(slo) = &tick.slo {
         new.slo = Some(slo.clone());
     }

@@ -46,12 +46,11 @@ impl Evaluation {
     }
 }
 
-/// True when the last evaluation is at least one interval old (1 s of slack absorbs requeue
-/// jitter and the whole-second timestamps in status).
-pub fn is_due(old: Option<&SloStatus>, now: f64, interval: Duration) -> bool {
-    let last = old
-        .and_then(|s| s.slis.as_ref())
-        .map(|s| s.observed_at.0.as_second() as f64);
+/// True when the last SLI read (`last`, Unix seconds; none since this process started) is at
+/// least one interval old. The time lives in the operator's memory, not in status: status is
+/// only written when an evaluation is news (`slo::news`), so it is no clock. 1 s of slack absorbs
+/// requeue jitter.
+pub fn is_due(last: Option<f64>, now: f64, interval: Duration) -> bool {
     match last {
         None => true,
         Some(t) => now - t >= interval.as_secs_f64() - 1.0 || now < t,
@@ -59,11 +58,8 @@ pub fn is_due(old: Option<&SloStatus>, now: f64, interval: Duration) -> bool {
 }
 
 /// Seconds until the next evaluation is due (at least 1 s).
-pub fn due_in(old: Option<&SloStatus>, now: f64, interval: Duration) -> Duration {
-    let last = old
-        .and_then(|s| s.slis.as_ref())
-        .map(|s| s.observed_at.0.as_second() as f64)
-        .unwrap_or(now - interval.as_secs_f64());
+pub fn due_in(last: Option<f64>, now: f64, interval: Duration) -> Duration {
+    let last = last.unwrap_or(now - interval.as_secs_f64());
     let left = (last + interval.as_secs_f64() - now).max(1.0);
     Duration::from_secs_f64(left)
 }

@@ -12,6 +12,7 @@
 pub mod actuate;
 pub mod evaluate;
 pub mod mapping;
+pub mod news;
 pub mod report;
 pub mod tick;
 
@@ -142,6 +143,12 @@ impl SloLoop {
             h.drain(..drop);
         }
         h.clone()
+    }
+
+    /// When the service's SLIs were last read (Unix seconds), if since this process started.
+    pub fn last_read(&self, uid: &str) -> Option<f64> {
+        let all = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(uid).and_then(|h| h.last()).map(|s| s.at)
     }
 
     /// Forgets a service's history (mode Off, or the service went away).

@@ -70,18 +70,11 @@ pub enum Observation {
 
 /// Reads the SLIs if a tick is due (the observe stage's SLO part). `eff` sizes the history
 /// the planner needs.
-pub async fn observe(
-    lp: &SloLoop,
-    v: &Validated,
-    eff: &AppliedSettings,
-    old: Option<&InferenceServiceStatus>,
-    now: f64,
-) -> Observation {
+pub async fn observe(lp: &SloLoop, v: &Validated, eff: &AppliedSettings, now: f64) -> Observation {
     if v.remediation.mode == Mode::Off {
         lp.forget(&v.uid);
         return Observation::Off;
     }
-    let old_slo = old.and_then(|s| s.slo.as_ref());
     let Some(url) = v
         .slo
         .prometheus_url
@@ -93,9 +86,10 @@ pub async fn observe(
     if !lp.allows_prometheus_url(url) {
         return Observation::UrlNotAllowed;
     }
-    if !is_due(old_slo, now, lp.interval) {
+    let last = lp.last_read(&v.uid);
+    if !is_due(last, now, lp.interval) {
         return Observation::NotDue {
-            requeue: due_in(old_slo, now, lp.interval),
+            requeue: due_in(last, now, lp.interval),
         };
     }
     let source = mapping::selector(v)

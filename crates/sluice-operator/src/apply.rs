@@ -109,10 +109,31 @@ where
     // Force: the operator is the authority over these fields; a user's `kubectl edit` took
     // ownership of them, and applying takes it back.
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = api
-        .patch(&name, &params, &Patch::Apply(&desired))
-        .await
-        .map_err(|e| classify(kind, &namespace, &name, e))?;
+    let applied = match api.patch(&name, &params, &Patch::Apply(&desired)).await {
+        Ok(applied) => applied,
+        Err(kube::Error::Api(status)) if existed && status.code == 422 => {
+            // Server-side apply merges keyed lists entry by entry. A hand edit that changed an
+            // entry's key (a Service port number, a container port) leaves that entry, owned by
+            // the editor, beside ours, and the union is invalid (e.g. two ports named `http`).
+            // Put the whole spec back with a merge patch, which replaces lists outright, guarded
+            // by the live resourceVersion; then apply again so the fields are ours.
+            let repair = serde_json::json!({
+                "metadata": {"resourceVersion": live_value.as_ref().and_then(|l| l["metadata"]["resourceVersion"].as_str())},
+                "spec": desired["spec"],
+            });
+            let merge = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            api.patch(&name, &merge, &Patch::Merge(&repair))
+                .await
+                .map_err(|e| classify(kind, &namespace, &name, e))?;
+            api.patch(&name, &params, &Patch::Apply(&desired))
+                .await
+                .map_err(|e| classify(kind, &namespace, &name, e))?
+        }
+        Err(e) => return Err(classify(kind, &namespace, &name, e)),
+    };
     Ok(if existed {
         Applied::Updated(applied)
     } else {

@@ -597,3 +597,142 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     ready(&client, apps, "three").await;
     assert!(first.running(), "{}", first.log_tail());
 }
+
+/// Runs `kubectl` and panics unless it succeeds.
+fn k(c: &Cluster, args: &[&str]) {
+    kubectl(c, args);
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
+async fn drift_is_put_back_and_foreign_objects_are_left_alone() {
+    let _turn = OPERATORS.lock().await;
+    let c = cluster();
+    let client = admin_client(c).await;
+    let apps = "apps-drift";
+    cluster::namespace(c, apps);
+    let chart = Chart::install(
+        c,
+        "drift",
+        "drift-system",
+        &[&format!("watchNamespace={apps}")],
+    );
+    let pod = chart.operator_pods(c, 1).remove(0);
+    let _operator = Operator::start(c, &chart, &pod, &[]);
+    let (ok, out) = kubectl_apply(c, apps, &tiny("tiny").to_string());
+    assert!(ok, "{out}");
+    ready(&client, apps, "tiny").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), apps);
+    let services: Api<Service> = Api::namespaced(client.clone(), apps);
+    let image = deployments
+        .get("tiny")
+        .await
+        .unwrap()
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+
+    // Someone edits the children by hand (each through its own real API path: the scale
+    // subresource, a strategic merge patch, a JSON patch); the operator's watches see it and
+    // its server-side apply takes its fields back.
+    k(c, &["-n", apps, "scale", "deployment/tiny", "--replicas=5"]);
+    k(
+        c,
+        &[
+            "-n",
+            apps,
+            "set",
+            "image",
+            "deployment/tiny",
+            "server=evil:latest",
+        ],
+    );
+    k(
+        c,
+        &[
+            "-n",
+            apps,
+            "patch",
+            "service/tiny",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]"#,
+        ],
+    );
+    eventually(
+        "the Deployment and Service to be put back",
+        Duration::from_secs(60),
+        || {
+            let (d, s, image) = (deployments.clone(), services.clone(), image.clone());
+            async move {
+                let dep = d.get("tiny").await.ok()?;
+                let svc = s.get("tiny").await.ok()?;
+                let port = svc.spec?.ports?[0].port;
+                (dep.spec.replicas == Some(1)
+                    && dep.spec.template.spec?.containers[0].image == image
+                    && port == 8000)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // A deleted child comes back.
+    k(c, &["-n", apps, "delete", "service", "tiny", "--wait=true"]);
+    eventually("the Service to come back", Duration::from_secs(60), || {
+        let s = services.clone();
+        async move { s.get_opt("tiny").await.ok()?.map(|_| ()) }
+    })
+    .await;
+
+    // A Deployment of the same name that the service does not own is left alone, and the
+    // service says why.
+    k(
+        c,
+        &[
+            "-n",
+            apps,
+            "create",
+            "deployment",
+            "foreign",
+            "--image=nginx:1",
+        ],
+    );
+    let (ok, out) = kubectl_apply(c, apps, &tiny("foreign").to_string());
+    assert!(ok, "{out}");
+    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), apps);
+    let message = eventually("Degraded=True NotOwned", Duration::from_secs(60), || {
+        let i = isvcs.clone();
+        async move {
+            let isvc = i.get("foreign").await.ok()?;
+            let d = isvc
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded")?;
+            (d.status == "True" && d.reason == "NotOwned").then_some(d.message)
+        }
+    })
+    .await;
+    assert!(
+        message.contains("Deployment apps-drift/foreign"),
+        "{message}"
+    );
+    let foreign = deployments.get("foreign").await.unwrap();
+    assert_eq!(
+        foreign.spec.template.spec.unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("nginx:1")
+    );
+    assert!(
+        foreign
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+}

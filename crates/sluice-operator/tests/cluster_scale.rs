@@ -146,7 +146,16 @@ async fn a_thousand_services_converge() {
     let events = audit.by(&chart.user());
     let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
-        *by_verb.entry(e.verb.clone()).or_default() += 1;
+        let key = format!(
+            "{} {}{}",
+            e.verb,
+            e.resource,
+            e.subresource
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        );
+        *by_verb.entry(key).or_default() += 1;
     }
     let report = format!(
         "services: {n} in {NAMESPACES} namespaces\n\

@@ -93,15 +93,6 @@ fn arg(api: &FakeApi, flag: &str) -> String {
     a[i + 1].clone()
 }
 
-/// Marks the Deployment rolled out and ready, as the Deployment controller would.
-fn deployment_ready(api: &FakeApi, replicas: i64) {
-    api.edit(DEPLOY, |d| {
-        let g = d["metadata"]["generation"].clone();
-        d["status"] = json!({"observedGeneration": g, "replicas": replicas, "updatedReplicas": replicas,
-                             "readyReplicas": replicas, "availableReplicas": replicas});
-    });
-}
-
 #[tokio::test]
 async fn new_service_creates_owned_children_and_status() {
     let api = FakeApi::default();
@@ -152,27 +143,6 @@ async fn new_service_creates_owned_children_and_status() {
             .iter()
             .any(|(m, p)| *m == Method::POST && p.contains("/events")),
         "an Applied event is recorded"
-    );
-}
-
-#[tokio::test]
-async fn unchanged_service_reconciles_with_zero_writes() {
-    let api = FakeApi::default();
-    api.insert(ISVC, manifest(tiny_spec()));
-    let ctx = context(&api, Monitoring::Annotations);
-    run(&api, &ctx).await.unwrap();
-    deployment_ready(&api, 1);
-    run(&api, &ctx).await.unwrap();
-    assert_eq!(condition(&api, "Ready")["status"], "True");
-    assert_eq!(condition(&api, "Progressing")["reason"], "RolloutComplete");
-
-    api.clear_writes();
-    run(&api, &ctx).await.unwrap();
-    run(&api, &ctx).await.unwrap();
-    assert_eq!(
-        api.writes(),
-        vec![],
-        "nothing changed, so nothing is written"
     );
 }
 
@@ -255,36 +225,6 @@ async fn invalid_spec_sets_degraded_and_creates_nothing() {
 }
 
 #[tokio::test]
-async fn user_changes_to_children_are_put_back() {
-    let api = FakeApi::default();
-    api.insert(ISVC, manifest(tiny_spec()));
-    let ctx = context(&api, Monitoring::Annotations);
-    run(&api, &ctx).await.unwrap();
-    let original = args(&api);
-
-    api.edit(DEPLOY, |d| {
-        d["spec"]["replicas"] = json!(5);
-        d["spec"]["template"]["spec"]["containers"][0]["args"][9] = json!("99999");
-        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
-    });
-    api.edit(SVC, |s| s["spec"]["ports"][0]["port"] = json!(9999));
-    run(&api, &ctx).await.unwrap();
-    let dep = api.get(DEPLOY).unwrap();
-    assert_eq!(dep["spec"]["replicas"], 1);
-    assert_eq!(args(&api), original);
-    assert_eq!(
-        dep["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.test/sluice-server:1"
-    );
-    assert_eq!(api.get(SVC).unwrap()["spec"]["ports"][0]["port"], 8000);
-
-    // A deleted child comes back too.
-    api.remove(SVC);
-    run(&api, &ctx).await.unwrap();
-    assert!(api.get(SVC).is_some());
-}
-
-#[tokio::test]
 async fn pdb_follows_replica_count() {
     let api = FakeApi::default();
     api.insert(
@@ -323,34 +263,6 @@ async fn service_monitor_when_prometheus_operator_is_present() {
     api.clear_writes();
     run(&api, &ctx).await.unwrap();
     assert_eq!(api.writes(), vec![]);
-}
-
-#[tokio::test]
-async fn foreign_object_with_the_same_name_is_not_taken_over() {
-    let api = FakeApi::default();
-    api.insert(ISVC, manifest(tiny_spec()));
-    api.insert(
-        DEPLOY,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": "tiny", "namespace": NS},
-               "spec": {"selector": {"matchLabels": {"app": "other"}}, "template": {}}}),
-    );
-    let ctx = context(&api, Monitoring::Annotations);
-    let err = run(&api, &ctx).await.unwrap_err();
-    assert_eq!(err.category(), "NotOwned");
-    assert!(err.is_permanent());
-    let degraded = condition(&api, "Degraded");
-    assert_eq!(degraded["reason"], "NotOwned");
-    assert!(
-        degraded["message"]
-            .as_str()
-            .unwrap()
-            .contains("Deployment demo/tiny")
-    );
-    assert_eq!(
-        api.get(DEPLOY).unwrap()["spec"]["selector"]["matchLabels"]["app"],
-        "other"
-    );
 }
 
 #[tokio::test]

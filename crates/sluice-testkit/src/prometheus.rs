@@ -61,8 +61,15 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Writes the config, starts Prometheus and waits (up to 60 s) for `/-/ready`.
+    /// Writes the config, starts Prometheus on a free port and waits (up to 60 s) for
+    /// `/-/ready`.
     pub fn start(targets: &[ScrapeTarget]) -> Self {
+        Self::start_on(free_port(), targets)
+    }
+
+    /// Like [`Prometheus::start`] on a given port: for a URL that had to be configured before
+    /// the targets were known.
+    pub fn start_on(port: u16, targets: &[ScrapeTarget]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
@@ -78,7 +85,6 @@ impl Prometheus {
         }
         let cfg_path = dir.path().join("prometheus.yml");
         std::fs::write(&cfg_path, cfg).expect("write prometheus.yml");
-        let port = free_port();
         let mut cmd = Command::new(prometheus_binary());
         cmd.arg(format!("--config.file={}", cfg_path.display()))
             .arg(format!(

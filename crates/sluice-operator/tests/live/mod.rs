@@ -1,6 +1,8 @@
 //! Real processes for live tests: `sluice-server` and Prometheus on free loopback ports (killed
 //! on drop), and a small closed-loop streaming load client that measures TTFT itself.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -22,7 +22,10 @@ use live::{Load, LoadSpec, Prometheus, Server, percentile, unix_now};
 use sluice_api::{AppliedSettings, Quantization};
 use sluice_contract::{Action, BottleneckClass};
 use sluice_operator::slo::{HttpLimitsClient, LimitsClient, PodTarget, mapping};
-use sluice_slo::{MetricsSource, PrometheusSource, Settings, Sli, SloSpec, Window, plan};
+use sluice_slo::{
+    MetricsSource, PrometheusFleet, PrometheusSource, Selector, Settings, Sli, SloSpec, Window,
+    plan,
+};
 
 const NS: &str = "e2e";
 /// Pod names shaped like a Deployment's, so the operator's `pod=~"<name>-…-…"` selector is
@@ -193,6 +196,24 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
+    // The fleet reader (one set of queries for every service, as the operator's SLO loop uses)
+    // answers for this service what the per-service source answers, read back to back.
+    let now = unix_now();
+    let window = Window::seconds((now - load_start).ceil() as u64 + 2);
+    let fleet = PrometheusFleet::new(&prom.url(), &Selector::new(), window, 0.95).unwrap();
+    let single = source(&prom, &qv, window.as_secs());
+    let (one, all) = tokio::join!(single.read(now), fleet.read(now));
+    let mine = all.sli(NS, "queue");
+    for ((name, a), (_, b)) in one.named().into_iter().zip(mine.named()) {
+        match (a.value(), b.value()) {
+            (Some(x), Some(y)) => assert!(
+                (x - y).abs() <= 0.05 * x.abs().max(y.abs()).max(1e-9),
+                "{name}: per-service {x} vs fleet {y}"
+            ),
+            (x, y) => assert_eq!(x.is_some(), y.is_some(), "{name}: {a:?} vs {b:?}"),
+        }
+    }
+    assert_eq!(all.services(), 2, "the queue and memory services");
     let stats = load.stop().await;
     let p = queue_plan.expect("overload was classified QueueBound with a change within 15 s");
     match p.action {

@@ -26,5 +26,8 @@ pub use plan::{Decision, DecisionUpdate, ObjectiveStatus, Plan, apply_plan, plan
 pub use promql::{QuerySet, Selector, SelectorError, Window};
 pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};
 #[cfg(feature = "sources")]
-pub use source::{MetricsSource, PrometheusSource, PrometheusSourceError, ScrapeSource};
+pub use source::{
+    FleetSnapshot, MetricsSource, PrometheusFleet, PrometheusSource, PrometheusSourceError,
+    ScrapeSource,
+};
 pub use spec::{Knobs, Settings, SloSpec, SloTargets, SpecError, Tuning};

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_slo::{MetricsSource, PrometheusSource, Selector, Sli, Window};
+use sluice_slo::{
+    FleetSnapshot, MetricsSource, PrometheusFleet, PrometheusSource, Selector, Sli, Window,
+};
 
 pub use actuate::{HttpLimitsClient, LimitsClient, LimitsError, PodTarget, PushReport};
 pub use evaluate::{Evaluation, evaluate, is_due};
@@ -34,6 +36,12 @@ pub trait SourceFactory: Send + Sync {
         selector: &Selector,
         window: Window,
     ) -> Result<Arc<dyn MetricsSource>, String>;
+
+    /// A reader of every service's SLIs at once from the Prometheus at `url`, where the source
+    /// supports it (None: one [`SourceFactory::source`] per service).
+    fn fleet(&self, _url: &str, _window: Window) -> Option<Result<Arc<PrometheusFleet>, String>> {
+        None
+    }
 }
 
 /// [`SourceFactory`] for [`PrometheusSource`] (TTFT P95, no DCGM selector: GPU utilisation is
@@ -52,6 +60,14 @@ impl SourceFactory for PrometheusFactory {
         PrometheusSource::new(url, selector, Some(&gpu), window, 0.95)
             .map(|s| Arc::new(s) as Arc<dyn MetricsSource>)
             .map_err(|e| e.to_string())
+    }
+
+    fn fleet(&self, url: &str, window: Window) -> Option<Result<Arc<PrometheusFleet>, String>> {
+        Some(
+            PrometheusFleet::new(url, &Selector::new(), window, 0.95)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 
@@ -90,6 +106,16 @@ pub struct SloLoop {
     /// SLI snapshots per InferenceService uid, oldest first. Lost on restart on purpose: the
     /// decision log in status carries what must survive, and fresh snapshots re-confirm a class.
     history: Mutex<HashMap<String, Vec<Sli>>>,
+    /// Per (Prometheus URL, window): the fleet reader and its latest snapshot, shared by every
+    /// service's tick for one interval, so Prometheus sees a handful of queries per interval
+    /// however many services there are.
+    fleets: tokio::sync::Mutex<HashMap<(String, u64), Fleet>>,
+}
+
+/// A fleet reader and what it read last.
+struct Fleet {
+    reader: Arc<PrometheusFleet>,
+    last: Option<Arc<FleetSnapshot>>,
 }
 
 impl SloLoop {
@@ -107,6 +133,7 @@ impl SloLoop {
             limits,
             allowed_prometheus_urls: Vec::new(),
             history: Mutex::new(HashMap::new()),
+            fleets: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,6 +170,44 @@ impl SloLoop {
             h.drain(..drop);
         }
         h.clone()
+    }
+
+    /// The SLIs of Deployment `name` in `namespace` from the shared fleet snapshot of (`url`,
+    /// `window`), read anew when the last one is an interval old (1 s of slack, as
+    /// [`is_due`]). None when the source factory reads per service only.
+    pub async fn fleet_sli(
+        &self,
+        url: &str,
+        window: Window,
+        namespace: &str,
+        name: &str,
+        now: f64,
+    ) -> Option<Result<Sli, String>> {
+        let key = (url.to_owned(), window.as_secs());
+        // Held across the read on purpose: the services due at the same moment wait for one
+        // read instead of each sending their own.
+        let mut fleets = self.fleets.lock().await;
+        if !fleets.contains_key(&key) {
+            let reader = match self.sources.fleet(url, window)? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            fleets.insert(key.clone(), Fleet { reader, last: None });
+        }
+        let fleet = fleets.get_mut(&key)?;
+        let fresh = fleet
+            .last
+            .as_ref()
+            .filter(|s| now - s.at() < self.interval.as_secs_f64() - 1.0 && now >= s.at());
+        let snapshot = match fresh {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(fleet.reader.read(now).await);
+                fleet.last = Some(s.clone());
+                s
+            }
+        };
+        Some(Ok(snapshot.sli(namespace, name)))
     }
 
     /// When the service's SLIs were last read (Unix seconds), if since this process started.

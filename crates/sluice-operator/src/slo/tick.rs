@@ -92,9 +92,23 @@ pub async fn observe(lp: &SloLoop, v: &Validated, eff: &AppliedSettings, now: f6
             requeue: due_in(last, now, lp.interval),
         };
     }
+    let window = mapping::window(v);
+    match lp.fleet_sli(url, window, &v.namespace, &v.name, now).await {
+        Some(Ok(sli)) => {
+            return Observation::Read {
+                history: lp.remember(&v.uid, sli, history_seconds(v, eff)),
+            };
+        }
+        Some(Err(e)) => {
+            return Observation::SourceInvalid {
+                message: format!("failed to create metrics source for {url}: {e}"),
+            };
+        }
+        None => {}
+    }
     let source = mapping::selector(v)
         .map_err(|e| e.to_string())
-        .and_then(|sel| lp.sources.source(url, &sel, mapping::window(v)));
+        .and_then(|sel| lp.sources.source(url, &sel, window));
     match source {
         Ok(source) => {
             let sli = source.read(now).await;

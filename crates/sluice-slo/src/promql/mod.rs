@@ -74,7 +74,18 @@ pub struct Matcher {
 pub struct Selector {
     /// Matchers in the order given (order is kept so rendered queries are stable).
     pub matchers: Vec<Matcher>,
+    /// Aggregate per service instead of over everything selected: every aggregation keeps
+    /// `namespace` and [`SERVICE_LABEL`] (the Deployment name, cut from the `pod` label), so one
+    /// query answers for every service at once (see [`Selector::per_service`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_service: bool,
 }
+
+/// The label fleet queries carry each service's name in, derived from its pods' names.
+pub const SERVICE_LABEL: &str = "sluice_service";
+
+/// RE2 capturing a Deployment's name from one of its pods' names (`<name>-<hash>-<suffix>`).
+pub const DEPLOYMENT_OF_POD: &str = "(.+)-[a-z0-9]+-[a-z0-9]+";
 
 impl Selector {
     /// An empty selector.
@@ -115,6 +126,31 @@ impl Selector {
             MatchOp::Re,
             format!("{}-[a-z0-9]+-[a-z0-9]+", regex_escape(name)),
         )
+    }
+
+    /// The same selector, aggregating per service: each query then returns one series per
+    /// (`namespace`, [`SERVICE_LABEL`]) instead of one in all, so the SLO loop reads every
+    /// service with the same handful of queries however many services there are.
+    pub fn per_service(mut self) -> Self {
+        self.by_service = true;
+        self
+    }
+
+    /// `op(inner)`, `op by (by) (inner)`, or per service `op by (namespace, sluice_service, by)
+    /// (label_replace(inner, ...))`.
+    fn agg(&self, op: &str, by: &[&str], inner: &str) -> String {
+        if self.by_service {
+            let mut labels = vec!["namespace", SERVICE_LABEL];
+            labels.extend_from_slice(by);
+            format!(
+                "{op} by ({}) (label_replace({inner}, \"{SERVICE_LABEL}\", \"$1\", \"pod\", \"{DEPLOYMENT_OF_POD}\"))",
+                labels.join(", ")
+            )
+        } else if by.is_empty() {
+            format!("{op}({inner})")
+        } else {
+            format!("{op} by ({}) ({inner})", by.join(", "))
+        }
     }
 
     /// `label="value"`.
@@ -245,7 +281,7 @@ fn rate(sel: &Selector, metric: &str, extra: &str, w: Window) -> String {
 }
 
 fn sum_rate(sel: &Selector, metric: &str, extra: &str, w: Window) -> String {
-    format!("sum({})", rate(sel, metric, extra, w))
+    sel.agg("sum", &[], &rate(sel, metric, extra, w))
 }
 
 /// Mean of a histogram over the window: `sum(rate(x_sum)) / sum(rate(x_count))`.
@@ -260,8 +296,12 @@ pub fn histogram_mean(histogram: &str, sel: &Selector, w: Window) -> String {
 /// `q`-quantile of a histogram aggregated over all selected pods.
 pub fn histogram_quantile(q: f64, histogram: &str, sel: &Selector, w: Window) -> String {
     format!(
-        "histogram_quantile({q}, sum by (le) ({}))",
-        rate(sel, &format!("{histogram}_bucket"), "", w)
+        "histogram_quantile({q}, {})",
+        sel.agg(
+            "sum",
+            &["le"],
+            &rate(sel, &format!("{histogram}_bucket"), "", w)
+        )
     )
 }
 
@@ -277,17 +317,19 @@ pub fn tpot_mean(sel: &Selector, w: Window) -> String {
 
 /// Memory in use per `memory_type`, summed over pods (MB).
 pub fn memory_usage(sel: &Selector) -> String {
-    format!(
-        "sum by (memory_type) ({})",
-        sel.series(names::MEMORY_USAGE_MEGABYTES, "")
+    sel.agg(
+        "sum",
+        &["memory_type"],
+        &sel.series(names::MEMORY_USAGE_MEGABYTES, ""),
     )
 }
 
 /// Memory capacity per `memory_type`, summed over pods (MB).
 pub fn memory_capacity(sel: &Selector) -> String {
-    format!(
-        "sum by (memory_type) ({})",
-        sel.series(names::MEMORY_CAPACITY_MEGABYTES, "")
+    sel.agg(
+        "sum",
+        &["memory_type"],
+        &sel.series(names::MEMORY_CAPACITY_MEGABYTES, ""),
     )
 }
 
@@ -296,11 +338,12 @@ pub fn memory_capacity(sel: &Selector) -> String {
 /// cache fills and drains with every request, so an instant sample would flip between "full"
 /// and "fine" from one evaluation to the next.
 pub fn memory_ratio(sel: &Selector, w: Window) -> String {
-    format!(
-        "max by (memory_type) (max_over_time({}[{w}]) / {})",
+    let per_pod = format!(
+        "max_over_time({}[{w}]) / {}",
         sel.series(names::MEMORY_USAGE_MEGABYTES, ""),
         sel.series(names::MEMORY_CAPACITY_MEGABYTES, "")
-    )
+    );
+    sel.agg("max", &["memory_type"], &per_pod)
 }
 
 /// Requests finished per second, any status.
@@ -326,12 +369,12 @@ pub fn error_ratio(sel: &Selector, w: Window) -> String {
 
 /// Requests waiting for admission to a batch, summed over pods.
 pub fn queue_depth(sel: &Selector) -> String {
-    format!("sum({})", sel.series(names::QUEUE_DEPTH, ""))
+    sel.agg("sum", &[], &sel.series(names::QUEUE_DEPTH, ""))
 }
 
 /// Sequences being decoded, summed over pods.
 pub fn running_sequences(sel: &Selector) -> String {
-    format!("sum({})", sel.series(names::RUNNING_SEQUENCES, ""))
+    sel.agg("sum", &[], &sel.series(names::RUNNING_SEQUENCES, ""))
 }
 
 /// Generated tokens per second, summed over pods.
@@ -355,21 +398,28 @@ pub fn service_time_mean(sel: &Selector, w: Window) -> String {
 
 /// Number of pods currently exporting metrics (each exports `llm_model_info = 1`).
 pub fn reporting_pods(sel: &Selector) -> String {
-    format!("count({})", sel.series(names::MODEL_INFO, ""))
+    sel.agg("count", &[], &sel.series(names::MODEL_INFO, ""))
 }
 
 /// Age in seconds of the stalest pod's last scrape; large values mean the data is stale.
 pub fn scrape_age(sel: &Selector) -> String {
     format!(
-        "time() - min(timestamp({}))",
-        sel.series(names::MODEL_INFO, "")
+        "time() - {}",
+        sel.agg(
+            "min",
+            &[],
+            &format!("timestamp({})", sel.series(names::MODEL_INFO, ""))
+        )
     )
 }
 
 /// Mean GPU utilisation as a ratio 0..1 from the DCGM exporter (`DCGM_FI_DEV_GPU_UTIL` is in
 /// percent). Empty when no DCGM exporter covers the pods, e.g. on CPU-only servers.
 pub fn gpu_utilization(gpu_sel: &Selector) -> String {
-    format!("avg({}) / 100", gpu_sel.series("DCGM_FI_DEV_GPU_UTIL", ""))
+    format!(
+        "{} / 100",
+        gpu_sel.agg("avg", &[], &gpu_sel.series("DCGM_FI_DEV_GPU_UTIL", ""))
+    )
 }
 
 /// The full set of queries for one service, built once per selector and window.

@@ -165,3 +165,46 @@ fn window_renders_seconds_and_is_never_zero() {
     assert_eq!(Window::seconds(0).to_string(), "1s");
     assert_eq!(Window::seconds(300).to_string(), "300s");
 }
+
+/// Fleet queries: the same formulas, every aggregation kept per namespace and service (the
+/// Deployment name cut from the pod name), so one query answers for all services.
+#[test]
+fn per_service_queries_keep_namespace_and_service() {
+    let fleet = Selector::new().per_service();
+    let relabel = r#""sluice_service", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+""#;
+    assert_eq!(
+        ttft_quantile(0.95, &fleet, W),
+        format!(
+            r#"histogram_quantile(0.95, sum by (namespace, sluice_service, le) (label_replace(rate(llm_ttft_seconds_bucket[60s]), {relabel})))"#
+        )
+    );
+    assert_eq!(
+        scrape_age(&fleet),
+        format!(
+            r#"time() - min by (namespace, sluice_service) (label_replace(timestamp(llm_model_info), {relabel}))"#
+        )
+    );
+    assert_eq!(
+        memory_ratio(&fleet, W),
+        format!(
+            r#"max by (namespace, sluice_service, memory_type) (label_replace(max_over_time(llm_memory_usage_megabytes[60s]) / llm_memory_capacity_megabytes, {relabel}))"#
+        )
+    );
+    assert_eq!(
+        tpot_mean(&fleet, W),
+        format!(
+            r#"sum by (namespace, sluice_service) (label_replace(rate(llm_tpot_seconds_sum[60s]), {relabel})) / sum by (namespace, sluice_service) (label_replace(rate(llm_tpot_seconds_count[60s]), {relabel}))"#
+        )
+    );
+    // A scope still applies inside.
+    let scoped = Selector::new()
+        .eq("namespace", "prod")
+        .unwrap()
+        .per_service();
+    assert_eq!(
+        queue_depth(&scoped),
+        format!(
+            r#"sum by (namespace, sluice_service) (label_replace(llm_queue_depth{{namespace="prod"}}, {relabel}))"#
+        )
+    );
+}

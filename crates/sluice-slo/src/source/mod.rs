@@ -1,17 +1,20 @@
 //! Where SLIs come from: the [`MetricsSource`] trait and its two implementations.
 //!
-//! [`PrometheusSource`] runs the [`crate::promql`] queries against a Prometheus server;
+//! [`PrometheusSource`] runs the [`crate::promql`] queries against a Prometheus server (and
+//! [`PrometheusFleet`] runs them once for every service);
 //! [`ScrapeSource`] reads the servers' own `/metrics` pages and computes the same SLIs from
 //! successive scrapes, for clusters without Prometheus and for the CLI. Both turn every failure
 //! into [`crate::SliValue::Unknown`] with a reason: reading metrics never fails as a whole, so the
 //! planner always gets a snapshot and holds when it cannot see.
 
 mod exposition;
+mod fleet;
 mod prometheus;
 mod quantile;
 mod scrape;
 
 pub use exposition::{ExpositionError, ExpositionSample, parse_exposition};
+pub use fleet::{FleetSnapshot, PrometheusFleet, SharedFleetSnapshot};
 pub use prometheus::{PrometheusSource, PrometheusSourceError};
 pub use quantile::bucket_quantile;
 pub use scrape::{Scrape, ScrapeSource, TargetPage, compute_sli, peak_memory_ratio};

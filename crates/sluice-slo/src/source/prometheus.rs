@@ -109,7 +109,17 @@ impl PrometheusSource {
         &self.queries
     }
 
-    async fn run(&self, query: &str) -> Result<PromqlResult, String> {
+    /// Age (seconds) beyond which a sample counts as stale.
+    pub fn max_sample_age(&self) -> f64 {
+        self.max_sample_age
+    }
+
+    /// The window the rate queries cover.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    pub(super) async fn run(&self, query: &str) -> Result<PromqlResult, String> {
         self.client
             .query(query)
             .get()
@@ -118,27 +128,47 @@ impl PrometheusSource {
     }
 }
 
-/// One instant-query result reduced to a single value.
-fn single(
-    result: &Result<PromqlResult, String>,
-    now: UnixSeconds,
-    max_age: f64,
-    empty_reason: &str,
-) -> SliValue {
-    let result = match result {
+/// One sample of an instant-query result, with its labels.
+#[derive(Debug, Clone)]
+pub(super) struct Row {
+    pub(super) labels: std::collections::HashMap<String, String>,
+    pub(super) value: f64,
+    pub(super) at: f64,
+}
+
+/// An instant-query result as rows (a scalar is one unlabelled row), or why there is none.
+pub(super) type Rows = Result<Vec<Row>, String>;
+
+pub(super) fn rows(result: Result<PromqlResult, String>) -> Rows {
+    match result?.data() {
+        Data::Scalar(s) => Ok(vec![Row {
+            labels: Default::default(),
+            value: s.value(),
+            at: s.timestamp(),
+        }]),
+        Data::Vector(v) => Ok(v
+            .iter()
+            .map(|iv| Row {
+                labels: iv.metric().clone(),
+                value: iv.sample().value(),
+                at: iv.sample().timestamp(),
+            })
+            .collect()),
+        Data::Matrix(_) => Err("unexpected range result".into()),
+    }
+}
+
+/// One result reduced to a single value.
+fn single(result: &Rows, now: UnixSeconds, max_age: f64, empty_reason: &str) -> SliValue {
+    let rows = match result {
         Ok(r) => r,
         Err(e) => return SliValue::unknown(e.clone()),
     };
-    let sample = match result.data() {
-        Data::Scalar(s) => *s,
-        Data::Vector(v) if v.is_empty() => return SliValue::unknown(empty_reason),
-        Data::Vector(v) if v.len() > 1 => {
-            return SliValue::unknown(format!("expected one series, got {}", v.len()));
-        }
-        Data::Vector(v) => *v[0].sample(),
-        Data::Matrix(_) => return SliValue::unknown("unexpected range result"),
-    };
-    checked(sample.value(), sample.timestamp(), now, max_age)
+    match rows.as_slice() {
+        [] => SliValue::unknown(empty_reason),
+        [row] => checked(row.value, row.at, now, max_age),
+        many => SliValue::unknown(format!("expected one series, got {}", many.len())),
+    }
 }
 
 fn checked(value: f64, at: f64, now: UnixSeconds, max_age: f64) -> SliValue {
@@ -154,31 +184,28 @@ fn checked(value: f64, at: f64, now: UnixSeconds, max_age: f64) -> SliValue {
 
 /// A `by (memory_type)` result as a map from type to value.
 fn by_memory_type(
-    result: &Result<PromqlResult, String>,
+    result: &Rows,
     now: UnixSeconds,
     max_age: f64,
 ) -> Result<BTreeMap<String, SliValue>, String> {
-    let result = result.as_ref().map_err(Clone::clone)?;
-    let Data::Vector(v) = result.data() else {
-        return Err("unexpected result type".into());
-    };
-    Ok(v.iter()
-        .map(|iv| {
-            let t = iv
-                .metric()
+    let rows = result.as_ref().map_err(Clone::clone)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let t = r
+                .labels
                 .get("memory_type")
                 .cloned()
                 .unwrap_or_else(|| "unknown".into());
-            let s = iv.sample();
-            (t, checked(s.value(), s.timestamp(), now, max_age))
+            (t, checked(r.value, r.at, now, max_age))
         })
         .collect())
 }
 
 fn memory_slis(
-    usage: &Result<PromqlResult, String>,
-    capacity: &Result<PromqlResult, String>,
-    ratio: &Result<PromqlResult, String>,
+    usage: &Rows,
+    capacity: &Rows,
+    ratio: &Rows,
     now: UnixSeconds,
     max_age: f64,
 ) -> Vec<MemorySli> {
@@ -208,81 +235,105 @@ fn memory_slis(
         .collect()
 }
 
+/// The query texts of a set, in the order [`assemble`] reads their results.
+pub(super) fn texts(q: &QuerySet) -> Vec<&str> {
+    let mut texts: Vec<&str> = vec![
+        &q.scrape_age,
+        &q.ttft,
+        &q.tpot,
+        &q.request_rate,
+        &q.error_ratio,
+        &q.internal_error_ratio,
+        &q.rejection_ratio,
+        &q.queue_depth,
+        &q.running_sequences,
+        &q.tokens_per_second,
+        &q.queue_wait,
+        &q.service_time,
+        &q.reporting_pods,
+        &q.memory_usage,
+        &q.memory_capacity,
+        &q.memory_ratio,
+    ];
+    if let Some(g) = &q.gpu_utilization {
+        texts.push(g);
+    }
+    texts
+}
+
+/// One service's SLIs from the results of [`texts`], in that order.
+pub(super) fn assemble(
+    results: &[Rows],
+    has_gpu: bool,
+    now: UnixSeconds,
+    max_age: f64,
+    window: u64,
+) -> Sli {
+    let age = single(
+        &results[0],
+        now,
+        max_age,
+        "no pod exports llm_model_info for the selector",
+    );
+    match age {
+        SliValue::Unknown { reason } => {
+            return Sli::all_unknown(now, window, &format!("freshness unknown: {reason}"));
+        }
+        SliValue::Known { value, .. } if value > max_age => {
+            let reason = format!(
+                "stale: the stalest pod was last scraped {value:.0} s ago (limit {max_age:.0} s)"
+            );
+            tracing::debug!(%reason, "prometheus data stale");
+            return Sli::all_unknown(now, window, &reason);
+        }
+        SliValue::Known { .. } => {}
+    }
+
+    let one = |i: usize, empty: &str| single(&results[i], now, max_age, empty);
+    let no_traffic = "empty result (no series for the selector)";
+    let gpu = if has_gpu {
+        one(
+            16,
+            "no DCGM_FI_DEV_GPU_UTIL series for the GPU selector (CPU-only or no DCGM exporter)",
+        )
+    } else {
+        SliValue::unknown("GPU utilisation not configured (no DCGM selector)")
+    };
+    Sli {
+        at: now,
+        window_seconds: window,
+        ttft_p95_seconds: one(1, no_traffic),
+        tpot_seconds: one(2, no_traffic),
+        request_rate_per_second: one(3, no_traffic),
+        error_ratio: one(4, no_traffic),
+        internal_error_ratio: one(5, no_traffic),
+        rejection_ratio: one(6, no_traffic),
+        queue_depth: one(7, no_traffic),
+        running_sequences: one(8, no_traffic),
+        tokens_per_second: one(9, no_traffic),
+        queue_wait_seconds: one(10, no_traffic),
+        service_time_seconds: one(11, no_traffic),
+        gpu_utilization_ratio: gpu,
+        reporting_pods: one(12, no_traffic),
+        memory: memory_slis(&results[13], &results[14], &results[15], now, max_age),
+    }
+}
+
 #[async_trait]
 impl MetricsSource for PrometheusSource {
     async fn read(&self, now: UnixSeconds) -> Sli {
         let q = &self.queries;
-        let mut texts: Vec<&str> = vec![
-            &q.scrape_age,
-            &q.ttft,
-            &q.tpot,
-            &q.request_rate,
-            &q.error_ratio,
-            &q.internal_error_ratio,
-            &q.rejection_ratio,
-            &q.queue_depth,
-            &q.running_sequences,
-            &q.tokens_per_second,
-            &q.queue_wait,
-            &q.service_time,
-            &q.reporting_pods,
-            &q.memory_usage,
-            &q.memory_capacity,
-            &q.memory_ratio,
-        ];
-        if let Some(g) = &q.gpu_utilization {
-            texts.push(g);
-        }
-        let results = join_all(texts.iter().map(|t| self.run(t))).await;
-        let max_age = self.max_sample_age;
-        let window = self.window.as_secs();
-
-        let age = single(
-            &results[0],
+        let results: Vec<Rows> = join_all(texts(q).into_iter().map(|t| self.run(t)))
+            .await
+            .into_iter()
+            .map(rows)
+            .collect();
+        assemble(
+            &results,
+            q.gpu_utilization.is_some(),
             now,
-            max_age,
-            "no pod exports llm_model_info for the selector",
-        );
-        match age {
-            SliValue::Unknown { reason } => {
-                return Sli::all_unknown(now, window, &format!("freshness unknown: {reason}"));
-            }
-            SliValue::Known { value, .. } if value > max_age => {
-                let reason = format!(
-                    "stale: the stalest pod was last scraped {value:.0} s ago (limit {max_age:.0} s)"
-                );
-                tracing::debug!(url = %self.url, %reason, "prometheus data stale");
-                return Sli::all_unknown(now, window, &reason);
-            }
-            SliValue::Known { .. } => {}
-        }
-
-        let one = |i: usize, empty: &str| single(&results[i], now, max_age, empty);
-        let no_traffic = "empty result (no series for the selector)";
-        let gpu = match q.gpu_utilization {
-            Some(_) => one(
-                16,
-                "no DCGM_FI_DEV_GPU_UTIL series for the GPU selector (CPU-only or no DCGM exporter)",
-            ),
-            None => SliValue::unknown("GPU utilisation not configured (no DCGM selector)"),
-        };
-        Sli {
-            at: now,
-            window_seconds: window,
-            ttft_p95_seconds: one(1, no_traffic),
-            tpot_seconds: one(2, no_traffic),
-            request_rate_per_second: one(3, no_traffic),
-            error_ratio: one(4, no_traffic),
-            internal_error_ratio: one(5, no_traffic),
-            rejection_ratio: one(6, no_traffic),
-            queue_depth: one(7, no_traffic),
-            running_sequences: one(8, no_traffic),
-            tokens_per_second: one(9, no_traffic),
-            queue_wait_seconds: one(10, no_traffic),
-            service_time_seconds: one(11, no_traffic),
-            gpu_utilization_ratio: gpu,
-            reporting_pods: one(12, no_traffic),
-            memory: memory_slis(&results[13], &results[14], &results[15], now, max_age),
-        }
+            self.max_sample_age,
+            self.window.as_secs(),
+        )
     }
 }

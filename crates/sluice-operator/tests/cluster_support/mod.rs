@@ -312,7 +312,12 @@ impl Operator {
         }
         args.push(format!("--metrics-addr=127.0.0.1:{metrics_port}"));
         args.extend(overrides.iter().cloned());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-operator"));
+        // SLUICE_OPERATOR_BIN: another build of the binary, e.g. the release build for the
+        // scale benchmark (the test build is unoptimised).
+        let bin = std::env::var_os("SLUICE_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice-operator")));
+        let mut cmd = Command::new(bin);
         cmd.args(&args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

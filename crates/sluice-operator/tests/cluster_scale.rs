@@ -142,6 +142,15 @@ async fn a_thousand_services_converge() {
         / rest_start.elapsed().as_secs_f64();
     let rss = peak_rss_mib(operator.pid());
     assert!(operator.running(), "{}", operator.log_tail());
+    // Prometheus load does not grow with the number of services: one set of queries per
+    // interval serves them all (a count, not a timing). Three intervals at rest allow at most
+    // four reads of 17 queries (one more as margin); one set per service would be 17 x n per
+    // interval.
+    let at_rest = cluster::prometheus_queries(&prometheus) - queries_at_rest;
+    assert!(
+        at_rest <= 5.0 * 17.0,
+        "{at_rest} Prometheus queries in 3 SLO intervals for {n} services: they grow with the services"
+    );
 
     let events = audit.by(&chart.user());
     let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();

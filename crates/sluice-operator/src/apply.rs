@@ -66,13 +66,16 @@ fn classify(kind: &'static str, namespace: &str, name: &str, e: kube::Error) -> 
     }
 }
 
-/// Applies `desired` over `live` (as fetched) unless it already matches.
+/// Applies `desired` over `live` unless it already matches. `live` may come from a watch cache
+/// (`cached`), which can lag by an event: then a write is only ever decided on a fresh read, so
+/// a lagging cache costs a GET, never a needless write.
 pub async fn apply<K>(
     api: &Api<K>,
     kind: &'static str,
     owner_uid: &str,
     desired: &K,
     live: Option<K>,
+    cached: bool,
 ) -> Result<Applied<K>, ApplyError>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
@@ -86,6 +89,22 @@ where
         source,
     };
     let desired = diff::with_hash(serde_json::to_value(desired).map_err(serialize_err)?);
+    // Whether the (cached) copy is ours and already as wanted; anything else is read afresh.
+    let settled = |live: &Option<K>| match live {
+        Some(l) => {
+            controlled_by(l, owner_uid)
+                && serde_json::to_value(l)
+                    .is_ok_and(|value| !diff::needs_apply(&desired, Some(&value)))
+        }
+        None => false,
+    };
+    let live = if cached && !settled(&live) {
+        api.get_opt(&name)
+            .await
+            .map_err(|e| classify(kind, &namespace, &name, e))?
+    } else {
+        live
+    };
     if let Some(live) = &live
         && !controlled_by(live, owner_uid)
     {

@@ -10,14 +10,17 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::core::{DeserializeGuard, DynamicObject};
 use kube::discovery::Discovery;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use sluice_api::InferenceService;
 use tracing::{error, info, warn};
@@ -27,7 +30,7 @@ use crate::cli::RunArgs;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, ChildCache, Context};
 use crate::slo::{HttpLimitsClient, PrometheusFactory, SloLoop};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -176,6 +179,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_allowed_prometheus_urls(args.allowed_prometheus_urls.clone());
     info!(interval = ?args.slo_interval, prometheus = args.prometheus_url.as_deref().unwrap_or("<per InferenceService>"), "SLO loop configured");
+    // The owned-children watches also fill caches the observe stage reads instead of GETs.
+    let (deployment_cache, deployments) = reflector::store::<Deployment>();
+    let (service_cache, services) = reflector::store::<Service>();
+    let (pdb_cache, pdbs) = reflector::store::<PodDisruptionBudget>();
+    let (policy_cache, policies) = reflector::store::<NetworkPolicy>();
+    let policy_cache = build.network_policy_for.is_some().then_some(policy_cache);
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -184,6 +193,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics.clone(),
         )
         .with_slo(slo)
+        .with_child_cache(ChildCache {
+            deployments: deployment_cache,
+            services: service_cache,
+            pdbs: pdb_cache,
+            network_policies: policy_cache.clone(),
+        })
         .with_allowed_server_images(args.allowed_server_images.clone()),
     );
 
@@ -207,14 +222,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .any_semantic()
         .labels("app.kubernetes.io/managed-by=sluice-operator");
     let mut controller = Controller::new(guarded, wc)
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        .owns_stream(
+            watcher(api::<Deployment>(&client, ns), owned.clone())
+                .reflect(deployments)
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<Service>(&client, ns), owned.clone())
+                .reflect(services)
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+                .reflect(pdbs)
+                .touched_objects(),
+        )
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .trigger_backoff(ResetTimerBackoff::new(
             WatchBackoff::default(),
             Duration::from_secs(30),
         ));
+    if policy_cache.is_some() {
+        controller = controller.owns_stream(
+            watcher(api::<NetworkPolicy>(&client, ns), owned.clone())
+                .reflect(policies)
+                .touched_objects(),
+        );
+    }
     if matches!(monitoring, Monitoring::ServiceMonitor { .. }) {
         let ar = service_monitor_resource();
         let sm: Api<DynamicObject> = match ns {

@@ -10,18 +10,17 @@
 mod cluster_support;
 use cluster_support as cluster;
 
-use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster_support::{
-    AuditCursor, Chart, Operator, admin_client, eventually, kubectl, kubectl_apply,
+    AuditCursor, Chart, Operator, admin_client, eventually, kubectl, kubectl_apply, managers,
+    ready, tiny,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 use sluice_api::InferenceService;
 use sluice_testkit::Cluster;
@@ -29,67 +28,8 @@ use sluice_testkit::Cluster;
 /// Tests that run an operator hold this, one at a time.
 static OPERATORS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The shared cluster, with the repository's CRD applied.
 fn cluster() -> &'static Cluster {
-    static CRD: Once = Once::new();
-    let c = Cluster::shared();
-    CRD.call_once(|| cluster::install_crd(c));
-    c
-}
-
-fn example(name: &str) -> Value {
-    let path = cluster::repo().join("examples").join(name);
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// `examples/tiny-cpu.yaml` renamed.
-fn tiny(name: &str) -> Value {
-    let mut v = example("tiny-cpu.yaml");
-    v["metadata"]["name"] = json!(name);
-    v
-}
-
-fn condition(isvc: &InferenceService, type_: &str) -> Option<String> {
-    isvc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
-}
-
-/// Waits until `name` is Ready=True with status.observedGeneration equal to its generation.
-async fn ready(client: &Client, ns: &str, name: &str) -> InferenceService {
-    let api: Api<InferenceService> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("{ns}/{name} Ready=True at its generation"),
-        Duration::from_secs(120),
-        || {
-            let api = api.clone();
-            async move {
-                let isvc = api.get(name).await.ok()?;
-                let st = isvc.status.as_ref()?;
-                (condition(&isvc, "Ready").as_deref() == Some("True")
-                    && st.observed_generation == isvc.metadata.generation)
-                    .then_some(isvc)
-            }
-        },
-    )
-    .await
-}
-
-fn managers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
-    meta.managed_fields
-        .iter()
-        .flatten()
-        .map(|m| {
-            format!(
-                "{}:{}",
-                m.manager.as_deref().unwrap_or(""),
-                m.operation.as_deref().unwrap_or("")
-            )
-        })
-        .collect()
+    cluster::shared_with_crd()
 }
 
 #[test]
@@ -366,236 +306,6 @@ async fn operator_with_the_charts_rbac_reconciles_rolls_out_and_collects_garbage
         c.helm()
             .args(["uninstall", "sluice", "-n", "sluice-system", "--wait"]),
     );
-}
-
-/// Writes by `user` since `cursor`, except renewals of the leader Lease: a leader must renew
-/// its lease (every lease duration minus the renew grace, 10 s with the chart's 15 s), or
-/// another replica takes over; that is the one write a settled operator makes on purpose.
-fn writes(cursor: &AuditCursor, user: &str) -> (Vec<String>, usize) {
-    let all: Vec<_> = cursor
-        .by(user)
-        .into_iter()
-        .filter(|e| e.is_write())
-        .collect();
-    let renewals = all.iter().filter(|e| e.resource == "leases").count();
-    let others = all
-        .iter()
-        .filter(|e| e.resource != "leases")
-        .map(ToString::to_string)
-        .collect();
-    (others, renewals)
-}
-
-/// Waits until `user` has made no write (lease renewals aside) for `quiet`, up to `limit`;
-/// panics listing the writes of the last attempt if it never goes quiet.
-async fn settle(c: &Cluster, user: &str, quiet: Duration, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let cursor = AuditCursor::now(c);
-        tokio::time::sleep(quiet).await;
-        let (writes, _) = writes(&cursor, user);
-        if writes.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user} never went {quiet:?} without writing; last writes:\n{}",
-            writes.join("\n")
-        );
-    }
-}
-
-#[tokio::test]
-#[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn settled_services_cost_zero_writes() {
-    let _turn = OPERATORS.lock().await;
-    let c = cluster();
-    let client = admin_client(c).await;
-    // The SLO loop runs against a real Prometheus (which has no samples for these kwok pods).
-    let prometheus = sluice_testkit::Prometheus::start(&[]);
-    let apps = "apps-rest";
-    cluster::namespace(c, apps);
-    let interval = Duration::from_secs(2);
-    let chart = Chart::install(
-        c,
-        "rest",
-        "rest-system",
-        &[
-            &format!("watchNamespace={apps}"),
-            &format!("slo.prometheusUrl={}", prometheus.url()),
-            "slo.interval=2s",
-        ],
-    );
-    let pod = chart.operator_pods(c, 1).remove(0);
-    let _operator = Operator::start(c, &chart, &pod, &[]);
-    let names: Vec<String> = (0..5).map(|i| format!("svc-{i}")).collect();
-    for n in &names {
-        let (ok, out) = kubectl_apply(c, apps, &tiny(n).to_string());
-        assert!(ok, "{out}");
-    }
-    for n in &names {
-        let isvc = ready(&client, apps, n).await;
-        // The SLO loop has evaluated it (and found no samples).
-        assert!(
-            isvc.status.as_ref().unwrap().slo.is_some(),
-            "{n} has no SLO status"
-        );
-    }
-
-    settle(c, &chart.user(), interval * 2, Duration::from_secs(90)).await;
-    let window = interval * 10;
-    let cursor = AuditCursor::now(c);
-    let queries_before = cluster::prometheus_queries(&prometheus);
-    tokio::time::sleep(window).await;
-    let requests = cursor.by(&chart.user()).len();
-    let (writes, renewals) = writes(&cursor, &chart.user());
-    assert!(
-        writes.is_empty(),
-        "{} writes at rest in {window:?} ({} services, SLO interval {interval:?}):\n{}",
-        writes.len(),
-        names.len(),
-        writes.join("\n")
-    );
-    // The loop kept evaluating all along: it read Prometheus every interval.
-    let queries = cluster::prometheus_queries(&prometheus) - queries_before;
-    assert!(
-        queries >= names.len() as f64 * 5.0,
-        "only {queries} Prometheus queries in {window:?}"
-    );
-    eprintln!(
-        "at rest for {window:?}: {} services, {requests} requests by the operator, 0 writes \
-         besides {renewals} lease renewals, {queries} Prometheus queries",
-        names.len()
-    );
-}
-
-/// The Lease's holder, if any.
-async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
-    leases
-        .get(name)
-        .await
-        .ok()?
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
-}
-
-#[tokio::test]
-#[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn only_the_leader_writes_and_a_standby_takes_over() {
-    let _turn = OPERATORS.lock().await;
-    let c = cluster();
-    let client = admin_client(c).await;
-    let apps = "apps-leader";
-    cluster::namespace(c, apps);
-    // Two replicas with the chart's lease settings (15 s).
-    let chart = Chart::install(
-        c,
-        "le",
-        "le-system",
-        &["replicaCount=2", &format!("watchNamespace={apps}")],
-    );
-    let lease_name = chart
-        .args
-        .iter()
-        .find_map(|a| a.strip_prefix("--lease-name="))
-        .expect("the chart names the lease")
-        .to_owned();
-    let lease_duration: u64 = chart
-        .args
-        .iter()
-        .find_map(|a| a.strip_prefix("--lease-duration-seconds="))
-        .expect("the chart sets the lease duration")
-        .parse()
-        .unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &chart.namespace);
-    let pods = chart.operator_pods(c, 2);
-    let (a, b) = (pods[0].clone(), pods[1].clone());
-
-    let audit = AuditCursor::now(c);
-    let mut first = Operator::start(c, &chart, &a, &[]);
-    eventually(&format!("{a} to lead"), Duration::from_secs(60), || {
-        let l = leases.clone();
-        let (lease_name, a) = (lease_name.clone(), a.clone());
-        async move { (holder(&l, &lease_name).await? == a).then_some(()) }
-    })
-    .await;
-    let mut second = Operator::start(c, &chart, &b, &[]);
-    let (ok, out) = kubectl_apply(c, apps, &tiny("one").to_string());
-    assert!(ok, "{out}");
-    ready(&client, apps, "one").await;
-    // Give the standby a full lease period to misbehave.
-    tokio::time::sleep(Duration::from_secs(lease_duration)).await;
-    let writes: Vec<_> = audit
-        .by(&chart.user())
-        .into_iter()
-        .filter(|e| e.is_write())
-        .collect();
-    assert!(
-        writes.iter().any(|e| e.resource == "deployments"),
-        "the leader applied nothing"
-    );
-    let by_standby: Vec<String> = writes
-        .iter()
-        .filter(|e| e.pod.as_deref() != Some(a.as_str()))
-        .map(ToString::to_string)
-        .collect();
-    assert!(
-        by_standby.is_empty(),
-        "the standby wrote:\n{}",
-        by_standby.join("\n")
-    );
-
-    // kill -9 the leader: the standby takes over once the lease expires, and converges.
-    first.signal("KILL");
-    let killed = Instant::now();
-    eventually(
-        &format!("{b} to take over"),
-        Duration::from_secs(lease_duration * 3),
-        || {
-            let l = leases.clone();
-            let (lease_name, b) = (lease_name.clone(), b.clone());
-            async move { (holder(&l, &lease_name).await? == b).then_some(()) }
-        },
-    )
-    .await;
-    let takeover = killed.elapsed();
-    let (ok, out) = kubectl_apply(c, apps, &tiny("two").to_string());
-    assert!(ok, "{out}");
-    ready(&client, apps, "two").await;
-    eprintln!(
-        "after kill -9 of the leader, the standby led within {takeover:?} (lease {lease_duration} s)"
-    );
-
-    // SIGTERM the new leader: it releases the lease on its way out (no holder, at once), and
-    // exits 0; the restarted first replica then leads.
-    first = Operator::start(c, &chart, &a, &[]);
-    second.signal("TERM");
-    let status = second.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{status}:\n{}", second.log_tail());
-    let lease = leases.get(&lease_name).await.unwrap();
-    let h = lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap_or_default();
-    assert!(
-        h.is_empty() || h == a,
-        "the lease still names {h:?} after a clean shutdown"
-    );
-    eventually(
-        &format!("{a} to lead again"),
-        Duration::from_secs(lease_duration * 3),
-        || {
-            let l = leases.clone();
-            let (lease_name, a) = (lease_name.clone(), a.clone());
-            async move { (holder(&l, &lease_name).await? == a).then_some(()) }
-        },
-    )
-    .await;
-    let (ok, out) = kubectl_apply(c, apps, &tiny("three").to_string());
-    assert!(ok, "{out}");
-    ready(&client, apps, "three").await;
-    assert!(first.running(), "{}", first.log_tail());
 }
 
 /// Runs `kubectl` and panics unless it succeeds.

@@ -61,6 +61,8 @@ const TASKS: &[(&str, &str, &[&[&str]])] = &[
             "--test",
             "cluster",
             "--test",
+            "cluster_quiet",
+            "--test",
             "cluster_helm",
             "--test",
             "cluster_faults",

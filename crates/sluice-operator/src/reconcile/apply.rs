@@ -31,18 +31,20 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Server-side applies `desired` (read as `live`) and notes a create or update.
+    /// Server-side applies `desired` (read as `live`, from a watch cache when `cached`) and
+    /// notes a create or update.
     async fn apply<K>(
         &mut self,
         api: &Api<K>,
         kind: &'static str,
         desired: &K,
         live: Option<K>,
+        cached: bool,
     ) -> Result<Applied<K>, ReconcileError>
     where
         K: Resource + Serialize + DeserializeOwned + Clone + Debug,
     {
-        let a = apply::apply(api, kind, self.uid, desired, live).await?;
+        let a = apply::apply(api, kind, self.uid, desired, live, cached).await?;
         let verb = match &a {
             Applied::Unchanged(_) => return Ok(a),
             Applied::Created(_) => "created",
@@ -76,6 +78,7 @@ pub async fn apply_children(
         "Service",
         &children.service,
         observed.service,
+        observed.from_cache,
     )
     .await?;
     let dep = w
@@ -84,12 +87,19 @@ pub async fn apply_children(
             "Deployment",
             &children.deployment,
             observed.deployment,
+            observed.from_cache,
         )
         .await?;
     match &children.pdb {
         Some(pdb) => {
-            w.apply(&apis.pdb, "PodDisruptionBudget", pdb, observed.pdb)
-                .await?;
+            w.apply(
+                &apis.pdb,
+                "PodDisruptionBudget",
+                pdb,
+                observed.pdb,
+                observed.from_cache,
+            )
+            .await?;
         }
         None => {
             let kind = "PodDisruptionBudget";
@@ -105,6 +115,7 @@ pub async fn apply_children(
             "NetworkPolicy",
             np,
             observed.network_policy,
+            observed.from_cache,
         )
         .await?;
     }
@@ -114,6 +125,7 @@ pub async fn apply_children(
             "ServiceMonitor",
             sm,
             observed.service_monitor,
+            false,
         )
         .await?;
     }

@@ -32,6 +32,7 @@ use crate::slo::SloLoop;
 use crate::status::{self, Rollout};
 use crate::validate;
 use observe::Apis;
+pub use observe::ChildCache;
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -43,6 +44,9 @@ pub struct Context {
     pub slo: SloLoop,
     /// Image prefixes `spec.serving.image` may use besides the operator's own server images.
     pub allowed_server_images: Vec<String>,
+    /// The controller's watch caches of the owned children, when it has them: the observe
+    /// stage reads there instead of sending a GET per child per reconcile.
+    pub children: Option<ChildCache>,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<InferenceService>>, u32>>,
 }
@@ -57,8 +61,15 @@ impl Context {
             metrics,
             slo: SloLoop::default(),
             allowed_server_images: Vec::new(),
+            children: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads the owned children from these watch caches.
+    pub fn with_child_cache(mut self, cache: ChildCache) -> Self {
+        self.children = Some(cache);
+        self
     }
 
     /// Allows `spec.serving.image` values under these prefixes.
@@ -206,7 +217,16 @@ async fn reconcile_service(
         Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
     };
     let current = decide::current(&valid, old);
-    let observed = observe::observe(&apis, &ctx.slo, &valid, &current, &ctx.build, now_s).await?;
+    let observed = observe::observe(
+        &apis,
+        ctx.children.as_ref(),
+        &ctx.slo,
+        &valid,
+        &current,
+        &ctx.build,
+        now_s,
+    )
+    .await?;
     let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await

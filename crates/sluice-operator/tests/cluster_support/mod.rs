@@ -501,3 +501,69 @@ pub fn prometheus_queries(prometheus: &sluice_testkit::Prometheus) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The cluster shared by the tests of this process, with the repository's CRD applied.
+pub fn shared_with_crd() -> &'static Cluster {
+    static CRD: std::sync::Once = std::sync::Once::new();
+    let c = Cluster::shared();
+    CRD.call_once(|| install_crd(c));
+    c
+}
+
+/// An example manifest from `examples/`.
+pub fn example(name: &str) -> Value {
+    let path = repo().join("examples").join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `examples/tiny-cpu.yaml` renamed.
+pub fn tiny(name: &str) -> Value {
+    let mut v = example("tiny-cpu.yaml");
+    v["metadata"]["name"] = serde_json::json!(name);
+    v
+}
+
+/// The status of condition `type_`.
+pub fn condition(isvc: &sluice_api::InferenceService, type_: &str) -> Option<String> {
+    isvc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+/// Waits until `name` is Ready=True with status.observedGeneration equal to its generation.
+pub async fn ready(client: &Client, ns: &str, name: &str) -> sluice_api::InferenceService {
+    let api: kube::Api<sluice_api::InferenceService> = kube::Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{ns}/{name} Ready=True at its generation"),
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move {
+                let isvc = api.get(name).await.ok()?;
+                let st = isvc.status.as_ref()?;
+                (condition(&isvc, "Ready").as_deref() == Some("True")
+                    && st.observed_generation == isvc.metadata.generation)
+                    .then_some(isvc)
+            }
+        },
+    )
+    .await
+}
+
+/// `manager:operation` of each managedFields entry.
+pub fn managers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m.manager.as_deref().unwrap_or(""),
+                m.operation.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}

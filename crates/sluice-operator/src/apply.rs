@@ -89,24 +89,24 @@ where
         source,
     };
     let desired = diff::with_hash(serde_json::to_value(desired).map_err(serialize_err)?);
-    // Whether the (cached) copy is ours and already as wanted; anything else is read afresh.
-    let settled = |live: &Option<K>| match live {
-        Some(l) => {
-            controlled_by(l, owner_uid)
-                && serde_json::to_value(l)
-                    .is_ok_and(|value| !diff::needs_apply(&desired, Some(&value)))
-        }
-        None => false,
+    let to_value = |live: &Option<K>| live.as_ref().map(serde_json::to_value).transpose();
+    // Whether `live` is ours and already as wanted.
+    let settled = |live: &Option<K>, value: &Option<serde_json::Value>| match (live, value) {
+        (Some(l), Some(v)) => controlled_by(l, owner_uid) && !diff::needs_apply(&desired, Some(v)),
+        _ => false,
     };
-    let live = if cached && !settled(&live) {
-        api.get_opt(&name)
+    let mut live = live;
+    let mut live_value = to_value(&live).map_err(serialize_err)?;
+    // A cached copy that is not settled is read afresh before anything is decided on it.
+    if cached && !settled(&live, &live_value) {
+        live = api
+            .get_opt(&name)
             .await
-            .map_err(|e| classify(kind, &namespace, &name, e))?
-    } else {
-        live
-    };
-    if let Some(live) = &live
-        && !controlled_by(live, owner_uid)
+            .map_err(|e| classify(kind, &namespace, &name, e))?;
+        live_value = to_value(&live).map_err(serialize_err)?;
+    }
+    if let Some(l) = &live
+        && !controlled_by(l, owner_uid)
     {
         return Err(ApplyError::NotOwned {
             kind,
@@ -114,14 +114,9 @@ where
             name,
         });
     }
-    let live_value = live
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(serialize_err)?;
     let existed = live.is_some();
-    if let Some(live) = live
-        && !diff::needs_apply(&desired, live_value.as_ref())
+    if settled(&live, &live_value)
+        && let Some(live) = live
     {
         return Ok(Applied::Unchanged(live));
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cluster_support::{
     AuditCursor, Chart, Operator, admin_client, eventually, kubectl, kubectl_apply, managers,
-    ready, tiny,
+    ready, rolled_out, tiny,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -229,32 +229,7 @@ async fn operator_with_the_charts_rbac_reconciles_rolls_out_and_collects_garbage
         .unwrap();
     let isvc = ready(&client, ns, "tiny").await;
     assert_eq!(isvc.metadata.generation, Some(2));
-    eventually(
-        "the Deployment to roll out 750m",
-        Duration::from_secs(120),
-        || {
-            let d = deployments.clone();
-            async move {
-                let dep = d.get("tiny").await.ok()?;
-                let cpu = dep.spec.template.spec.as_ref()?.containers[0]
-                    .resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get("cpu")?
-                    .0
-                    .clone();
-                let st = dep.status.as_ref()?;
-                (cpu == "750m"
-                    && st.observed_generation == dep.metadata.generation
-                    && st.updated_replicas == Some(1)
-                    && st.ready_replicas == Some(1)
-                    && st.replicas == Some(1))
-                .then_some(())
-            }
-        },
-    )
-    .await;
+    rolled_out(&deployments, "tiny", "750m", 1).await;
 
     // The chart's RBAC was enough: the apiserver refused the operator nothing.
     let requests = audit.by(&chart.user());

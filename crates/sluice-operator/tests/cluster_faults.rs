@@ -13,49 +13,13 @@ use cluster_support as cluster;
 
 use std::time::Duration;
 
-use cluster_support::{Chart, Operator, admin_client, eventually, kubectl_apply};
+use cluster_support::{Chart, Operator, admin_client, eventually, kubectl_apply, rolled_out, tiny};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_api::InferenceService;
 use sluice_testkit::Cluster;
-
-fn tiny(name: &str) -> Value {
-    let mut v: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(cluster::repo().join("examples/tiny-cpu.yaml")).unwrap(),
-    )
-    .unwrap();
-    v["metadata"]["name"] = json!(name);
-    v
-}
-
-/// Waits until the Deployment `name` runs `replicas` Ready pods of its current template with
-/// `cpu` requested.
-async fn rolled_out(deployments: &Api<Deployment>, name: &str, cpu: &str, replicas: i32) {
-    eventually(
-        &format!("{name} rolled out with cpu {cpu}"),
-        Duration::from_secs(120),
-        || async move {
-            let dep = deployments.get(name).await.ok()?;
-            let got = dep.spec.template.spec.as_ref()?.containers[0]
-                .resources
-                .as_ref()?
-                .requests
-                .as_ref()?
-                .get("cpu")?
-                .0
-                .clone();
-            let st = dep.status.as_ref()?;
-            (got == cpu
-                && st.observed_generation == dep.metadata.generation
-                && st.updated_replicas == Some(replicas)
-                && st.ready_replicas == Some(replicas))
-            .then_some(())
-        },
-    )
-    .await;
-}
 
 /// The tests take turns: each runs a control plane, and the second a loaded server too.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -145,6 +145,14 @@ async fn settled_services_cost_zero_writes() {
     );
 }
 
+/// Waits until `who` holds the lease.
+async fn leads(leases: &Api<Lease>, lease_name: &str, who: &str, timeout: Duration) {
+    eventually(&format!("{who} to lead"), timeout, || async move {
+        (holder(leases, lease_name).await? == who).then_some(())
+    })
+    .await;
+}
+
 /// The Lease's holder, if any.
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases
@@ -190,12 +198,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 
     let audit = AuditCursor::now(c);
     let mut first = Operator::start(c, &chart, &a, &[]);
-    eventually(&format!("{a} to lead"), Duration::from_secs(60), || {
-        let l = leases.clone();
-        let (lease_name, a) = (lease_name.clone(), a.clone());
-        async move { (holder(&l, &lease_name).await? == a).then_some(()) }
-    })
-    .await;
+    leads(&leases, &lease_name, &a, Duration::from_secs(60)).await;
     let mut second = Operator::start(c, &chart, &b, &[]);
     let (ok, out) = kubectl_apply(c, apps, &tiny("one").to_string());
     assert!(ok, "{out}");
@@ -225,14 +228,11 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     // kill -9 the leader: the standby takes over once the lease expires, and converges.
     first.signal("KILL");
     let killed = Instant::now();
-    eventually(
-        &format!("{b} to take over"),
+    leads(
+        &leases,
+        &lease_name,
+        &b,
         Duration::from_secs(lease_duration * 3),
-        || {
-            let l = leases.clone();
-            let (lease_name, b) = (lease_name.clone(), b.clone());
-            async move { (holder(&l, &lease_name).await? == b).then_some(()) }
-        },
     )
     .await;
     let takeover = killed.elapsed();
@@ -258,14 +258,11 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         h.is_empty() || h == a,
         "the lease still names {h:?} after a clean shutdown"
     );
-    eventually(
-        &format!("{a} to lead again"),
+    leads(
+        &leases,
+        &lease_name,
+        &a,
         Duration::from_secs(lease_duration * 3),
-        || {
-            let l = leases.clone();
-            let (lease_name, a) = (lease_name.clone(), a.clone());
-            async move { (holder(&l, &lease_name).await? == a).then_some(()) }
-        },
     )
     .await;
     let (ok, out) = kubectl_apply(c, apps, &tiny("three").to_string());

@@ -567,3 +567,36 @@ pub fn managers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         })
         .collect()
 }
+
+/// Waits until the Deployment `name` runs exactly `replicas` Ready pods, all of its current
+/// template, with `cpu` requested.
+pub async fn rolled_out(
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    cpu: &str,
+    replicas: i32,
+) {
+    eventually(
+        &format!("{name} rolled out with cpu {cpu}"),
+        Duration::from_secs(120),
+        || async move {
+            let dep = deployments.get(name).await.ok()?;
+            let got = dep.spec.template.spec.as_ref()?.containers[0]
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("cpu")?
+                .0
+                .clone();
+            let st = dep.status.as_ref()?;
+            (got == cpu
+                && st.observed_generation == dep.metadata.generation
+                && st.updated_replicas == Some(replicas)
+                && st.ready_replicas == Some(replicas)
+                && st.replicas == Some(replicas))
+            .then_some(())
+        },
+    )
+    .await;
+}

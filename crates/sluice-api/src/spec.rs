@@ -70,7 +70,18 @@ use crate::status::InferenceServiceStatus;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // `kubectl scale`, an HPA or a KEDA ScaledObject drive `spec.replicas.count` when Sluice does
+    // not move replicas itself.
+    scale(
+        spec_replicas_path = ".spec.replicas.count",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
     )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.replicas) || !has(self.replicas.count) || (has(self.remediation) && ((has(self.remediation.mode) && self.remediation.mode != 'Auto') || (has(self.remediation.knobs) && !('Replicas' in self.remediation.knobs))))")
+        .message("replicas.count is for kubectl scale, an HPA or KEDA, and Sluice moves replicas itself here: remove Replicas from remediation.knobs (or leave Auto mode) before scaling by hand or by an autoscaler"),
 )]
 #[serde(rename_all = "camelCase")]
 #[doc = "Desired state: the model, how to serve it, and the objectives to keep."]
@@ -258,9 +269,13 @@ pub struct ResourcesSpec {
     pub memory: Option<Quantity>,
 }
 
-/// Bounds of the replica count.
+/// Bounds of the replica count, and the count itself when Sluice does not choose it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max"))]
+#[x_kube(
+    validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max"),
+    validation = Rule::new("!has(self.count) || (self.count >= self.min && self.count <= self.max)")
+        .message("replicas.count must be within replicas.min and replicas.max"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaBounds {
     /// Fewest replicas; the service starts here.
@@ -271,11 +286,20 @@ pub struct ReplicaBounds {
     #[serde(default = "one")]
     #[x_kube(validation = Rule::new("self <= 1000").message("replicas.max must be at most 1000"))]
     pub max: i32,
+    /// Replicas to run when Sluice does not move them (the `Replicas` knob not granted, or a
+    /// mode other than `Auto`): the scale subresource's field, which `kubectl scale`, an HPA or
+    /// a KEDA ScaledObject set. Unset, the Deployment's own count is left to whoever sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i32>,
 }
 
 impl Default for ReplicaBounds {
     fn default() -> Self {
-        Self { min: 1, max: 1 }
+        Self {
+            min: 1,
+            max: 1,
+            count: None,
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub struct InferenceServiceStatus {
     /// Pods the Deployment currently runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// The pods' label selector, serialised (the scale subresource's selector, for an HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Pods passing their readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,

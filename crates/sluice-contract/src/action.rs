@@ -91,6 +91,11 @@ impl Action {
         }
     }
 
+    /// True for a scale-in: the one change that removes serving capacity.
+    pub fn shrinks(&self) -> bool {
+        matches!(*self, Action::ScaleReplicas { from, to } if to < from)
+    }
+
     /// Short human form, e.g. `replicas 2 -> 4`.
     pub fn describe(&self) -> String {
         match self {

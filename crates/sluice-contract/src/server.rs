@@ -79,6 +79,14 @@ pub struct ServerArgs {
         arg(long, env = "SLUICE_MAX_TOKENS", default_value_t = 256)
     )]
     pub max_tokens: usize,
+    /// JSON file of run-time settings (`{"maxTokens": 256, "quantization": "q8_0"}`, the
+    /// `admin::RuntimeSettings` contract): read at start in place of --max-tokens and
+    /// --quantization, then re-read every second, a new cap applying at once and a new precision
+    /// by loading the new weights while the old ones serve. The operator mounts it from a
+    /// ConfigMap, so its knobs never restart a pod. A missing or malformed file at start is an
+    /// error; later, one leaves the running settings alone.
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_SETTINGS_FILE"))]
+    pub settings_file: Option<PathBuf>,
     /// Bearer token required on every endpoint except /health, /ready and /metrics.
     #[cfg_attr(
         feature = "clap",
@@ -174,6 +182,7 @@ impl Default for ServerArgs {
             threads: None,
             quantization: QuantizationFlag::Auto,
             max_tokens: 256,
+            settings_file: None,
             api_key: None,
             max_concurrent_requests: 64,
             max_batch_size: 16,
@@ -216,6 +225,7 @@ impl ServerArgs {
             threads,
             quantization,
             max_tokens,
+            settings_file,
             api_key: _,
             max_concurrent_requests,
             max_batch_size,
@@ -232,14 +242,21 @@ impl ServerArgs {
             hf_home,
             log_format,
         } = self;
-        let flags: [(&str, Option<String>); 21] = [
+        // With a settings file, the file alone says the cap and the precision: the command line
+        // carries no stale copy of them (and a pod template no value that moves at run time).
+        let unless_file = |v: String| settings_file.is_none().then_some(v);
+        let flags: [(&str, Option<String>); 22] = [
             ("model", Some(model.clone())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
             ("admin-port", admin_port.map(|p| p.to_string())),
             ("threads", threads.map(|n| n.to_string())),
-            ("quantization", Some(quantization.to_string())),
-            ("max-tokens", Some(max_tokens.to_string())),
+            ("quantization", unless_file(quantization.to_string())),
+            ("max-tokens", unless_file(max_tokens.to_string())),
+            (
+                "settings-file",
+                settings_file.as_ref().map(|p| p.display().to_string()),
+            ),
             (
                 "max-concurrent-requests",
                 Some(max_concurrent_requests.to_string()),
@@ -301,6 +318,7 @@ mod tests {
             threads: Some(3),
             quantization: crate::Quantization::Q4_0.into(),
             max_tokens: 77,
+            settings_file: None,
             api_key: None,
             max_concurrent_requests: 5,
             max_batch_size: 2,
@@ -322,5 +340,25 @@ mod tests {
             parse(&ServerArgs::default().to_args()),
             ServerArgs::default()
         );
+    }
+
+    #[test]
+    fn a_settings_file_replaces_the_cap_and_precision_flags() {
+        let with_file = ServerArgs {
+            settings_file: Some("/etc/sluice/settings.json".into()),
+            quantization: crate::Quantization::Q4_0.into(),
+            max_tokens: 77,
+            ..ServerArgs::default()
+        };
+        let args = with_file.to_args();
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "--quantization" || a == "--max-tokens"),
+            "{args:?}"
+        );
+        let parsed = parse(&args);
+        assert_eq!(parsed.settings_file, with_file.settings_file);
+        assert_eq!(parsed.max_tokens, ServerArgs::default().max_tokens);
     }
 }

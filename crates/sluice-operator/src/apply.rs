@@ -66,6 +66,22 @@ fn classify(kind: &'static str, namespace: &str, name: &str, e: kube::Error) -> 
     }
 }
 
+/// Whether [`apply`] would write `desired` over `live` (as far as `live` tells: a cached copy
+/// may lag). Pure.
+pub fn would_write<K>(owner_uid: &str, desired: &K, live: Option<&K>) -> bool
+where
+    K: Resource + Serialize,
+{
+    let (Some(live), Ok(desired), Ok(value)) = (
+        live,
+        serde_json::to_value(desired),
+        live.map(serde_json::to_value).transpose(),
+    ) else {
+        return true;
+    };
+    !controlled_by(live, owner_uid) || diff::needs_apply(&diff::with_hash(desired), value.as_ref())
+}
+
 /// Applies `desired` over `live` unless it already matches. `live` may come from a watch cache
 /// (`cached`), which can lag by an event: then a write is only ever decided on a fresh read, so
 /// a lagging cache costs a GET, never a needless write.

@@ -46,9 +46,9 @@ pub struct Metrics {
     pub slo_state: IntGaugeVec,
     /// `sluice_operator_slo_bottleneck{namespace, name, class}`: 1 for the current class.
     pub slo_bottleneck: IntGaugeVec,
-    /// `sluice_operator_max_tokens_pushes_total{outcome="success"|"error"}`: per-pod runtime
-    /// `max_tokens` updates.
-    pub max_tokens_pushes: IntCounterVec,
+    /// `sluice_operator_settings_pushes_total{outcome="success"|"error"}`: per-pod run-time
+    /// settings updates (`max_tokens`, quantization).
+    pub settings_pushes: IntCounterVec,
 }
 
 impl Metrics {
@@ -105,24 +105,24 @@ impl Metrics {
             ),
             &["namespace", "name", "class"],
         )?;
-        let max_tokens_pushes = IntCounterVec::new(
+        let settings_pushes = IntCounterVec::new(
             Opts::new(
-                "sluice_operator_max_tokens_pushes_total",
-                "Runtime max_tokens updates sent to server pods, by outcome.",
+                "sluice_operator_settings_pushes_total",
+                "Run-time settings updates (max_tokens, quantization) sent to server pods, by outcome.",
             ),
             &["outcome"],
         )?;
         registry.register(Box::new(slo_decisions.clone()))?;
         registry.register(Box::new(slo_state.clone()))?;
         registry.register(Box::new(slo_bottleneck.clone()))?;
-        registry.register(Box::new(max_tokens_pushes.clone()))?;
+        registry.register(Box::new(settings_pushes.clone()))?;
         for a in ACTION_LABELS {
             for c in BottleneckClass::ALL.iter().map(|c| c.as_str()) {
                 slo_decisions.with_label_values(&[a, c]);
             }
         }
         for o in ["success", "error"] {
-            max_tokens_pushes.with_label_values(&[o]);
+            settings_pushes.with_label_values(&[o]);
         }
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -148,7 +148,7 @@ impl Metrics {
             slo_decisions,
             slo_state,
             slo_bottleneck,
-            max_tokens_pushes,
+            settings_pushes,
         })
     }
 

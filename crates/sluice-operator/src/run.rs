@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
@@ -190,6 +190,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (deployment_cache, deployments) = reflector::store::<Deployment>();
     let (service_cache, services) = reflector::store::<Service>();
     let (pdb_cache, pdbs) = reflector::store::<PodDisruptionBudget>();
+    let (settings_cache, settings) = reflector::store::<ConfigMap>();
     let (policy_cache, policies) = reflector::store::<NetworkPolicy>();
     let policy_cache = build.network_policy_for.is_some().then_some(policy_cache);
     let ctx = Arc::new(
@@ -204,6 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             deployments: deployment_cache,
             services: service_cache,
             pdbs: pdb_cache,
+            settings: settings_cache,
             network_policies: policy_cache.clone(),
         })
         .with_allowed_server_images(args.allowed_server_images.clone()),
@@ -245,6 +247,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             watcher(api::<PodDisruptionBudget>(&client, ns), owned.clone())
                 .modify(forget_managed_fields)
                 .reflect(pdbs)
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<ConfigMap>(&client, ns), owned.clone())
+                .modify(forget_managed_fields)
+                .reflect(settings)
                 .touched_objects(),
         )
         .with_config(controller::Config::default().concurrency(args.concurrency))

@@ -96,6 +96,8 @@ pub struct Rollout {
     pub observed: bool,
     /// The Deployment reported `ProgressDeadlineExceeded`, with its message.
     pub stalled: Option<String>,
+    /// The pod selector as `k=v,k=v` (the scale subresource's selector).
+    pub selector: String,
 }
 
 impl Rollout {
@@ -113,7 +115,17 @@ impl Rollout {
                 && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
             .then(|| c.message.clone().unwrap_or_default())
         });
+        let selector = dep
+            .spec
+            .selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         Self {
+            selector,
             desired,
             replicas: st.replicas.unwrap_or(0),
             updated: st.updated_replicas.unwrap_or(0),
@@ -204,6 +216,7 @@ pub fn reconciled(
     status.endpoint = Some(endpoint);
     status.replicas = Some(r.replicas);
     status.ready_replicas = Some(r.ready);
+    status.selector = Some(r.selector.clone());
     status
 }
 
@@ -278,6 +291,7 @@ mod tests {
             available,
             observed: true,
             stalled: None,
+            selector: "app=x".into(),
         }
     }
 

@@ -9,6 +9,7 @@ use sluice_api::{
 };
 
 use crate::error::ValidationError;
+use sluice_contract::{Knob, Mode};
 
 /// Where the server finds its weights, after validation (exactly one source).
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,9 @@ pub struct Validated {
     pub serving: ServingSpec,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// `spec.replicas.count` (checked within the bounds, and only where Sluice does not move
+    /// replicas).
+    pub replica_count: Option<u32>,
     pub slo: SloSpec,
     pub remediation: RemediationSpec,
     /// Drain timeout in whole seconds, rounded up.
@@ -198,6 +202,25 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
             format!("min {} exceeds max {}", replicas.min, replicas.max),
         ));
     }
+    if let Some(count) = replicas.count {
+        if count < replicas.min || count > replicas.max {
+            return Err(invalid(
+                "spec.replicas.count",
+                format!(
+                    "{count} is outside replicas.min {} .. replicas.max {}",
+                    replicas.min, replicas.max
+                ),
+            ));
+        }
+        if spec.remediation.mode == Mode::Auto && spec.remediation.knobs.contains(&Knob::Replicas) {
+            return Err(invalid(
+                "spec.replicas.count",
+                "is for kubectl scale, an HPA or KEDA, and Sluice moves replicas itself here: \
+                 remove Replicas from remediation.knobs (or leave Auto mode) first"
+                    .into(),
+            ));
+        }
+    }
     check_slo(&spec.slo, &invalid)?;
 
     let drain = std::time::Duration::from(serving.drain_timeout);
@@ -218,6 +241,7 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         // Both checked above: 1 <= min <= max.
         min_replicas: replicas.min.unsigned_abs(),
         max_replicas: replicas.max.unsigned_abs(),
+        replica_count: replicas.count.map(i32::unsigned_abs),
         slo: spec.slo.clone(),
         remediation: spec.remediation.clone(),
         drain_timeout_secs,

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_api::{AppliedSettings, InferenceService, Quantization};
+use sluice_contract::admin::RuntimeSettings;
 use sluice_operator::build::{self, BuildOptions, Monitoring};
-use sluice_operator::effective;
+use sluice_operator::effective::{self, Recorded, Running};
 use sluice_operator::error::ValidationError;
 use sluice_operator::validate::{self, Validated};
 
@@ -53,7 +54,7 @@ fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
 #[test]
 fn tiny_cpu_uses_defaults() {
     let v = valid("tiny-cpu.yaml");
-    let eff = effective::derive(&v, None);
+    let eff = effective::derive(&v, &Running::default());
     assert_eq!(
         eff,
         AppliedSettings {
@@ -74,10 +75,8 @@ fn tiny_cpu_uses_defaults() {
             "8000",
             "--admin-port",
             "8001",
-            "--quantization",
-            "f16",
-            "--max-tokens",
-            "256",
+            "--settings-file",
+            "/etc/sluice/settings.json",
             "--max-concurrent-requests",
             "64",
             "--max-batch-size",
@@ -105,7 +104,11 @@ fn tiny_cpu_uses_defaults() {
         ]
     );
     let dep = &c.deployment;
-    assert_eq!(dep.spec.replicas, Some(1));
+    assert_eq!(
+        dep.spec.replicas, None,
+        "the count has its own field manager"
+    );
+    assert_eq!(c.replicas, build::Replicas::Set(1));
     let pod = dep.spec.template.spec.as_ref().unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
@@ -191,13 +194,13 @@ fn the_server_parses_the_operators_arguments_into_the_intended_settings() {
     }
     for fixture in ["tiny-cpu.yaml", "mistral-gpu.yaml", "pvc-gguf.yaml"] {
         let v = valid(fixture);
-        let eff = effective::derive(&v, None);
+        let eff = effective::derive(&v, &Running::default());
         let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
         let argv = std::iter::once("sluice-server".to_owned()).chain(args(&c));
         let parsed = Server::try_parse_from(argv)
             .unwrap_or_else(|e| panic!("{fixture}: the server rejects the operator's args: {e}"))
             .args;
-        assert_eq!(parsed, build::server_settings(&v, &eff), "{fixture}");
+        assert_eq!(parsed, build::server_settings(&v), "{fixture}");
     }
 }
 
@@ -206,7 +209,7 @@ fn the_server_parses_the_operators_arguments_into_the_intended_settings() {
 #[test]
 fn children_do_not_carry_argo_cds_tracking_label() {
     let v = valid("tiny-cpu.yaml");
-    let eff = effective::derive(&v, None);
+    let eff = effective::derive(&v, &Running::default());
     let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
     let pod_labels = c
         .deployment
@@ -237,7 +240,7 @@ fn every_pod_meets_restricted_pod_security() {
         let v = valid(fixture);
         let c = build::build(
             &v,
-            &effective::derive(&v, None),
+            &effective::derive(&v, &Running::default()),
             &opts(Monitoring::Annotations),
         );
         let pod = c.deployment.spec.template.spec.unwrap();
@@ -278,7 +281,7 @@ fn every_pod_meets_restricted_pod_security() {
 #[test]
 fn mistral_gpu_from_hf_cache() {
     let v = valid("mistral-gpu.yaml");
-    let eff = effective::derive(&v, None);
+    let eff = effective::derive(&v, &Running::default());
     assert_eq!(eff.replicas, 2);
     assert_eq!(eff.quantization, Quantization::Q8_0);
     assert_eq!(eff.max_tokens, 512);
@@ -289,8 +292,9 @@ fn mistral_gpu_from_hf_cache() {
         flag(&a, "--model"),
         "hf:mistralai/Mistral-7B-Instruct-v0.2@41b61a33a2483885c981aa79e0df6b32407ed873"
     );
-    assert_eq!(flag(&a, "--quantization"), "q8_0");
-    assert_eq!(flag(&a, "--max-tokens"), "512");
+    assert_eq!(flag(&a, "--settings-file"), "/etc/sluice/settings.json");
+    let rt = build::recorded(&c.settings).unwrap().runtime;
+    assert_eq!((rt.quantization, rt.max_tokens), (Quantization::Q8_0, 512));
     assert_eq!(flag(&a, "--max-concurrent-requests"), "32");
     assert_eq!(flag(&a, "--drain-timeout"), "120s");
     assert_eq!(flag(&a, "--served-model-name"), "mistral-7b");
@@ -387,12 +391,13 @@ fn pvc_gguf_mounts_the_claim() {
     let v = valid("pvc-gguf.yaml");
     let c = build::build(
         &v,
-        &effective::derive(&v, None),
+        &effective::derive(&v, &Running::default()),
         &opts(Monitoring::Annotations),
     );
     let a = args(&c);
     assert_eq!(flag(&a, "--model"), "/models/llama/llama-3.2-1b.Q4_0.gguf");
-    assert_eq!(flag(&a, "--quantization"), "q4_0");
+    let rt = build::recorded(&c.settings).unwrap().runtime;
+    assert_eq!(rt.quantization, Quantization::Q4_0);
     let pod = c.deployment.spec.template.spec.unwrap();
     let vol = pod
         .volumes
@@ -423,15 +428,30 @@ fn starting_quantization_off_the_ladder_is_rejected() {
     );
 }
 
+fn running(
+    replicas: u32,
+    q: Quantization,
+    max_tokens: usize,
+    spec: (Quantization, u32),
+) -> Running {
+    Running {
+        replicas: Some(replicas),
+        settings: Some(Recorded {
+            runtime: RuntimeSettings {
+                max_tokens,
+                quantization: q,
+            },
+            spec_quantization: spec.0,
+            spec_max_tokens: spec.1,
+        }),
+    }
+}
+
 #[test]
-fn auto_mode_carries_previous_choice_within_bounds() {
+fn auto_mode_starts_from_what_runs_within_bounds() {
     let v = valid("mistral-gpu.yaml");
-    let prev = AppliedSettings {
-        replicas: 9,
-        quantization: Quantization::Q4_0,
-        max_tokens: 64,
-    };
-    let eff = effective::derive(&v, Some(&prev));
+    let spec = (v.serving.quantization, v.serving.max_tokens.default);
+    let eff = effective::derive(&v, &running(9, Quantization::Q4_0, 64, spec));
     assert_eq!(
         eff,
         AppliedSettings {
@@ -441,34 +461,96 @@ fn auto_mode_carries_previous_choice_within_bounds() {
         },
         "replicas clamped to max, tokens clamped to floor, ladder level kept"
     );
-    let off_ladder = AppliedSettings {
-        quantization: Quantization::Q4K,
-        ..prev
-    };
     assert_eq!(
-        effective::derive(&v, Some(&off_ladder)).quantization,
-        Quantization::Q8_0
+        effective::derive(&v, &running(2, Quantization::Q4K, 200, spec)).quantization,
+        Quantization::Q8_0,
+        "off the ladder: the spec's start"
+    );
+    assert_eq!(
+        effective::derive(&v, &Running::default()),
+        effective::start(&v),
+        "nothing runs yet"
     );
 }
 
 #[test]
-fn advise_mode_and_locked_knobs_use_the_spec() {
+fn withdrawn_knobs_and_advise_mode_freeze_what_runs() {
     let mut isvc = load("mistral-gpu.yaml");
-    let prev = AppliedSettings {
-        replicas: 3,
-        quantization: Quantization::Q4_0,
-        max_tokens: 200,
-    };
+    let spec = (
+        isvc.spec.serving.quantization,
+        isvc.spec.serving.max_tokens.default,
+    );
+    let now = running(3, Quantization::Q4_0, 200, spec);
     isvc.spec.remediation.knobs = vec![sluice_api::Knob::Replicas];
     let v = validate::validate(&isvc).unwrap();
-    let eff = effective::derive(&v, Some(&prev));
+    let eff = effective::derive(&v, &now);
     assert_eq!(
         (eff.replicas, eff.quantization, eff.max_tokens),
-        (3, Quantization::Q8_0, 512)
+        (3, Quantization::Q4_0, 200)
     );
     isvc.spec.remediation.mode = sluice_api::Mode::Advise;
     let v = validate::validate(&isvc).unwrap();
-    assert_eq!(effective::derive(&v, Some(&prev)), effective::start(&v));
+    assert_eq!(
+        effective::derive(&v, &now),
+        AppliedSettings {
+            replicas: 3,
+            quantization: Quantization::Q4_0,
+            max_tokens: 200
+        }
+    );
+    // A new spec value for a knob is the user speaking: it wins over the frozen one.
+    isvc.spec.serving.max_tokens.default = 300;
+    let v = validate::validate(&isvc).unwrap();
+    assert_eq!(effective::derive(&v, &now).max_tokens, 300);
+    // With the count set through the scale subresource, that count runs.
+    isvc.spec.replicas.count = Some(2);
+    let v = validate::validate(&isvc).unwrap();
+    assert_eq!(effective::derive(&v, &now).replicas, 2);
+}
+
+#[test]
+fn replicas_count_is_refused_where_sluice_moves_replicas() {
+    let mut isvc = load("mistral-gpu.yaml");
+    isvc.spec.replicas.count = Some(2);
+    let err = validate::validate(&isvc).unwrap_err().to_string();
+    assert!(err.contains("spec.replicas.count"), "{err}");
+    isvc.spec.remediation.knobs = vec![sluice_api::Knob::Quantization];
+    assert!(validate::validate(&isvc).is_ok());
+    isvc.spec.replicas.count = Some(isvc.spec.replicas.max + 1);
+    let err = validate::validate(&isvc).unwrap_err().to_string();
+    assert!(err.contains("outside"), "{err}");
+}
+
+/// The settings ConfigMap round-trips what [`effective::derive`] reads back, and knob values
+/// never enter the pod template.
+#[test]
+fn the_settings_config_map_carries_the_knobs_and_the_template_does_not() {
+    let v = valid("mistral-gpu.yaml");
+    let eff = AppliedSettings {
+        replicas: 2,
+        quantization: Quantization::Q4_0,
+        max_tokens: 200,
+    };
+    let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
+    let rec = build::recorded(&c.settings).expect("readable");
+    assert_eq!(
+        rec.runtime,
+        RuntimeSettings {
+            max_tokens: 200,
+            quantization: Quantization::Q4_0
+        }
+    );
+    assert_eq!(rec.spec_quantization, v.serving.quantization);
+    assert_eq!(rec.spec_max_tokens, v.serving.max_tokens.default);
+    let other = AppliedSettings {
+        quantization: Quantization::Q8_0,
+        max_tokens: 150,
+        replicas: 4,
+    };
+    let d = build::build(&v, &other, &opts(Monitoring::Annotations));
+    assert_eq!(c.deployment, d.deployment, "the template does not move");
+    assert_eq!(c.deployment.spec.replicas, None);
+    assert_eq!(d.replicas, build::Replicas::Set(4));
 }
 
 /// With `--network-policy`, each service gets a NetworkPolicy: its Service port from anywhere,
@@ -476,7 +558,7 @@ fn advise_mode_and_locked_knobs_use_the_spec() {
 #[test]
 fn the_network_policy_admits_the_admin_port_only_from_the_operator() {
     let v = valid("tiny-cpu.yaml");
-    let eff = effective::derive(&v, None);
+    let eff = effective::derive(&v, &Running::default());
     let mut o = opts(Monitoring::Annotations);
     assert!(
         build::build(&v, &eff, &o).network_policy.is_none(),

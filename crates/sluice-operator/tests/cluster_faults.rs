@@ -9,6 +9,8 @@
 
 mod cluster_support;
 mod live;
+#[path = "cluster_support/queue.rs"]
+mod queue;
 use cluster_support as cluster;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use cluster_support::{Chart, Operator, admin_client, eventually, kubectl_apply, 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use queue::{QueueService, slo_met};
 use serde_json::json;
 use sluice_api::InferenceService;
 use sluice_testkit::Cluster;
@@ -78,127 +81,21 @@ async fn the_operator_rides_out_an_apiserver_restart() {
     assert_eq!(operator.pid(), pid);
 }
 
-/// The SLOMet condition's (status, reason, message).
-fn slo_met(isvc: &InferenceService) -> Option<(String, String, String)> {
-    let c = isvc
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "SLOMet")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
 async fn losing_prometheus_after_a_scale_out_holds_replicas_and_says_why() {
     let _turn = TURN.lock().await;
     let c = Cluster::start();
-    let apps = "apps";
-    cluster::namespace(&c, apps);
-    // Prometheus's address is in the chart's values before Prometheus exists: it can only scrape
-    // the service's pod once that pod has a name.
-    let prometheus_port = sluice_testkit::free_port();
-    let chart = Chart::install(
-        &c,
-        "sluice",
-        "sluice-system",
-        &[
-            &format!("watchNamespace={apps}"),
-            &format!("slo.prometheusUrl=http://127.0.0.1:{prometheus_port}"),
-            "slo.interval=2s",
-        ],
-    );
-    let pod = chart.operator_pods(&c, 1).remove(0);
-    let mut operator = Operator::start(&c, &chart, &pod, &[]);
-    let client = admin_client(&c).await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), apps);
-    let isvcs: Api<InferenceService> = Api::namespaced(client.clone(), apps);
-    let spec = json!({
-        "apiVersion": "sluice.dev/v1alpha1", "kind": "InferenceService",
-        "metadata": {"name": "queue"},
-        "spec": {
-            "model": {"builtin": "tiny"},
-            "replicas": {"min": 1, "max": 3},
-            "serving": {"quantization": "f32", "quantizationLadder": ["f32", "q8_0", "q4_0"],
-                        "maxTokens": {"default": 256, "floor": 16}},
-            "slo": {"ttftP95": "250ms", "tpotAvg": "1s", "errorRateMax": 0.05, "window": "30s"},
-            "remediation": {"mode": "Auto"},
-        },
-    });
-    let (ok, out) = kubectl_apply(&c, apps, &spec.to_string());
-    assert!(ok, "{out}");
-    eventually(
-        "the queue Deployment's pod Ready",
-        Duration::from_secs(120),
-        || {
-            let d = deployments.clone();
-            async move {
-                let st = d.get("queue").await.ok()?.status?;
-                (st.ready_replicas == Some(1)).then_some(())
-            }
-        },
-    )
-    .await;
-    let pod_name = cluster::kubectl(
-        &c,
-        &[
-            "-n",
-            apps,
-            "get",
-            "pods",
-            "-l",
-            "sluice.dev/inference-service=queue",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-    );
-
-    // The kwok pod runs no container; a real sluice-server on loopback stands in for it, scraped
-    // under the pod's namespace and name, so the operator's selector finds it as in a cluster.
-    // One sequence per batch and twelve clients: the queue grows and TTFT breaches.
-    let server = live::Server::start(
-        &live::server_binary(),
-        &[
-            "--quantization",
-            "f32",
-            "--max-batch-size",
-            "1",
-            "--max-concurrent-requests",
-            "64",
-        ],
-    )
-    .await;
-    let target = sluice_testkit::ScrapeTarget::pod(server.target(), apps, pod_name.trim());
-    let prometheus = tokio::task::block_in_place(|| {
-        sluice_testkit::Prometheus::start_on(prometheus_port, &[target])
-    });
-    tokio::task::block_in_place(|| prometheus.wait_targets_up(1, Duration::from_secs(30)));
-    let load = live::Load::start(
-        server.url(),
-        live::LoadSpec {
-            clients: 12,
-            max_tokens: 48,
-            prompt: "the queue is long and the batch is small",
-        },
-    );
-
-    // The operator names the bottleneck and scales out; the real Deployment controller and kwok
-    // bring the second pod up.
-    eventually(
-        "a QueueBound scale-out to 2 replicas",
-        Duration::from_secs(180),
-        || {
-            let (d, i) = (deployments.clone(), isvcs.clone());
-            async move {
-                let dep = d.get("queue").await.ok()?;
-                let isvc = i.get("queue").await.ok()?;
-                let (_, reason, _) = slo_met(&isvc)?;
-                (dep.spec.replicas == Some(2) && reason == "QueueBound").then_some(())
-            }
-        },
-    )
-    .await;
+    // Every part is bound: a dropped part stops (the server would take the load down with it).
+    let QueueService {
+        mut operator,
+        deployments,
+        isvcs,
+        prometheus,
+        load,
+        server: _server,
+        chart: _chart,
+    } = QueueService::scaled_out(&c, "apps").await;
     let before = isvcs
         .get("queue")
         .await

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use live::{Load, LoadSpec, Prometheus, Server, percentile, unix_now};
 use sluice_api::{AppliedSettings, Quantization};
+use sluice_contract::admin::RuntimeSettings;
 use sluice_contract::{Action, BottleneckClass};
 use sluice_operator::slo::{HttpLimitsClient, LimitsClient, PodTarget, mapping};
 use sluice_slo::{
@@ -355,9 +356,16 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         base_url: memory.url().to_owned(),
     };
     HttpLimitsClient::default()
-        .set_max_tokens(&target, 16, None)
+        .set_settings(
+            &target,
+            RuntimeSettings {
+                max_tokens: 16,
+                quantization: Quantization::F32,
+            },
+            None,
+        )
         .await
-        .expect("PUT /admin/limits accepted");
+        .expect("PUT /admin/settings accepted");
     let clamped_at = unix_now();
     let mut below = 0;
     let mut last = None;

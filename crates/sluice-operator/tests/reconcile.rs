@@ -87,6 +87,15 @@ fn args(api: &FakeApi) -> Vec<String> {
     .unwrap()
 }
 
+/// `maxTokens` in the settings ConfigMap's file.
+fn settings_max_tokens(api: &FakeApi) -> u64 {
+    let cm = api
+        .get("/api/v1/namespaces/demo/configmaps/tiny-settings")
+        .expect("the settings ConfigMap");
+    let file: Value = serde_json::from_str(cm["data"]["settings.json"].as_str().unwrap()).unwrap();
+    file["maxTokens"].as_u64().unwrap()
+}
+
 fn arg(api: &FakeApi, flag: &str) -> String {
     let a = args(api);
     let i = a.iter().position(|x| x == flag).unwrap();
@@ -152,7 +161,7 @@ async fn spec_change_updates_the_deployment() {
     api.insert(ISVC, manifest(tiny_spec()));
     let ctx = context(&api, Monitoring::Annotations);
     run(&api, &ctx).await.unwrap();
-    assert_eq!(arg(&api, "--max-tokens"), "256");
+    assert_eq!(settings_max_tokens(&api), 256);
 
     api.edit(ISVC, |o| {
         o["spec"]["serving"] =
@@ -160,7 +169,8 @@ async fn spec_change_updates_the_deployment() {
     });
     api.clear_writes();
     run(&api, &ctx).await.unwrap();
-    assert_eq!(arg(&api, "--max-tokens"), "128");
+    assert_eq!(settings_max_tokens(&api), 128, "in the settings ConfigMap");
+    assert!(!args(&api).iter().any(|a| a == "--max-tokens"));
     assert_eq!(arg(&api, "--max-concurrent-requests"), "8");
     assert!(api.writes().iter().any(|w| w.path == DEPLOY));
     assert!(

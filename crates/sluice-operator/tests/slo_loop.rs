@@ -1,7 +1,8 @@
 //! The SLO loop inside the real reconcile, against the in-memory API server, with canned SLIs
-//! (a fake `SourceFactory`) and a fake limits client: Auto acts through `status.effective` and
-//! the Deployment (and pushes `max_tokens` to ready pods), Advise only reports, Off reads
-//! nothing, unknown metrics never scale, the CR spec is never written.
+//! (a fake `SourceFactory`) and a fake limits client: Auto acts through the Deployment's count
+//! and the settings ConfigMap (and pushes the run-time settings to ready pods), Advise only
+//! reports, Off reads nothing, unknown metrics never scale, the CR spec is never written, and
+//! what runs is read from the children, never from status.
 
 mod support;
 
@@ -14,6 +15,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use sluice_api::InferenceService;
+use sluice_contract::Quantization;
+use sluice_contract::admin::RuntimeSettings;
 use sluice_operator::build::{BuildOptions, Monitoring};
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::{Context, reconcile};
@@ -23,6 +26,7 @@ use support::FakeApi;
 
 const ISVC: &str = "/apis/sluice.dev/v1alpha1/namespaces/demo/inferenceservices/tiny";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/tiny";
+const SETTINGS: &str = "/api/v1/namespaces/demo/configmaps/tiny-settings";
 const PODS: &str = "/api/v1/namespaces/demo/pods";
 
 /// Canned SLIs: every read returns the same shape, stamped with the read time.
@@ -58,7 +62,7 @@ impl SourceFactory for FakeSources {
 }
 
 struct FakeLimits {
-    calls: Mutex<Vec<(String, u32)>>,
+    calls: Mutex<Vec<(String, RuntimeSettings)>>,
     /// The service's stored status at the moment of each push.
     status_at_push: Mutex<Vec<Value>>,
     api: FakeApi,
@@ -66,16 +70,16 @@ struct FakeLimits {
 
 #[async_trait]
 impl LimitsClient for FakeLimits {
-    async fn set_max_tokens(
+    async fn set_settings(
         &self,
         pod: &PodTarget,
-        max_tokens: u32,
+        settings: RuntimeSettings,
         _api_key: Option<&str>,
     ) -> Result<(), LimitsError> {
         self.calls
             .lock()
             .unwrap()
-            .push((pod.base_url.clone(), max_tokens));
+            .push((pod.base_url.clone(), settings));
         let status = self.api.get(ISVC).map(|o| o["status"].clone());
         self.status_at_push
             .lock()
@@ -219,13 +223,14 @@ impl Harness {
         self.api.get(DEPLOY).unwrap()
     }
 
-    fn arg(&self, flag: &str) -> String {
-        let args: Vec<String> = serde_json::from_value(
-            self.deployment()["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
-        )
-        .unwrap();
-        let i = args.iter().position(|a| a == flag).unwrap();
-        args[i + 1].clone()
+    /// The run-time settings in the settings ConfigMap.
+    fn settings(&self) -> RuntimeSettings {
+        let cm = self.api.get(SETTINGS).expect("the settings ConfigMap");
+        serde_json::from_str(cm["data"]["settings.json"].as_str().unwrap()).unwrap()
+    }
+
+    fn template(&self) -> Value {
+        self.deployment()["spec"]["template"].clone()
     }
 
     /// Reasons of the Events recorded so far.
@@ -356,7 +361,7 @@ async fn advise_mode_reports_and_never_acts() {
 }
 
 #[tokio::test]
-async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
+async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_settings() {
     let h = harness(memory_bound, None);
     // Only max_tokens may move, and the per-CR URL is used without an operator default.
     h.api.insert(
@@ -383,9 +388,13 @@ async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
         .unwrap_or_else(|| panic!("a max_tokens decision in {st:#}"));
     let to: u32 = clamp["to"].as_str().unwrap().parse().unwrap();
     assert!((64..256).contains(&to), "clamped toward the floor: {to}");
+    let pushed = RuntimeSettings {
+        max_tokens: to as usize,
+        quantization: Quantization::F16,
+    };
     assert_eq!(
         *h.limits.calls.lock().unwrap(),
-        vec![("http://10.1.0.7:8001".to_owned(), to)],
+        vec![("http://10.1.0.7:8001".to_owned(), pushed)],
         "pushed to the ready pod only"
     );
     // Nothing reaches a pod before status records the decision: the stored status at the
@@ -399,15 +408,11 @@ async fn memory_bound_clamps_max_tokens_on_ready_pods_and_in_the_args() {
         "status at push time: {seen:#}"
     );
     assert_eq!(st["effective"]["maxTokens"], to);
-    assert_eq!(
-        h.arg("--max-tokens"),
-        to.to_string(),
-        "persisted in the args"
-    );
-    assert_eq!(
-        h.arg("--quantization"),
-        "f16",
-        "quantization is not an allowed knob"
+    assert_eq!(h.settings(), pushed, "persisted in the settings ConfigMap");
+    let args = h.template()["spec"]["containers"][0]["args"].clone();
+    assert!(
+        !args.to_string().contains("max-tokens") && !args.to_string().contains("quantization"),
+        "knob values never enter the pod template: {args}"
     );
     assert_eq!(
         h.sources.built.lock().unwrap()[0].0,
@@ -428,16 +433,16 @@ async fn unknown_metrics_hold_and_never_scale() {
                         "remediation": {"mode": "Auto"}}),
         ),
     );
-    h.api.edit(ISVC, |o| {
-        o["status"] =
-            json!({"effective": {"replicas": 3, "quantization": "f16", "maxTokens": 256}});
-    });
+    // Three replicas run (an earlier scale-out); status says nothing of it.
+    h.reconcile().await;
+    h.api.edit(DEPLOY, |d| d["spec"]["replicas"] = json!(3));
     h.settle(3).await;
     let st = h.status();
     assert_eq!(
         st["effective"]["replicas"], 3,
         "no scale-down on unknown metrics"
     );
+    assert_eq!(h.deployment()["spec"]["replicas"], 3);
     assert_eq!(st["slo"]["bottleneck"]["class"], "Unknown");
     assert_eq!(st["slo"]["state"], "Unknown");
     assert!(
@@ -503,4 +508,77 @@ async fn a_prometheus_url_outside_the_allow_list_is_never_contacted() {
         "the host is not echoed: {message}"
     );
     assert_eq!(h.deployment()["spec"]["replicas"], 1, "nothing acted");
+}
+
+/// Leaving Auto keeps the replicas a remediation chose (HPA's and KEDA's pause do the same), and
+/// deleting status changes nothing that runs: the count is read off the Deployment.
+#[tokio::test]
+async fn leaving_auto_keeps_what_runs_and_deleting_status_changes_nothing() {
+    let h = harness(queue_bound, Some("http://prometheus.test:9090"));
+    h.api.insert(
+        ISVC,
+        manifest(
+            json!({"model": {"builtin": "tiny"}, "replicas": {"min": 1, "max": 4},
+                        "remediation": {"mode": "Auto"}}),
+        ),
+    );
+    h.settle(2).await;
+    let to = h.deployment()["spec"]["replicas"].as_i64().unwrap();
+    assert!(to > 1, "scaled out first: {:#}", h.status());
+    let template = h.template();
+    let settings = h.settings();
+
+    h.api
+        .edit(ISVC, |o| o["spec"]["remediation"]["mode"] = json!("Advise"));
+    h.settle(2).await;
+    assert_eq!(h.deployment()["spec"]["replicas"], to, "Advise froze it");
+    assert_eq!(h.status()["effective"]["replicas"], to);
+
+    h.api.edit(ISVC, |o| {
+        o.as_object_mut().unwrap().remove("status");
+    });
+    h.settle(2).await;
+    assert_eq!(
+        h.deployment()["spec"]["replicas"],
+        to,
+        "status is no memory"
+    );
+    assert_eq!(h.template(), template, "no restart");
+    assert_eq!(h.settings(), settings);
+    assert_eq!(
+        h.status()["effective"]["replicas"],
+        to,
+        "status rebuilt from what runs"
+    );
+}
+
+/// Withdrawing a knob freezes its value; changing the spec's own value for it wins.
+#[tokio::test]
+async fn a_withdrawn_knob_freezes_and_a_changed_spec_value_wins() {
+    let h = harness(memory_bound, Some("http://prometheus.test:9090"));
+    h.api.insert(
+        ISVC,
+        manifest(json!({"model": {"builtin": "tiny"},
+                        "remediation": {"mode": "Auto", "knobs": ["MaxTokens"]}})),
+    );
+    h.settle(2).await;
+    let clamped = h.settings().max_tokens;
+    assert!(clamped < 256, "clamped first: {:#}", h.status());
+    let template = h.template();
+
+    h.api
+        .edit(ISVC, |o| o["spec"]["remediation"]["knobs"] = json!([]));
+    h.settle(2).await;
+    assert_eq!(h.settings().max_tokens, clamped, "frozen, not reset to 256");
+
+    h.api.edit(ISVC, |o| {
+        o["spec"]["serving"] = json!({"maxTokens": {"default": 200, "floor": 16}});
+    });
+    h.settle(1).await;
+    assert_eq!(
+        h.settings().max_tokens,
+        200,
+        "the user's new default applies"
+    );
+    assert_eq!(h.template(), template, "neither change restarted a pod");
 }

@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::model::quant::Quantization;
 use crate::model::tiny::{self, ExportOptions, TinyShape};
 use crate::model::{LoadSpec, ModelSource};
+use crate::settings::{self, SettingsControl};
+use sluice_contract::QuantizationFlag;
 
 /// The Sluice inference server: llama-architecture models on candle, continuous batching,
 /// OpenAI-compatible API, Prometheus metrics.
@@ -130,8 +132,13 @@ fn device(kind: DeviceKind) -> anyhow::Result<candle_core::Device> {
     })
 }
 
-fn serve(args: ServerArgs) -> anyhow::Result<()> {
+fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(matches!(args.log_format, LogFormat::Json));
+    if let Some(path) = &args.settings_file {
+        let s = settings::read_file(path).map_err(anyhow::Error::msg)?;
+        args.max_tokens = s.max_tokens;
+        args.quantization = s.quantization.into();
+    }
     if args.max_tokens == 0 || args.max_concurrent_requests == 0 || args.max_batch_size == 0 {
         anyhow::bail!(
             "--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1"
@@ -150,6 +157,10 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
         hf_home: args.hf_home.clone(),
     };
     let loaded = crate::model::load(&spec).context("failed to load the model")?;
+    let running_quantization = match args.quantization {
+        QuantizationFlag::Level(q) => Some(q),
+        QuantizationFlag::Auto => loaded.info.quantization.parse().ok(),
+    };
     let budget = args
         .memory_budget_mb
         .map(|mb| mb * 1024 * 1024)
@@ -161,7 +172,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
         args.max_batch_size,
     );
     let engine = Engine::start(Some(EngineModel::serve(loaded)), limits, metrics, budget);
-    let state = AppState::new(
+    let mut state = AppState::new(
         engine,
         HttpConfig {
             api_key: args.api_key.filter(|k| !k.is_empty()),
@@ -177,6 +188,25 @@ fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    // Precision switches reload the model the server started with; a model whose precision
+    // has no name here (an `auto` pick outside the ladder) only takes cap changes.
+    if let Some(q) = running_quantization {
+        let control = SettingsControl::new(
+            state.engine.clone(),
+            spec,
+            q,
+            args.max_tokens,
+            state.loading.clone(),
+        );
+        if let Some(path) = args.settings_file.clone() {
+            runtime.spawn(settings::watch_file(
+                control.clone(),
+                path,
+                settings::FILE_POLL,
+            ));
+        }
+        state = state.with_settings(control);
+    }
     let listen = ListenConfig {
         header_read_timeout: args.header_read_timeout,
         max_connections: args.max_connections,

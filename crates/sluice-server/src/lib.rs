@@ -9,5 +9,6 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod settings;
 pub mod telemetry;
 pub mod validate;

@@ -235,3 +235,81 @@ fn holds_are_not_repeated_in_the_log() {
     // 600 s of ticks with a 600 s repeat period: recorded once (twice at the boundary).
     assert!((1..=2).contains(&recorded), "{recorded}");
 }
+
+#[test]
+fn an_ineffective_scale_out_is_kept_while_the_objective_is_violated() {
+    let s = spec(Mode::Auto);
+    let mut log = Vec::new();
+    let mut set = settings(2, "f16", 1024);
+    let mut h = steady(1000.0, 3, queue());
+    let p = tick(&s, &h, &set, &mut log, 1000.0);
+    assert_eq!(p.action, Action::ScaleReplicas { from: 2, to: 4 });
+    set.applied = p.desired;
+    set.ready_replicas = 4;
+    h.push(sli(1015.0, queue()));
+    tick(&s, &h, &set, &mut log, 1015.0);
+    // A window later TTFT is just as bad at the same load: the scale-out did not help.
+    let mut now = 1015.0;
+    let mut seen = Vec::new();
+    while now < 2500.0 {
+        now += 15.0;
+        h.push(sli(now, queue()));
+        let p = tick(&s, &h, &set, &mut log, now);
+        assert!(
+            !p.action.shrinks() && p.kind != DecisionKind::Revert,
+            "at {now}: {:?}: {}",
+            p.action,
+            p.reason
+        );
+        if p.act {
+            set.applied = p.desired;
+        }
+        seen.push(p.reason);
+    }
+    assert!(
+        matches!(log[0].outcome, Outcome::NoEffect { .. }),
+        "{:?}",
+        log[0].outcome
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.contains("keeping change #1") && r.contains("still violated")),
+        "{seen:#?}"
+    );
+    assert!(set.applied.replicas >= 4, "{:?}", set.applied);
+}
+
+#[test]
+fn an_ineffective_scale_out_without_a_violated_objective_is_still_reverted() {
+    // The counterpart: a queue seen only as 429s (every objective met) gets a scale-out; when
+    // the 429s stay, nothing is breached, so the useless capacity is given back as before.
+    let s = spec(Mode::Auto);
+    let mut log = Vec::new();
+    let mut set = settings(4, "f16", 1024);
+    let rejecting = common::Sym {
+        rejected: 0.1,
+        err: 0.005,
+        ..OK
+    };
+    let mut h = steady(1000.0, 3, rejecting);
+    let p = tick(&s, &h, &set, &mut log, 1000.0);
+    assert_eq!(
+        p.action,
+        Action::ScaleReplicas { from: 4, to: 6 },
+        "{}",
+        p.reason
+    );
+    set.applied = p.desired;
+    set.ready_replicas = 6;
+    let mut now = 1000.0;
+    let p = loop {
+        now += 15.0;
+        h.push(sli(now, rejecting));
+        let p = tick(&s, &h, &set, &mut log, now);
+        if p.act || now > 2500.0 {
+            break p;
+        }
+    };
+    assert_eq!(p.kind, DecisionKind::Revert, "{}", p.reason);
+    assert_eq!(p.action, Action::ScaleReplicas { from: 6, to: 4 });
+}

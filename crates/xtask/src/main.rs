@@ -67,6 +67,8 @@ const TASKS: &[(&str, &str, &[&[&str]])] = &[
             "--test",
             "cluster_faults",
             "--test",
+            "cluster_knobs",
+            "--test",
             "cluster_scale",
             "--",
             "--ignored",

@@ -8,18 +8,18 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::settings::{SETTINGS_MOUNT, settings_name, settings_path};
 use super::{BuildOptions, Monitoring, child_meta, labels, selector_labels};
 use crate::validate::{ModelSource, Validated};
-use sluice_contract::AppliedSettings;
 use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 /// Container port of `sluice-server` (named `http`).
@@ -57,22 +57,22 @@ pub fn model_arg(model: &ModelSource) -> String {
     }
 }
 
-/// `sluice-server` arguments, rendered from the server's own [`ServerArgs`]. The applied
-/// settings, not the spec, decide quantization and `max_tokens`; nothing else here moves on its
-/// own.
-pub fn server_args(v: &Validated, eff: &AppliedSettings) -> Vec<String> {
-    server_settings(v, eff).to_args()
+/// `sluice-server` arguments, rendered from the server's own [`ServerArgs`]. Quantization and
+/// `max_tokens` are not among them: the server reads them from the settings ConfigMap
+/// (`--settings-file`), so moving them never changes the pod template.
+pub fn server_args(v: &Validated) -> Vec<String> {
+    server_settings(v).to_args()
 }
 
-/// The server's settings for this service.
-pub fn server_settings(v: &Validated, eff: &AppliedSettings) -> ServerArgs {
+/// The server's settings for this service. The cap and the precision stay at the flags'
+/// defaults here (the flags are not rendered): the settings file carries them.
+pub fn server_settings(v: &Validated) -> ServerArgs {
     ServerArgs {
         model: model_arg(&v.model),
         host: "0.0.0.0".into(),
         port: SERVER_PORT.unsigned_abs() as u16,
         admin_port: Some(ADMIN_PORT.unsigned_abs() as u16),
-        quantization: eff.quantization.into(),
-        max_tokens: eff.max_tokens as usize,
+        settings_file: Some(settings_path().into()),
         max_concurrent_requests: v.serving.max_concurrent_requests as usize,
         max_batch_size: v.serving.max_batch_size as usize,
         drain_timeout: Duration::from_secs(v.drain_timeout_secs),
@@ -133,6 +133,20 @@ fn volumes(v: &Validated) -> (Vec<Volume>, Vec<VolumeMount>) {
         mount_path: "/tmp".into(),
         ..VolumeMount::default()
     }];
+    volumes.push(Volume {
+        name: "settings".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: settings_name(v),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "settings".into(),
+        mount_path: SETTINGS_MOUNT.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
     let claim = match &v.model {
         ModelSource::Pvc { claim_name, .. } => Some(("model", claim_name, MODEL_MOUNT)),
         ModelSource::HuggingFace {
@@ -233,8 +247,10 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
-/// The server Deployment. Pure.
-pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Deployment {
+/// The server Deployment. Pure, and independent of the effective settings: no knob changes
+/// the pod template (quantization and the cap are in the settings ConfigMap, the replica count
+/// has its own field manager).
+pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
     let gpu = v.serving.resources.gpu > 0;
     let image = v.serving.image.clone().unwrap_or_else(|| {
         if gpu {
@@ -245,7 +261,7 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
     });
     let (volumes, volume_mounts) = volumes(v);
     let env = env(v);
-    let server = server_settings(v, eff);
+    let server = server_settings(v);
     let annotations = match opts.monitoring {
         Monitoring::Annotations => Some(BTreeMap::from([
             ("prometheus.io/scrape".to_owned(), "true".to_owned()),
@@ -335,7 +351,10 @@ pub fn build_deployment(v: &Validated, eff: &AppliedSettings, opts: &BuildOption
     Deployment {
         metadata: child_meta(v),
         spec: DeploymentSpec {
-            replicas: Some(i32::try_from(eff.replicas).unwrap_or(i32::MAX)),
+            // Never set here: the count has a field manager of its own (see
+            // `crate::reconcile::replicas`), so that when Sluice does not choose it, an HPA,
+            // KEDA or `kubectl scale` owns it without a fight.
+            replicas: None,
             selector: LabelSelector {
                 match_labels: Some(selector_labels(v)),
                 ..LabelSelector::default()

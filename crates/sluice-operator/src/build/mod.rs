@@ -1,5 +1,5 @@
 //! Build stage (pure): from a validated service and the effective settings, the objects the
-//! operator owns — Deployment, Service, a PodDisruptionBudget when more than one replica runs,
+//! operator owns — the settings ConfigMap, Deployment, Service, a PodDisruptionBudget when more than one replica runs,
 //! and a ServiceMonitor when the Prometheus Operator's CRDs exist (Prometheus scrape annotations
 //! on the pods otherwise).
 
@@ -7,11 +7,12 @@ mod deployment;
 mod monitoring;
 mod network_policy;
 mod service;
+mod settings;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -24,6 +25,10 @@ pub use deployment::{
 pub use monitoring::{build_service_monitor, service_monitor_resource};
 pub use network_policy::build_network_policy;
 pub use service::{build_pdb, build_service};
+pub use settings::{
+    SETTINGS_MOUNT, SPEC_MAX_TOKENS_ANNOTATION, SPEC_QUANTIZATION_ANNOTATION, build_settings,
+    recorded, runtime, settings_name,
+};
 
 use crate::validate::Validated;
 use sluice_contract::AppliedSettings;
@@ -55,10 +60,25 @@ pub enum Monitoring {
     Annotations,
 }
 
+/// Who sets the Deployment's replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    /// Sluice: its choice, or `spec.replicas.count`.
+    Set(u32),
+    /// Whoever scales the Deployment (an HPA, KEDA, `kubectl scale`); Sluice only starts a new
+    /// Deployment at this count.
+    Keep { start: u32 },
+}
+
 /// Everything one InferenceService owns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
+    /// The run-time settings every pod reads.
+    pub settings: ConfigMap,
+    /// Without `spec.replicas`: see [`Children::replicas`].
     pub deployment: Deployment,
+    /// The Deployment's replica count.
+    pub replicas: Replicas,
     pub service: Service,
     /// Present when more than one replica runs; otherwise an existing one is deleted.
     pub pdb: Option<PodDisruptionBudget>,
@@ -70,8 +90,17 @@ pub struct Children {
 
 /// Builds every owned object. Pure.
 pub fn build(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Children {
+    let replicas = if crate::effective::moves_replicas(v) || v.replica_count.is_some() {
+        Replicas::Set(eff.replicas)
+    } else {
+        Replicas::Keep {
+            start: eff.replicas,
+        }
+    };
     Children {
-        deployment: build_deployment(v, eff, opts),
+        settings: build_settings(v, eff),
+        deployment: build_deployment(v, opts),
+        replicas,
         service: build_service(v),
         pdb: (eff.replicas > 1).then(|| build_pdb(v)),
         service_monitor: match &opts.monitoring {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::observe::{Apis, Observed};
+use super::replicas;
 use crate::apply::{self, Applied};
 use crate::build;
 use crate::error::ReconcileError;
@@ -81,6 +82,32 @@ pub async fn apply_children(
         observed.from_cache,
     )
     .await?;
+    // Before the Deployment: a new pod mounts it, and a knob moves only here.
+    w.apply(
+        &apis.settings,
+        "ConfigMap",
+        &children.settings,
+        observed.settings,
+        observed.from_cache,
+    )
+    .await?;
+    if let Some(live) = &observed.deployment {
+        let main_writes = matches!(children.replicas, build::Replicas::Keep { .. })
+            && apply::would_write(&v.uid, &children.deployment, Some(live));
+        if apply::controlled_by(live, &v.uid)
+            && replicas::before_main(
+                &apis.deployment,
+                &v.namespace,
+                &v.name,
+                children.replicas,
+                live,
+                main_writes,
+            )
+            .await?
+        {
+            w.wrote("Deployment", format!("scaled Deployment {}", v.name));
+        }
+    }
     let dep = w
         .apply(
             &apis.deployment,
@@ -90,6 +117,15 @@ pub async fn apply_children(
             observed.from_cache,
         )
         .await?;
+    let dep = match dep {
+        apply::Applied::Created(_) => {
+            replicas::after_create(&apis.deployment, &v.namespace, &v.name, children.replicas)
+                .await?;
+            // The object as the next stages should see it: with its starting count.
+            get_deployment(apis, v).await?
+        }
+        other => other.object().clone(),
+    };
     match &children.pdb {
         Some(pdb) => {
             w.apply(
@@ -131,7 +167,19 @@ pub async fn apply_children(
     }
     let changes = w.changes;
     Ok(AppliedChildren {
-        deployment: dep.object().clone(),
+        deployment: dep,
         changes,
+    })
+}
+
+async fn get_deployment(apis: &Apis, v: &Validated) -> Result<Deployment, ReconcileError> {
+    apis.deployment.get(&v.name).await.map_err(|source| {
+        crate::error::ApplyError::Api {
+            kind: "Deployment",
+            namespace: v.namespace.clone(),
+            name: v.name.clone(),
+            source,
+        }
+        .into()
     })
 }

@@ -31,10 +31,10 @@ impl Decided {
     }
 }
 
-/// The settings in force before this reconcile decides anything: the stored choice, within the
-/// spec's current bounds.
-pub fn current(v: &Validated, old: Option<&InferenceServiceStatus>) -> AppliedSettings {
-    effective::derive(v, old.and_then(|s| s.effective.as_ref()))
+/// The settings in force before this reconcile decides anything: what the children say runs,
+/// within the spec's current bounds (status is never read for it).
+pub fn current(v: &Validated, observed: &Observed) -> AppliedSettings {
+    effective::derive(v, &observed.running())
 }
 
 /// Decides the desired state. The planner works inside the spec's bounds (its knobs are mapped

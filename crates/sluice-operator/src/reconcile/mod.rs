@@ -15,6 +15,7 @@ pub mod apply;
 pub mod decide;
 pub mod observe;
 pub mod record;
+pub mod replicas;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::DeserializeGuard;
@@ -216,17 +217,16 @@ async fn reconcile_service(
         Ok(v) => v,
         Err(e) => return Err(fail(isvc, &apis, ctx, e.into(), "Validate", &now).await),
     };
-    let current = decide::current(&valid, old);
     let observed = observe::observe(
         &apis,
         ctx.children.as_ref(),
         &ctx.slo,
         &valid,
-        &current,
         &ctx.build,
         now_s,
     )
     .await?;
+    let current = decide::current(&valid, &observed);
     let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await

@@ -2,16 +2,16 @@
 //! due, the service's SLIs. The only reads of a reconcile; nothing is decided here.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use sluice_api::InferenceService;
-use sluice_contract::AppliedSettings;
 
-use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
+use crate::build::{self, BuildOptions, Monitoring, service_monitor_resource};
+use crate::effective::{self, Running};
 use crate::error::FetchError;
 use crate::slo::SloLoop;
 use crate::slo::tick::{self, Observation};
@@ -30,6 +30,8 @@ pub struct ChildCache {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub pdbs: Store<PodDisruptionBudget>,
+    /// The settings ConfigMaps.
+    pub settings: Store<ConfigMap>,
     /// Only when the operator gives services a NetworkPolicy.
     pub network_policies: Option<Store<NetworkPolicy>>,
 }
@@ -48,6 +50,8 @@ pub struct Observed {
     /// Whether the Deployment, Service and PDB come from the watch caches (and must be read
     /// afresh before a write is decided on them).
     pub from_cache: bool,
+    /// The settings ConfigMap.
+    pub settings: Option<ConfigMap>,
     pub deployment: Option<Deployment>,
     pub service: Option<Service>,
     pub pdb: Option<PodDisruptionBudget>,
@@ -77,6 +81,7 @@ where
 }
 
 pub struct Apis {
+    pub settings: Api<ConfigMap>,
     pub deployment: Api<Deployment>,
     pub service: Api<Service>,
     pub pdb: Api<PodDisruptionBudget>,
@@ -88,6 +93,7 @@ pub struct Apis {
 impl Apis {
     pub fn new(client: &Client, ns: &str) -> Self {
         Self {
+            settings: Api::namespaced(client.clone(), ns),
             deployment: Api::namespaced(client.clone(), ns),
             service: Api::namespaced(client.clone(), ns),
             pdb: Api::namespaced(client.clone(), ns),
@@ -98,14 +104,28 @@ impl Apis {
     }
 }
 
-/// Reads the children of `v` that `build` makes and, when a tick is due, its SLIs. `eff`
-/// (derived from the stored status) sizes the SLI history the planner needs.
+impl Observed {
+    /// What runs now, as the children say (never status): see [`effective::derive`].
+    pub fn running(&self) -> Running {
+        Running {
+            replicas: self
+                .deployment
+                .as_ref()
+                .and_then(|d| d.spec.replicas)
+                .map(i32::unsigned_abs),
+            settings: self.settings.as_ref().and_then(build::recorded),
+        }
+    }
+}
+
+/// Reads the children of `v` that `build` makes and, when a tick is due, its SLIs. The
+/// settings in force are derived from the children first: they size the SLI history the
+/// planner needs.
 pub async fn observe(
     apis: &Apis,
     cache: Option<&ChildCache>,
     slo: &SloLoop,
     v: &Validated,
-    eff: &AppliedSettings,
     build: &BuildOptions,
     now: f64,
 ) -> Result<Observed, FetchError> {
@@ -113,20 +133,24 @@ pub async fn observe(
     let want_monitor = matches!(build.monitoring, Monitoring::ServiceMonitor { .. });
     let want_network_policy = build.network_policy_for.is_some();
     let (ns, name) = (v.namespace.as_str(), v.name.as_str());
-    let (deployment, service, pdb) = match cache {
+    let settings_name = build::settings_name(v);
+    let (settings, deployment, service, pdb) = match cache {
         Some(c) => (
+            cached(&c.settings, ns, &settings_name),
             cached(&c.deployments, ns, name),
             cached(&c.services, ns, name),
             cached(&c.pdbs, ns, name),
         ),
         None => (
+            get_opt(&apis.settings, "ConfigMap", ns, &settings_name).await?,
             get_opt(&apis.deployment, "Deployment", ns, name).await?,
             get_opt(&apis.service, "Service", ns, name).await?,
             get_opt(&apis.pdb, "PodDisruptionBudget", ns, name).await?,
         ),
     };
-    Ok(Observed {
+    let mut observed = Observed {
         from_cache: cache.is_some(),
+        settings,
         rollout: deployment.as_ref().map(Rollout::of),
         deployment,
         service,
@@ -144,6 +168,9 @@ pub async fn observe(
             (true, Some(store)) => cached(store, ns, name),
             (true, None) => get_opt(&apis.network_policy, "NetworkPolicy", ns, name).await?,
         },
-        slo: tick::observe(slo, v, eff, now).await,
-    })
+        slo: Observation::Off,
+    };
+    let eff = effective::derive(v, &observed.running());
+    observed.slo = tick::observe(slo, v, &eff, now).await;
+    Ok(observed)
 }

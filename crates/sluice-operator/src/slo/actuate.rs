@@ -1,10 +1,13 @@
-//! The thin actuator for `max_tokens`: `PUT /admin/limits` on every ready server pod, so a
-//! clamp takes effect at once without a restart (the Deployment args persist it afterwards).
+//! The thin actuator for the run-time settings (`max_tokens`, quantization): `PUT
+//! /admin/settings` on every ready server pod, so a clamp takes effect at once and a precision
+//! switch starts at once, without a restart. The settings ConfigMap, which every pod re-reads
+//! and a new pod starts from, makes the change durable; this push only saves the kubelet's
+//! ConfigMap propagation delay (up to a minute or so).
 //!
 //! The HTTP call sits behind [`LimitsClient`] so the SLO loop is tested with a fake; pod
 //! discovery and the API key lookup use the kube client.
 
-use sluice_contract::admin;
+use sluice_contract::admin::{self, RuntimeSettings};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,9 +27,9 @@ pub struct PodTarget {
     pub base_url: String,
 }
 
-/// Pushing limits to one pod failed.
+/// Pushing settings to one pod failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to set max_tokens on pod {pod}: {message}")]
+#[error("failed to set the run-time settings on pod {pod}: {message}")]
 pub struct LimitsError {
     /// Pod name.
     pub pod: String,
@@ -34,14 +37,14 @@ pub struct LimitsError {
     pub message: String,
 }
 
-/// Sets a server's runtime limits.
+/// Sets a server's run-time settings.
 #[async_trait]
 pub trait LimitsClient: Send + Sync {
-    /// `PUT {base_url}/admin/limits {"max_tokens": max_tokens}`.
-    async fn set_max_tokens(
+    /// `PUT {base_url}/admin/settings` with `settings`.
+    async fn set_settings(
         &self,
         pod: &PodTarget,
-        max_tokens: u32,
+        settings: RuntimeSettings,
         api_key: Option<&str>,
     ) -> Result<(), LimitsError>;
 }
@@ -67,10 +70,10 @@ impl Default for HttpLimitsClient {
 
 #[async_trait]
 impl LimitsClient for HttpLimitsClient {
-    async fn set_max_tokens(
+    async fn set_settings(
         &self,
         pod: &PodTarget,
-        max_tokens: u32,
+        settings: RuntimeSettings,
         api_key: Option<&str>,
     ) -> Result<(), LimitsError> {
         let err = |message: String| LimitsError {
@@ -79,8 +82,8 @@ impl LimitsClient for HttpLimitsClient {
         };
         let mut req = self
             .http
-            .put(format!("{}{}", pod.base_url, admin::LIMITS_PATH))
-            .json(&admin::Limits::max_tokens(max_tokens as usize));
+            .put(format!("{}{}", pod.base_url, admin::SETTINGS_PATH))
+            .json(&settings);
         if let Some(key) = api_key {
             req = req.bearer_auth(key);
         }
@@ -124,7 +127,7 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
 /// What a push achieved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushReport {
-    /// Pods that took the new cap.
+    /// Pods that took the new settings.
     pub updated: Vec<String>,
     /// Pods (or lookups) that failed, with why.
     pub failed: Vec<String>,
@@ -149,13 +152,13 @@ impl PushReport {
     }
 }
 
-/// Sets `max_tokens` on every ready pod of `v`. Never fails as a whole: the Deployment args
-/// carry the value to every pod anyway, so this is the fast path and failures are reported.
-pub async fn push_max_tokens(
+/// Sets `settings` on every ready pod of `v`. Never fails as a whole: the settings ConfigMap
+/// carries them to every pod anyway, so this is the fast path and failures are reported.
+pub async fn push_settings(
     client: &Client,
     limits: &dyn LimitsClient,
     v: &Validated,
-    max_tokens: u32,
+    settings: RuntimeSettings,
 ) -> PushReport {
     let mut report = PushReport::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
@@ -193,10 +196,7 @@ pub async fn push_max_tokens(
         }
     };
     for target in ready_targets(&list) {
-        match limits
-            .set_max_tokens(&target, max_tokens, key.as_deref())
-            .await
-        {
+        match limits.set_settings(&target, settings, key.as_deref()).await {
             Ok(()) => report.updated.push(target.name),
             Err(e) => report.failed.push(e.to_string()),
         }

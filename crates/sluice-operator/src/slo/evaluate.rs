@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sluice_api::SloStatus;
+use sluice_contract::admin::RuntimeSettings;
 use sluice_contract::{Action, AppliedSettings, ObjectiveState, StoredActionError};
 use sluice_slo::{Decision, Plan, Sli, apply_plan, plan};
 
@@ -37,10 +38,13 @@ impl Evaluation {
         self.plan.record.as_ref()
     }
 
-    /// The `max_tokens` to push to the pods now, when the plan acts on that knob.
-    pub fn max_tokens_to_push(&self) -> Option<u32> {
+    /// The run-time settings to push to the pods now, when the plan acts on `max_tokens` or
+    /// quantization.
+    pub fn settings_to_push(&self) -> Option<RuntimeSettings> {
         match (&self.plan.action, self.plan.act) {
-            (Action::SetMaxTokens { to, .. }, true) => Some(*to),
+            (Action::SetMaxTokens { .. } | Action::SetQuantization { .. }, true) => {
+                Some(crate::build::runtime(&self.effective))
+            }
             _ => None,
         }
     }

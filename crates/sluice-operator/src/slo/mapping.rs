@@ -194,6 +194,7 @@ mod tests {
             available: 2,
             observed: true,
             stalled: None,
+            selector: String::new(),
         };
         let s = settings(&e, Some(&r));
         assert_eq!(

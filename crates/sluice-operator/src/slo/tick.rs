@@ -1,13 +1,15 @@
 //! The SLO loop inside a reconcile, split along the reconcile's stages:
 //! [`observe`] decides whether a tick is due and reads the SLIs (the only I/O before the
 //! decision), [`decide`] runs the pure [`super::evaluate()`] and says what to write, and [`act`]
-//! pushes `max_tokens` to the pods and announces — only after status has recorded the decision.
+//! pushes the run-time settings to the pods and announces — only after status has recorded the
+//! decision.
 
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::EventType;
 use sluice_api::{InferenceServiceStatus, SloStatus};
+use sluice_contract::admin::RuntimeSettings;
 use sluice_contract::{Action, AppliedSettings, BottleneckClass, DecisionKind, Mode};
 use tracing::{info, warn};
 
@@ -43,8 +45,8 @@ pub struct Tick {
     pub events: Vec<PendingEvent>,
     /// `(action, class)` labels of decisions to count once status is written.
     pub decisions: Vec<(&'static str, &'static str)>,
-    /// `max_tokens` to push to the ready pods once status is written.
-    pub push_max_tokens: Option<u32>,
+    /// Run-time settings to push to the ready pods once status is written.
+    pub push_settings: Option<RuntimeSettings>,
     /// `(state, class)` for the SLO gauges, when this tick evaluated.
     pub gauges: Option<(&'static str, &'static str)>,
     /// When to evaluate again.
@@ -139,7 +141,7 @@ pub fn decide(
         condition,
         events: Vec::new(),
         decisions: Vec::new(),
-        push_max_tokens: None,
+        push_settings: None,
         gauges: None,
         requeue: interval,
     };
@@ -191,9 +193,12 @@ pub fn decide(
     let mut ev = evaluate(v, &eff, rollout, old_slo, history, now);
     let mut events = Vec::new();
     let mut decisions = Vec::new();
-    let push_max_tokens = ev.max_tokens_to_push();
-    if let (Some(n), Some(s)) = (push_max_tokens, ev.slo.summary.as_mut()) {
-        s.push_str(&format!(" (pushing maxTokens {n} to the ready pods)"));
+    let push_settings = ev.settings_to_push();
+    if let (Some(p), Some(s)) = (push_settings, ev.slo.summary.as_mut()) {
+        s.push_str(&format!(
+            " (pushing maxTokens {} and quantization {} to the ready pods)",
+            p.max_tokens, p.quantization
+        ));
     }
     for bad in &ev.unreadable {
         events.push(PendingEvent {
@@ -230,15 +235,15 @@ pub fn decide(
         condition: Some(condition),
         events,
         decisions,
-        push_max_tokens,
+        push_settings,
         gauges,
         requeue: interval,
     })
 }
 
 /// Carries out what [`decide`] chose once status has recorded it (the act stage's SLO part):
-/// pushes `max_tokens` to the ready pods and sets the SLO metrics. Returns Events to publish
-/// about the push. With `tick` None (mode Off) it clears the service's SLO gauges.
+/// pushes the run-time settings to the ready pods and sets the SLO metrics. Returns Events to
+/// publish about the push. With `tick` None (mode Off) it clears the service's SLO gauges.
 pub async fn act(
     lp: &SloLoop,
     client: &Client,
@@ -259,19 +264,24 @@ pub async fn act(
             .with_label_values(&[action, class])
             .inc();
     }
-    let Some(n) = tick.push_max_tokens else {
+    let Some(settings) = tick.push_settings else {
         return Vec::new();
     };
-    let report = actuate::push_max_tokens(client, lp.limits.as_ref(), v, n).await;
+    let report = actuate::push_settings(client, lp.limits.as_ref(), v, settings).await;
     metrics
-        .max_tokens_pushes
+        .settings_pushes
         .with_label_values(&["success"])
         .inc_by(report.updated.len() as u64);
     metrics
-        .max_tokens_pushes
+        .settings_pushes
         .with_label_values(&["error"])
         .inc_by(report.failed.len() as u64);
-    let note = format!("maxTokens {n}: {}", report.describe());
+    let note = format!(
+        "maxTokens {}, quantization {}: {}",
+        settings.max_tokens,
+        settings.quantization,
+        report.describe()
+    );
     if report.failed.is_empty() {
         info!(isvc = %v.name, namespace = %v.namespace, "{note}");
         return Vec::new();
@@ -279,8 +289,10 @@ pub async fn act(
     warn!(isvc = %v.name, namespace = %v.namespace, "{note}");
     vec![PendingEvent {
         type_: EventType::Warning,
-        reason: "MaxTokensPushFailed".into(),
-        action: "SetMaxTokens".into(),
-        note: format!("{note}; the Deployment args carry it to every pod"),
+        reason: "SettingsPushFailed".into(),
+        action: "SetSettings".into(),
+        note: format!(
+            "{note}; the pods read them from the settings ConfigMap within a minute or so"
+        ),
     }]
 }

@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server for reconcile tests: a `tower` service behind a real
-//! `kube::Client`. It stores objects by URL path, implements GET, server-side apply (as the
-//! single field manager: the applied object replaces the previous one, then server defaults are
+//! `kube::Client`. It stores objects by URL path, implements GET, server-side apply (per field
+//! manager: each manager's last applied configuration is kept, and the object is their merge —
+//! so a field one manager drops stays while another still applies it — then server defaults are
 //! filled in), JSON merge patches with a `resourceVersion` precondition, DELETE and POST, and
 //! records every write so tests can assert on them (including "no writes at all").
 
@@ -26,6 +27,8 @@ pub struct Write {
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
+    /// Per object: each field manager's last applied configuration, in order of first apply.
+    applied: BTreeMap<String, Vec<(String, Value)>>,
     writes: Vec<Write>,
     resource_version: u64,
     uid_counter: u64,
@@ -157,7 +160,9 @@ impl FakeApi {
 
     /// Deletes the stored object at `path`, as a user's `kubectl delete` would.
     pub fn remove(&self, path: &str) {
-        self.state.lock().unwrap().objects.remove(path);
+        let mut s = self.state.lock().unwrap();
+        s.objects.remove(path);
+        s.applied.remove(path);
     }
 
     /// Writes recorded so far.
@@ -178,6 +183,14 @@ impl FakeApi {
     async fn handle(&self, req: Request<kube::client::Body>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let manager = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("fieldManager="))
+            .unwrap_or_default()
+            .to_owned();
         let content_type = req
             .headers()
             .get("content-type")
@@ -220,7 +233,9 @@ impl FakeApi {
                     &status_body(404, "NotFound", &format!("{key} not found")),
                 ),
             },
-            Method::DELETE => match s.objects.remove(&key) {
+            Method::DELETE => match s.objects.remove(&key).inspect(|_| {
+                s.applied.remove(&key);
+            }) {
                 Some(obj) => respond(200, &obj),
                 None => respond(
                     404,
@@ -244,7 +259,15 @@ impl FakeApi {
                 s.resource_version += 1;
                 s.uid_counter += 1;
                 let (rv, uid) = (s.resource_version, s.uid_counter);
-                let mut obj = body;
+                let configs = s.applied.entry(key.clone()).or_default();
+                match configs.iter_mut().find(|(m, _)| *m == manager) {
+                    Some((_, c)) => *c = body,
+                    None => configs.push((manager, body)),
+                }
+                let mut obj = json!({});
+                for (_, c) in configs.iter() {
+                    merge_patch(&mut obj, c);
+                }
                 apply_defaults(&key, &mut obj);
                 let previous = s.objects.get(&key).cloned();
                 let meta = obj["metadata"].as_object_mut().unwrap();

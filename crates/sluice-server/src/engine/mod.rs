@@ -160,8 +160,9 @@ impl EngineModel {
 
 pub(crate) enum Command {
     Generate(Box<Job>),
-    /// Replace (or with `None`, unload) the model once the running batch is empty.
-    Swap(Option<EngineModel>, u64),
+    /// Replace (or with `None`, unload) the model once the running batch is empty; with `true`,
+    /// requests queued for earlier epochs stay valid (a new precision of the same model).
+    Swap(Option<EngineModel>, u64, bool),
 }
 
 /// State shared between the scheduler thread and the HTTP side.
@@ -259,7 +260,20 @@ impl Engine {
     }
 
     /// Installs a new model (or unloads with `None`); takes effect when the running batch drains.
+    /// Requests queued for the old model fail with [`EngineError::ModelChanged`]: their tokens
+    /// belong to another tokenizer.
     pub fn swap(&self, model: Option<ServedModel>) {
+        self.install(model, false);
+    }
+
+    /// Installs the same model at another precision (same tokenizer, same vocabulary): requests
+    /// queued for the old weights stay queued and run on the new ones, so the switch fails no
+    /// request. Takes effect when the running batch drains.
+    pub fn requantize(&self, model: ServedModel) {
+        self.install(Some(model), true);
+    }
+
+    fn install(&self, model: Option<ServedModel>, keeps_requests: bool) {
         let (m, view) = match model {
             Some((m, info, chat)) => {
                 let tok = m.tokenizer.clone();
@@ -268,7 +282,7 @@ impl Engine {
             None => (None, None),
         };
         let epoch = self.publish_model(view.as_ref().map(|(i, t, c)| (i, t.clone(), c.clone())));
-        let _ = self.tx.send(Command::Swap(m, epoch));
+        let _ = self.tx.send(Command::Swap(m, epoch, keeps_requests));
     }
 
     fn publish_model(&self, view: Option<(&ModelInfo, Arc<Tokenizer>, Arc<ChatTemplate>)>) -> u64 {

@@ -39,6 +39,7 @@ pub(super) fn spawn(
                 shared,
                 model,
                 epoch,
+                oldest_valid_epoch: epoch,
                 pending_swap: None,
                 waiting: VecDeque::new(),
                 running: Vec::new(),
@@ -81,7 +82,11 @@ struct Scheduler {
     shared: Arc<Shared>,
     model: Option<EngineModel>,
     epoch: u64,
-    pending_swap: Option<(Option<EngineModel>, u64)>,
+    /// Requests validated at an epoch from here up to `epoch` may run on the current model:
+    /// a requantization keeps the tokenizer, so it does not invalidate the queue.
+    oldest_valid_epoch: u64,
+    /// The next model, its epoch, and whether it keeps queued requests valid.
+    pending_swap: Option<(Option<EngineModel>, u64, bool)>,
     waiting: VecDeque<Waiting>,
     running: Vec<Active>,
     next_id: u64,
@@ -123,10 +128,13 @@ impl Scheduler {
                 }
             }
             if self.running.is_empty()
-                && let Some((model, epoch)) = self.pending_swap.take()
+                && let Some((model, epoch, keeps_requests)) = self.pending_swap.take()
             {
                 self.model = model;
                 self.epoch = epoch;
+                if !keeps_requests {
+                    self.oldest_valid_epoch = epoch;
+                }
             }
             self.drop_waiting_that_cannot_run();
             self.drop_running_that_left();
@@ -144,7 +152,9 @@ impl Scheduler {
                 let span = tracing::info_span!(parent: &job.span, "queue_wait");
                 self.waiting.push_back(Waiting { job, span });
             }
-            Command::Swap(model, epoch) => self.pending_swap = Some((model, epoch)),
+            Command::Swap(model, epoch, keeps_requests) => {
+                self.pending_swap = Some((model, epoch, keeps_requests));
+            }
         }
     }
 
@@ -189,7 +199,7 @@ impl Scheduler {
                 keep.push_back(w);
             } else if self.model.is_none() {
                 self.finish_waiting(w, Outcome::Failed(EngineError::NoModel));
-            } else if req.model_epoch != self.epoch {
+            } else if !(self.oldest_valid_epoch..=self.epoch).contains(&req.model_epoch) {
                 self.finish_waiting(w, Outcome::Failed(EngineError::ModelChanged));
             } else {
                 keep.push_back(w);

@@ -10,7 +10,9 @@ use crate::engine::{EngineModel, LimitsUpdate};
 use crate::error::ApiError;
 use crate::model::quant::QuantizationFlag;
 use crate::model::{LoadSpec, ModelSource};
+use crate::settings::SettingsControl;
 use crate::validate::ApiJson;
+use sluice_contract::admin::{RuntimeSettings, SettingsReport};
 
 pub async fn get_limits(State(state): State<AppState>) -> Json<LimitsUpdate> {
     Json(state.engine.shared().limits.snapshot())
@@ -28,6 +30,34 @@ pub async fn put_limits(
         .map_err(ApiError::Unprocessable)?;
     tracing::info!(?applied, "limits changed at run time");
     Ok(Json(applied))
+}
+
+fn settings(state: &AppState) -> Result<&std::sync::Arc<SettingsControl>, ApiError> {
+    state.settings.as_ref().ok_or_else(|| {
+        ApiError::Unavailable(
+            "run-time settings are not available: the running model's precision has no name \
+             to switch from (start the server with an explicit --quantization)"
+                .into(),
+        )
+    })
+}
+
+pub async fn get_settings(State(state): State<AppState>) -> Result<Json<SettingsReport>, ApiError> {
+    Ok(Json(settings(&state)?.report()))
+}
+
+/// Applies new run-time settings: the cap at once, a precision switch in the background (the
+/// report's `pending` says how it goes; poll `GET` until `running` equals `wanted`).
+pub async fn put_settings(
+    State(state): State<AppState>,
+    body: Result<ApiJson<RuntimeSettings>, ApiError>,
+) -> Result<Json<SettingsReport>, ApiError> {
+    let ApiJson(wanted) = body?;
+    let report = settings(&state)?
+        .apply(wanted)
+        .map_err(ApiError::Unprocessable)?;
+    tracing::info!(?report, "settings changed at run time");
+    Ok(Json(report))
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +95,7 @@ pub async fn load_model(
         served_name: body.served_model_name,
         hf_home: state.config.hf_home.clone(),
     };
+    let kept = spec.clone();
     let loaded = tokio::task::spawn_blocking(move || crate::model::load(&spec))
         .await
         .map_err(|e| ApiError::Internal(format!("model load task failed: {e}")))?
@@ -72,6 +103,10 @@ pub async fn load_model(
     let served = EngineModel::serve(loaded);
     let info = served.1.clone();
     state.engine.swap(Some(served));
+    // Later precision switches reload this model, not the one the server started with.
+    if let Some(control) = &state.settings {
+        control.model_replaced(kept, info.quantization.parse().ok());
+    }
     Ok(Json(json!({
         "model": info.served_name, "source": info.source, "quantization": info.quantization,
         "device": info.device, "load_seconds": info.load_seconds,

@@ -25,6 +25,7 @@ use crate::admission::{Admission, Permit};
 use crate::engine::{Engine, ModelView};
 use crate::error::{ApiError, ErrorOutcome};
 use crate::model::quant::QuantizationFlag;
+use crate::settings::SettingsControl;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
@@ -48,8 +49,10 @@ pub struct AppState {
     pub engine: Engine,
     pub admission: Arc<Admission>,
     pub config: Arc<HttpConfig>,
-    /// Serialises `/model/load` so two loads never race.
+    /// Serialises `/model/load` and precision switches so two loads never race.
     pub loading: Arc<tokio::sync::Mutex<()>>,
+    /// Run-time settings (`/admin/settings`); None when the server cannot switch precision.
+    pub settings: Option<Arc<SettingsControl>>,
 }
 
 impl AppState {
@@ -59,7 +62,14 @@ impl AppState {
             admission: Admission::new(),
             config: Arc::new(config),
             loading: Arc::new(tokio::sync::Mutex::new(())),
+            settings: None,
         }
+    }
+
+    /// Serves `/admin/settings` through `control`.
+    pub fn with_settings(mut self, control: Arc<SettingsControl>) -> Self {
+        self.settings = Some(control);
+        self
     }
 
     /// Takes an admission slot (429 when full).
@@ -107,6 +117,10 @@ fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
         .route(
             paths::LIMITS_PATH,
             get(admin::get_limits).put(admin::put_limits),
+        )
+        .route(
+            paths::SETTINGS_PATH,
+            get(admin::get_settings).put(admin::put_settings),
         )
         .route(paths::MODEL_LOAD_PATH, post(admin::load_model))
         .route(paths::MODEL_UNLOAD_PATH, post(admin::unload_model))

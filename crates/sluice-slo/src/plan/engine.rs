@@ -174,7 +174,6 @@ fn empty_plan(
 }
 
 fn decide(ctx: &Ctx<'_>, updates: &mut Vec<super::DecisionUpdate>) -> Choice {
-    let class = ctx.classification.class;
     if let Some(d) = ledger::in_flight(ctx.decisions) {
         let ev = evaluate::evaluate(d, ctx);
         if let Some(u) = ev.update {
@@ -192,7 +191,25 @@ fn decide(ctx: &Ctx<'_>, updates: &mut Vec<super::DecisionUpdate>) -> Choice {
                 );
             }
             Verdict::Revert(why) => {
-                if let Some(action) = revert_action(&d.action, ctx.settings) {
+                let violated = objectives::violated(ctx.statuses);
+                let revert = revert_action(&d.action, ctx.settings);
+                if let Some(action) = revert.as_ref().filter(|a| a.shrinks())
+                    && !violated.is_empty()
+                {
+                    // Undoing a scale-out during a breach removes capacity the breach may still
+                    // need: keep it (the ledger blocks the knob as useless) and go on to the
+                    // class's next remedy or an advice.
+                    let mut next = decide_class(ctx);
+                    next.reason = format!(
+                        "keeping change #{} although {why}: {violated:?} still violated, and {} \
+                         would shrink capacity during the breach; {}",
+                        d.id,
+                        action.describe(),
+                        next.reason
+                    );
+                    return next;
+                }
+                if let Some(action) = revert {
                     let mut c = Choice::change(
                         DecisionKind::Revert,
                         action.clone(),
@@ -209,7 +226,12 @@ fn decide(ctx: &Ctx<'_>, updates: &mut Vec<super::DecisionUpdate>) -> Choice {
             Verdict::Judged => {}
         }
     }
-    match class {
+    decide_class(ctx)
+}
+
+/// The class's answer when no change in flight decides the tick.
+fn decide_class(ctx: &Ctx<'_>) -> Choice {
+    match ctx.classification.class {
         BottleneckClass::Unknown => Choice::hold(
             format!(
                 "holding every knob, no scale-down: {} ({})",

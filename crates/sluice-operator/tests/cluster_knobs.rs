@@ -211,10 +211,10 @@ async fn remedies_freeze_never_reset_and_never_restart_pods() {
         let (p, victim, before) = (pods.clone(), victim.clone(), pods_before.clone());
         async move {
             let list = p.list(&ListParams::default().labels(SELECTOR)).await.ok()?;
-            list.items
-                .into_iter()
-                .find(|p| p.metadata.name.as_deref() != Some(victim.as_str()))
-                .filter(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or("")))
+            list.items.into_iter().find(|p| {
+                p.metadata.name.as_deref() != Some(victim.as_str())
+                    && !before.contains(p.metadata.uid.as_deref().unwrap_or(""))
+            })
         }
     })
     .await;

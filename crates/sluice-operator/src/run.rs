@@ -31,7 +31,7 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, ChildCache, Context};
-use crate::slo::{HttpLimitsClient, PrometheusFactory, SloLoop};
+use crate::slo::{HttpSettingsClient, PrometheusFactory, SloLoop};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -182,7 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.slo_interval,
         args.prometheus_url.clone(),
         Arc::new(PrometheusFactory),
-        Arc::new(HttpLimitsClient::default()),
+        Arc::new(HttpSettingsClient::default()),
     )
     .with_allowed_prometheus_urls(args.allowed_prometheus_urls.clone());
     info!(interval = ?args.slo_interval, prometheus = args.prometheus_url.as_deref().unwrap_or("<per InferenceService>"), "SLO loop configured");

@@ -22,7 +22,7 @@ use live::{Load, LoadSpec, Prometheus, Server, percentile, unix_now};
 use sluice_api::{AppliedSettings, Quantization};
 use sluice_contract::admin::RuntimeSettings;
 use sluice_contract::{Action, BottleneckClass};
-use sluice_operator::slo::{HttpLimitsClient, LimitsClient, PodTarget, mapping};
+use sluice_operator::slo::{HttpSettingsClient, PodTarget, SettingsClient, mapping};
 use sluice_slo::{
     MetricsSource, PrometheusFleet, PrometheusSource, Selector, Settings, Sli, SloSpec, Window,
     plan,
@@ -355,7 +355,7 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         name: MEMORY_POD.into(),
         base_url: memory.url().to_owned(),
     };
-    HttpLimitsClient::default()
+    HttpSettingsClient::default()
         .set_settings(
             &target,
             RuntimeSettings {

@@ -20,7 +20,7 @@ use sluice_contract::admin::RuntimeSettings;
 use sluice_operator::build::{BuildOptions, Monitoring};
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::{Context, reconcile};
-use sluice_operator::slo::{LimitsClient, LimitsError, PodTarget, SloLoop, SourceFactory};
+use sluice_operator::slo::{PodTarget, SettingsClient, SettingsPushError, SloLoop, SourceFactory};
 use sluice_slo::{MemorySli, MetricsSource, Selector, Sli, SliValue, UnixSeconds, Window};
 use support::FakeApi;
 
@@ -61,7 +61,7 @@ impl SourceFactory for FakeSources {
     }
 }
 
-struct FakeLimits {
+struct FakeSettings {
     calls: Mutex<Vec<(String, RuntimeSettings)>>,
     /// The service's stored status at the moment of each push.
     status_at_push: Mutex<Vec<Value>>,
@@ -69,13 +69,13 @@ struct FakeLimits {
 }
 
 #[async_trait]
-impl LimitsClient for FakeLimits {
+impl SettingsClient for FakeSettings {
     async fn set_settings(
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
         _api_key: Option<&str>,
-    ) -> Result<(), LimitsError> {
+    ) -> Result<(), SettingsPushError> {
         self.calls
             .lock()
             .unwrap()
@@ -130,7 +130,7 @@ struct Harness {
     api: FakeApi,
     ctx: Arc<Context>,
     sources: Arc<FakeSources>,
-    limits: Arc<FakeLimits>,
+    limits: Arc<FakeSettings>,
 }
 
 fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
@@ -147,7 +147,7 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
         sli: Canned(Arc::new(sli)),
         built: Mutex::new(Vec::new()),
     });
-    let limits = Arc::new(FakeLimits {
+    let limits = Arc::new(FakeSettings {
         calls: Mutex::default(),
         status_at_push: Mutex::default(),
         api: api.clone(),

@@ -149,16 +149,21 @@ pub fn parse_sse(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The value of one sample line (`name{labels}` exactly as exposed).
-pub async fn metric(base: &str, series: &str) -> f64 {
-    let text = client()
+/// The server's `/metrics` page.
+pub async fn metrics_text(base: &str) -> String {
+    client()
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of one sample line (`name{labels}` exactly as exposed).
+pub async fn metric(base: &str, series: &str) -> f64 {
+    let text = metrics_text(base).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)

@@ -32,6 +32,18 @@ async fn report(url: &str) -> SettingsReport {
         .unwrap()
 }
 
+/// `PUT /admin/settings` with `body`; the status code.
+async fn put_settings(url: &str, body: &serde_json::Value) -> u16 {
+    client()
+        .put(format!("{url}{SETTINGS_PATH}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Polls the settings report until `done` holds (generous: a loaded CI machine).
 async fn wait_for(url: &str, what: &str, done: impl Fn(&SettingsReport) -> bool) -> SettingsReport {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -200,13 +212,7 @@ async fn precision_switches_under_steady_load_fail_no_request() {
         max_tokens: 32,
         quantization: Quantization::Q4_0,
     };
-    let put = client()
-        .put(format!("{url}{SETTINGS_PATH}"))
-        .json(&wanted)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(put_settings(&url, &json!(wanted)).await, 200);
     wait_for(&url, "the q4_0 switch", |r| {
         r.settled() && r.wanted == wanted
     })
@@ -224,14 +230,7 @@ async fn precision_switches_under_steady_load_fail_no_request() {
     assert_eq!(not_ready, 0, "the server left readiness during a switch");
     assert!(ready > 0);
     assert!(ok >= 60);
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&url).await;
     let info: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("llm_model_info{"))
@@ -250,13 +249,7 @@ async fn a_switch_the_memory_budget_cannot_hold_is_refused_and_the_model_keeps_s
         max_tokens: 64,
         quantization: Quantization::F16,
     };
-    let put = client()
-        .put(format!("{url}{SETTINGS_PATH}"))
-        .json(&wanted)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(put_settings(&url, &json!(wanted)).await, 200);
     let r = wait_for(&url, "the refusal", |r| {
         r.pending
             .as_deref()
@@ -274,12 +267,7 @@ async fn a_switch_the_memory_budget_cannot_hold_is_refused_and_the_model_keeps_s
     .await;
     assert_eq!(code, 200);
     // A malformed request is refused whole, changing nothing.
-    let bad = client()
-        .put(format!("{url}{SETTINGS_PATH}"))
-        .json(&json!({"maxTokens": 0, "quantization": "f32"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 422);
+    let bad = json!({"maxTokens": 0, "quantization": "f32"});
+    assert_eq!(put_settings(&url, &bad).await, 422);
     assert_eq!(report(&url).await.running.max_tokens, 64);
 }

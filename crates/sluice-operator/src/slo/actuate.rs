@@ -4,7 +4,7 @@
 //! and a new pod starts from, makes the change durable; this push only saves the kubelet's
 //! ConfigMap propagation delay (up to a minute or so).
 //!
-//! The HTTP call sits behind [`LimitsClient`] so the SLO loop is tested with a fake; pod
+//! The HTTP call sits behind [`SettingsClient`] so the SLO loop is tested with a fake; pod
 //! discovery and the API key lookup use the kube client.
 
 use sluice_contract::admin::{self, RuntimeSettings};
@@ -30,7 +30,7 @@ pub struct PodTarget {
 /// Pushing settings to one pod failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("failed to set the run-time settings on pod {pod}: {message}")]
-pub struct LimitsError {
+pub struct SettingsPushError {
     /// Pod name.
     pub pod: String,
     /// What went wrong.
@@ -39,23 +39,23 @@ pub struct LimitsError {
 
 /// Sets a server's run-time settings.
 #[async_trait]
-pub trait LimitsClient: Send + Sync {
+pub trait SettingsClient: Send + Sync {
     /// `PUT {base_url}/admin/settings` with `settings`.
     async fn set_settings(
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
         api_key: Option<&str>,
-    ) -> Result<(), LimitsError>;
+    ) -> Result<(), SettingsPushError>;
 }
 
-/// [`LimitsClient`] over HTTP with a short timeout (a hung pod must not stall the loop).
+/// [`SettingsClient`] over HTTP with a short timeout (a hung pod must not stall the loop).
 #[derive(Debug, Clone)]
-pub struct HttpLimitsClient {
+pub struct HttpSettingsClient {
     http: reqwest::Client,
 }
 
-impl Default for HttpLimitsClient {
+impl Default for HttpSettingsClient {
     /// A client with a 5 s request timeout.
     fn default() -> Self {
         let http = reqwest::Client::builder()
@@ -69,14 +69,14 @@ impl Default for HttpLimitsClient {
 }
 
 #[async_trait]
-impl LimitsClient for HttpLimitsClient {
+impl SettingsClient for HttpSettingsClient {
     async fn set_settings(
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
         api_key: Option<&str>,
-    ) -> Result<(), LimitsError> {
-        let err = |message: String| LimitsError {
+    ) -> Result<(), SettingsPushError> {
+        let err = |message: String| SettingsPushError {
             pod: pod.name.clone(),
             message,
         };
@@ -156,7 +156,7 @@ impl PushReport {
 /// carries them to every pod anyway, so this is the fast path and failures are reported.
 pub async fn push_settings(
     client: &Client,
-    limits: &dyn LimitsClient,
+    admin_api: &dyn SettingsClient,
     v: &Validated,
     settings: RuntimeSettings,
 ) -> PushReport {
@@ -196,7 +196,10 @@ pub async fn push_settings(
         }
     };
     for target in ready_targets(&list) {
-        match limits.set_settings(&target, settings, key.as_deref()).await {
+        match admin_api
+            .set_settings(&target, settings, key.as_deref())
+            .await
+        {
             Ok(()) => report.updated.push(target.name),
             Err(e) => report.failed.push(e.to_string()),
         }

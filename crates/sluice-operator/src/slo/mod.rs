@@ -4,10 +4,10 @@
 //!
 //! Decide pure, act thin: [`mapping`] and [`report`] are pure translations between the CRD and
 //! the engine, [`evaluate`] runs one tick on a given snapshot without I/O, and [`actuate`] is the
-//! only part that talks to pods. Replicas and quantization are acted on through
-//! `status.effective`, which the same reconcile builds into the owned Deployment (a
-//! quantization change is a rolling restart); `max_tokens` is first pushed to every ready pod's
-//! `/admin/limits` and then persisted through `status.effective` into the Deployment args.
+//! only part that talks to pods. The chosen settings are built by the same reconcile: replicas
+//! into the Deployment's count, quantization and `max_tokens` into the settings ConfigMap every
+//! pod re-reads; the latter two are also pushed at once to every ready pod's `/admin/settings`
+//! (a quantization change is a hot swap in each server, never a restart).
 
 pub mod actuate;
 pub mod evaluate;
@@ -24,7 +24,7 @@ use sluice_slo::{
     FleetSnapshot, MetricsSource, PrometheusFleet, PrometheusSource, Selector, Sli, Window,
 };
 
-pub use actuate::{HttpLimitsClient, LimitsClient, LimitsError, PodTarget, PushReport};
+pub use actuate::{HttpSettingsClient, PodTarget, PushReport, SettingsClient, SettingsPushError};
 pub use evaluate::{Evaluation, evaluate, is_due};
 
 /// Builds the metrics source for one service (Prometheus in production, canned in tests).
@@ -75,13 +75,13 @@ impl SourceFactory for PrometheusFactory {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Default for SloLoop {
-    /// 15 s interval, no default Prometheus URL, Prometheus sources, HTTP limits client.
+    /// 15 s interval, no default Prometheus URL, Prometheus sources, HTTP settings client.
     fn default() -> Self {
         Self::new(
             DEFAULT_INTERVAL,
             None,
             Arc::new(PrometheusFactory),
-            Arc::new(HttpLimitsClient::default()),
+            Arc::new(HttpSettingsClient::default()),
         )
     }
 }
@@ -99,8 +99,8 @@ pub struct SloLoop {
     pub prometheus_url: Option<String>,
     /// Builds the metrics source.
     pub sources: Arc<dyn SourceFactory>,
-    /// Pushes `max_tokens` to pods.
-    pub limits: Arc<dyn LimitsClient>,
+    /// Pushes the run-time settings to pods.
+    pub settings: Arc<dyn SettingsClient>,
     /// URL prefixes a service's `spec.slo.prometheusUrl` may use (besides `prometheus_url`).
     pub allowed_prometheus_urls: Vec<String>,
     /// SLI snapshots per InferenceService uid, oldest first. Lost on restart on purpose: the
@@ -119,18 +119,18 @@ struct Fleet {
 }
 
 impl SloLoop {
-    /// A loop with the given interval, default Prometheus URL, source factory and limits client.
+    /// A loop with the given interval, default Prometheus URL, source factory and settings client.
     pub fn new(
         interval: Duration,
         prometheus_url: Option<String>,
         sources: Arc<dyn SourceFactory>,
-        limits: Arc<dyn LimitsClient>,
+        settings: Arc<dyn SettingsClient>,
     ) -> Self {
         Self {
             interval,
             prometheus_url,
             sources,
-            limits,
+            settings,
             allowed_prometheus_urls: Vec::new(),
             history: Mutex::new(HashMap::new()),
             fleets: tokio::sync::Mutex::new(HashMap::new()),
@@ -244,7 +244,7 @@ mod tests {
             DEFAULT_INTERVAL,
             Some("http://prometheus.monitoring:9090".into()),
             Arc::new(PrometheusFactory),
-            Arc::new(HttpLimitsClient::default()),
+            Arc::new(HttpSettingsClient::default()),
         )
         .with_allowed_prometheus_urls(vec![
             "http://prom.team-a:9090".into(),

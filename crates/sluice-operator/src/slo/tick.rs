@@ -267,7 +267,7 @@ pub async fn act(
     let Some(settings) = tick.push_settings else {
         return Vec::new();
     };
-    let report = actuate::push_settings(client, lp.limits.as_ref(), v, settings).await;
+    let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings).await;
     metrics
         .settings_pushes
         .with_label_values(&["success"])

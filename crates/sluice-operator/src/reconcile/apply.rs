@@ -118,11 +118,10 @@ pub async fn apply_children(
         )
         .await?;
     let dep = match dep {
+        // The object as the next stages should see it: with its starting count.
         apply::Applied::Created(_) => {
             replicas::after_create(&apis.deployment, &v.namespace, &v.name, children.replicas)
-                .await?;
-            // The object as the next stages should see it: with its starting count.
-            get_deployment(apis, v).await?
+                .await?
         }
         other => other.object().clone(),
     };
@@ -169,17 +168,5 @@ pub async fn apply_children(
     Ok(AppliedChildren {
         deployment: dep,
         changes,
-    })
-}
-
-async fn get_deployment(apis: &Apis, v: &Validated) -> Result<Deployment, ReconcileError> {
-    apis.deployment.get(&v.name).await.map_err(|source| {
-        crate::error::ApplyError::Api {
-            kind: "Deployment",
-            namespace: v.namespace.clone(),
-            name: v.name.clone(),
-            source,
-        }
-        .into()
     })
 }

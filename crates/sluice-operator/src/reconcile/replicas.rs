@@ -22,18 +22,25 @@ use crate::error::ApplyError;
 /// The field manager of `spec.replicas`.
 pub const REPLICAS_MANAGER: &str = "sluice-operator-replicas";
 
-/// The live count, when set.
-fn live_count(d: &Deployment) -> Option<i32> {
-    d.spec.replicas
+/// An API failure on the Deployment `namespace/name`.
+fn api_error(namespace: &str, name: &str) -> impl FnOnce(kube::Error) -> ApplyError {
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    move |source| ApplyError::Api {
+        kind: "Deployment",
+        namespace,
+        name,
+        source,
+    }
 }
 
+/// Applies `spec.replicas = count` as [`REPLICAS_MANAGER`]; the Deployment as written.
 async fn apply_count(
     api: &Api<Deployment>,
     name: &str,
     namespace: &str,
     count: i32,
     force: bool,
-) -> Result<(), ApplyError> {
+) -> Result<Deployment, ApplyError> {
     let patch = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -44,13 +51,7 @@ async fn apply_count(
     params.force = force;
     api.patch(name, &params, &Patch::Apply(&patch))
         .await
-        .map(|_| ())
-        .map_err(|source| ApplyError::Api {
-            kind: "Deployment",
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            source,
-        })
+        .map_err(api_error(namespace, name))
 }
 
 fn to_i32(n: u32) -> i32 {
@@ -69,20 +70,18 @@ pub async fn before_main(
     main_writes: bool,
 ) -> Result<bool, ApplyError> {
     match want {
-        Replicas::Set(n) if live_count(live) != Some(to_i32(n)) => {
+        Replicas::Set(n) if live.spec.replicas != Some(to_i32(n)) => {
             apply_count(api, name, namespace, to_i32(n), true).await?;
             Ok(true)
         }
         Replicas::Set(_) => Ok(false),
         Replicas::Keep { .. } if main_writes => {
             // The value as of now, not as of a watch cache that may lag.
-            let fresh = api.get_opt(name).await.map_err(|source| ApplyError::Api {
-                kind: "Deployment",
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source,
-            })?;
-            match fresh.as_ref().and_then(live_count) {
+            let fresh = api
+                .get_opt(name)
+                .await
+                .map_err(api_error(namespace, name))?;
+            match fresh.and_then(|d| d.spec.replicas) {
                 Some(count) => {
                     apply_count(api, name, namespace, count, false).await?;
                     Ok(true)
@@ -95,13 +94,13 @@ pub async fn before_main(
 }
 
 /// After the main apply created the Deployment (at the API server's default of one replica):
-/// the starting count.
+/// the starting count. Returns the Deployment as written, for the stages after apply.
 pub async fn after_create(
     api: &Api<Deployment>,
     namespace: &str,
     name: &str,
     want: Replicas,
-) -> Result<(), ApplyError> {
+) -> Result<Deployment, ApplyError> {
     let n = match want {
         Replicas::Set(n) | Replicas::Keep { start: n } => n,
     };

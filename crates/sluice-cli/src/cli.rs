@@ -22,6 +22,10 @@ pub enum Command {
     Analyze(Box<AnalyzeArgs>),
     /// Start a local tiny-model server, run a baseline and an overload, and show what Sluice decides.
     Demo(Box<DemoArgs>),
+    /// Simulate a fleet under sluice, HPA, KEDA and static policies on a trace or a pattern.
+    Simulate(Box<crate::simulate::SimulateArgs>),
+    /// Measure a sluice-server (prefill, decode by batch, memory, limits, start-up) into a profile.
+    Profile(Box<crate::profile::ProfileArgs>),
 }
 
 /// Which HTTP API the bench calls.
@@ -304,6 +308,16 @@ pub struct DemoArgs {
     /// Also write the baseline report and plots into this directory.
     #[arg(long, env = "SLUICE_DEMO_OUT")]
     pub out: Option<PathBuf>,
+
+    /// Closed-loop scenarios to run after the overload (`queue`, `memory`, `compute`; `none`
+    /// for none).
+    #[arg(
+        long,
+        env = "SLUICE_DEMO_SCENARIOS",
+        value_delimiter = ',',
+        default_value = "queue,memory,compute"
+    )]
+    pub scenarios: Vec<String>,
 }
 
 /// Uniform think time between `min` and `max` (equal for a fixed wait).

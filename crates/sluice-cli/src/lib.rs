@@ -6,8 +6,10 @@ pub mod analyze;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod profile;
 pub mod render;
 pub mod report;
+pub mod simulate;
 pub mod stats;
 pub mod trace;
 
@@ -48,5 +50,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Analyze(args) => analyze::run(&args).await,
         Command::Demo(args) => demo::run(&args).await,
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Profile(args) => profile::run(&args).await,
     }
 }

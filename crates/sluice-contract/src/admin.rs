@@ -77,3 +77,47 @@ impl Limits {
         }
     }
 }
+
+/// `GET` lists the served model ([`ModelList`]), OpenAI-compatible.
+pub const MODELS_PATH: &str = "/v1/models";
+
+/// The body of `GET /v1/models`: OpenAI's list shape with one entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The served model.
+    pub data: Vec<ModelCard>,
+}
+
+/// One served model: OpenAI's fields plus what `sluice profile` and the operator size by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The name clients use.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Always `sluice`.
+    pub owned_by: String,
+    /// Where the weights came from.
+    pub source: String,
+    /// Effective precision of the linear weights (as the server names it).
+    pub quantization: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Prompt plus generated tokens of one sequence.
+    pub context_length: usize,
+    /// The `max_tokens` cap in force.
+    pub max_tokens: usize,
+    /// Bytes of weights resident.
+    #[serde(default)]
+    pub weight_bytes: u64,
+    /// KV-cache bytes per token of one sequence.
+    #[serde(default)]
+    pub kv_bytes_per_token: u64,
+    /// Seconds the weights took to load.
+    #[serde(default)]
+    pub load_seconds: f64,
+}

@@ -3,6 +3,12 @@
 
 /// TTFT histogram, seconds.
 pub const TTFT_SECONDS: &str = "llm_ttft_seconds";
+/// Upper bounds of the TTFT histogram's buckets (seconds). The simulator estimates TTFT P95
+/// from the same buckets with Prometheus's `histogram_quantile`, so it sees what the operator
+/// reads.
+pub const TTFT_BUCKETS_SECONDS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
+];
 /// Time per output token histogram, seconds.
 pub const TPOT_SECONDS: &str = "llm_tpot_seconds";
 /// Finished requests by `status`.

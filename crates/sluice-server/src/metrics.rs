@@ -7,9 +7,7 @@ use prometheus::{
 };
 use sluice_contract::metrics::{self as names, ErrorReason, MemoryType, RequestStatus};
 
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
-];
+const LATENCY_BUCKETS: [f64; 16] = names::TTFT_BUCKETS_SECONDS;
 const TPOT_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
 ];

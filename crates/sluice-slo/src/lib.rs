@@ -7,6 +7,7 @@
 //!   Unknown;
 //! - [`classify`] maps a snapshot to compute-, memory-, I/O-, queue- or software-bound (or
 //!   Healthy/Unknown) with the rule and evidence that decided it;
+//! - [`control`] is the one loop every fleet runs (operator, local processes, simulator);
 //! - [`plan`] turns the class, the history and the effective settings into at most one change,
 //!   with cooldowns, hysteresis, step-back and reverts of changes that did not help.
 //!
@@ -14,6 +15,7 @@
 //! [`plan()`], acts on [`Plan::act`] and stores [`Decision`]s; see `docs/slo.md`.
 
 pub mod classify;
+pub mod control;
 pub mod plan;
 pub mod promql;
 pub mod sli;
@@ -22,6 +24,7 @@ pub mod source;
 pub mod spec;
 
 pub use classify::{Classification, RuleHit, Thresholds, classify};
+pub use control::{ControlLoop, Fleet, Observed, TickReport};
 pub use plan::{Decision, DecisionUpdate, ObjectiveStatus, Plan, apply_plan, plan};
 pub use promql::{QuerySet, Selector, SelectorError, Window};
 pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};

@@ -355,3 +355,28 @@ fn clamps_stay_on_the_floor_and_the_ladder() {
     assert_eq!(set.applied.quantization, Quantization::Q4_0);
     assert!(seen.last().unwrap() == &Action::Hold);
 }
+
+#[test]
+fn compute_bound_with_one_stream_per_pod_is_not_scaled() {
+    // TPOT over target while each pod decodes a single sequence: a new pod would decode its
+    // own single sequence just as slowly, so the planner holds and says why.
+    let mut h = steady(1000.0, 3, compute());
+    for s in &mut h {
+        // 20 tokens/s at 0.09 s per token: 1.8 sequences decoding on 2 pods.
+        s.tokens_per_second = SliValue::known(20.0, s.at);
+    }
+    let p = plan(
+        &spec(Mode::Auto),
+        &h,
+        &settings(2, "q4_0", 128),
+        &[],
+        1000.0,
+    );
+    assert_eq!(p.classification.class, BottleneckClass::ComputeBound);
+    assert_eq!(p.action, Action::Hold, "{}", p.reason);
+    assert!(
+        p.reason.contains("cannot make one stream faster"),
+        "{}",
+        p.reason
+    );
+}

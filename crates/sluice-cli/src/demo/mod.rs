@@ -2,8 +2,12 @@
 //! gentle baseline and then an overload with `sluice bench`, reads the SLIs of each phase (from
 //! the server's own `/metrics` through `sluice-slo`'s direct-scrape source, or from Prometheus),
 //! and prints the baseline report, the SLI table, each phase's classification and the remedy the
-//! operator would apply. The server is killed on exit, on error and on Ctrl-C/SIGTERM.
+//! operator would apply. Then it closes the loop ([`closed_loop`]): scenarios on a fleet of
+//! local server processes under the operator's own control loop, which acts for real. Every
+//! server is killed on exit, on error and on Ctrl-C/SIGTERM.
 
+pub mod closed_loop;
+pub mod fleet;
 pub mod server;
 
 use std::process::ExitCode;
@@ -101,7 +105,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let url = server.url();
-    let baseline_args = bench_args(&url, 2, 2.0, args.baseline, "0s")?;
+    let baseline_args = bench_args(&url, 2, 2.0, args.baseline, "0s", 32, 32)?;
     eprintln!(
         "baseline: 2 users for {}",
         humantime::format_duration(args.baseline)
@@ -110,7 +114,7 @@ async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCod
 
     // Many closed-loop users against an admission limit of 8: requests queue and get 429s.
     // The think time keeps turned-away users from spinning on a 2-core machine.
-    let overload_args = bench_args(&url, 32, 32.0, args.overload, "50ms..150ms")?;
+    let overload_args = bench_args(&url, 32, 32.0, args.overload, "50ms..150ms", 32, 32)?;
     eprintln!(
         "overload: 32 users for {}",
         humantime::format_duration(args.overload)
@@ -177,7 +181,41 @@ async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCod
         );
         return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    closed(args).await
+}
+
+/// The closed-loop scenarios named by `--scenarios`.
+async fn closed(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let all = closed_loop::scenarios();
+    for n in &args.scenarios {
+        if n != "none" && !all.iter().any(|s| s.name == n) {
+            anyhow::bail!(
+                "failed to run the demo: unknown scenario {n:?} (expected queue, memory, compute or none)"
+            );
+        }
+    }
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|s| args.scenarios.iter().any(|n| n == s.name))
+        .collect();
+    if chosen.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\n## Closing the loop: the operator's control loop on local server processes");
+    let bin = server::locate(args.server_bin.as_deref())?;
+    let mut ok = true;
+    for sc in chosen {
+        let out = closed_loop::run(&bin, sc).await?;
+        if let Err(why) = closed_loop::check(&out) {
+            eprintln!("error: scenario {}: {why}", out.name);
+            ok = false;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Bench flags for a phase, parsed like the command line so defaults stay in one place.
@@ -187,6 +225,8 @@ fn bench_args(
     spawn_rate: f64,
     run_time: Duration,
     wait: &str,
+    prompt_tokens: u32,
+    max_tokens: u32,
 ) -> anyhow::Result<crate::cli::BenchArgs> {
     let run_time = format!("{}ms", run_time.as_millis());
     let cli = Cli::try_parse_from([
@@ -203,9 +243,9 @@ fn bench_args(
         "--wait-time",
         wait,
         "--max-tokens",
-        "32",
+        &max_tokens.to_string(),
         "--prompt-tokens",
-        "32",
+        &prompt_tokens.to_string(),
         "--stop-timeout",
         "30s",
         "--timeout",
@@ -252,7 +292,7 @@ fn make_source(
     })
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_micros() as f64 / 1e6
 }
 

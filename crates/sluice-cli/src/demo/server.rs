@@ -160,4 +160,20 @@ impl LocalServer {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Stops the server as Kubernetes stops a pod: SIGTERM, so it drains what it holds, then a
+    /// kill if it has not exited within `grace`.
+    pub async fn terminate(mut self, grace: Duration) {
+        #[cfg(unix)]
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
 }

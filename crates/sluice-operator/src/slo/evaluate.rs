@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_api::SloStatus;
 use sluice_contract::admin::RuntimeSettings;
 use sluice_contract::{Action, AppliedSettings, ObjectiveState, StoredActionError};
-use sluice_slo::{Decision, Plan, Sli, apply_plan, plan};
+use sluice_slo::{Decision, Plan, Sli, control};
 
 use super::{mapping, report};
 use crate::status::Rollout;
@@ -71,10 +71,7 @@ pub fn due_in(last: Option<f64>, now: f64, interval: Duration) -> Duration {
 /// How long SLI history must reach back for the planner (its reversal and trend guards).
 pub fn history_seconds(v: &Validated, eff: &AppliedSettings) -> f64 {
     let spec = mapping::slo_spec(v, eff);
-    let t = &spec.tuning;
-    let window = mapping::window(v).as_secs();
-    let headroom = u64::from(t.step_back_after_windows + 1) * window;
-    t.reversal_cooldown_seconds.max(headroom).max(window) as f64
+    control::history_seconds(&spec.tuning, mapping::window(v).as_secs())
 }
 
 /// Runs one tick. `history` is oldest first with the snapshot just taken last. Pure.
@@ -90,8 +87,8 @@ pub fn evaluate(
     let settings = mapping::settings(eff, rollout);
     let (mut log, unreadable) =
         report::decisions_back(old.map(|s| s.decisions.as_slice()).unwrap_or(&[]));
-    let p = plan(&spec, history, &settings, &log, now);
-    apply_plan(&mut log, &p, report::KEEP_DECISIONS);
+    // The same step the local-process and simulated fleets run (sluice_slo::control).
+    let p = control::step(&spec, history, &settings, &mut log, now);
     let effective = if p.act { p.desired } else { *eff };
     let slo = match history.last() {
         Some(sli) => report::slo_status(old, sli, &p, &log),

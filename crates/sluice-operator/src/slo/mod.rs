@@ -86,10 +86,6 @@ impl Default for SloLoop {
     }
 }
 
-/// Most snapshots kept per service: an hour at the default 15 s interval, enough for the
-/// planner's reversal and scale-in guards.
-const HISTORY_CAP: usize = 240;
-
 /// Configuration and in-memory state of the SLO loop.
 pub struct SloLoop {
     /// Time between two evaluations of one service.
@@ -157,18 +153,12 @@ impl SloLoop {
     }
 
     /// Appends `sli` to the service's history and returns the history (oldest first), keeping
-    /// snapshots younger than `keep_seconds` and at most [`HISTORY_CAP`].
+    /// snapshots younger than `keep_seconds` and at most [`sluice_slo::control::HISTORY_CAP`].
     pub fn remember(&self, uid: &str, sli: Sli, keep_seconds: f64) -> Vec<Sli> {
         // A poisoned lock only means another tick panicked while pushing a snapshot.
         let mut all = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let h = all.entry(uid.to_owned()).or_default();
-        let now = sli.at;
-        h.push(sli);
-        h.retain(|s| now - s.at <= keep_seconds);
-        if h.len() > HISTORY_CAP {
-            let drop = h.len() - HISTORY_CAP;
-            h.drain(..drop);
-        }
+        sluice_slo::control::remember(h, sli, keep_seconds);
         h.clone()
     }
 

@@ -13,8 +13,8 @@ use sluice_slo::{Plan, Sli};
 
 use crate::status::CondSpec;
 
-/// Decisions kept in status (the CRD allows ten).
-pub const KEEP_DECISIONS: usize = 10;
+/// Decisions kept in status (the CRD allows ten): the loop's own log length.
+pub use sluice_slo::control::KEEP_DECISIONS;
 
 /// Seconds since the epoch to a Kubernetes time (whole seconds: what the API server stores).
 pub fn time(at: slo::UnixSeconds) -> Time {

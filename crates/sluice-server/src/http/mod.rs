@@ -106,7 +106,7 @@ fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
         .route("/generate/stream", post(native::generate_stream))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/models", get(openai::models))
+        .route(paths::MODELS_PATH, get(openai::models))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let inference = Router::new()
         .route("/health", get(health))

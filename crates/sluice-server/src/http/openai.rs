@@ -19,6 +19,7 @@ use crate::engine::ModelView;
 use crate::error::ApiError;
 use crate::model::chat::ChatMessage;
 use crate::validate::{ApiJson, RawSampling, tokenize, validate};
+use sluice_contract::admin::{ModelCard, ModelList};
 
 /// OpenAI's default temperature is 1.
 const OPENAI_DEFAULT_TEMPERATURE: f64 = 1.0;
@@ -138,22 +139,26 @@ fn usage(c: &Completion) -> Value {
     json!({"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "total_tokens": c.prompt_tokens + c.completion_tokens})
 }
 
-pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let view = state.model()?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": [{
-            "id": view.info.served_name,
-            "object": "model",
-            "created": now_secs(),
-            "owned_by": "sluice",
-            "source": view.info.source,
-            "quantization": view.info.quantization,
-            "device": view.info.device,
-            "context_length": view.info.context_length,
-            "max_tokens": state.engine.shared().limits.max_tokens(),
-        }]
-    })))
+    let info = &view.info;
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data: vec![ModelCard {
+            id: info.served_name.clone(),
+            object: "model".into(),
+            created: now_secs(),
+            owned_by: "sluice".into(),
+            source: info.source.clone(),
+            quantization: info.quantization.clone(),
+            device: info.device.clone(),
+            context_length: info.context_length,
+            max_tokens: state.engine.shared().limits.max_tokens(),
+            weight_bytes: info.weight_bytes as u64,
+            kv_bytes_per_token: info.kv_bytes_per_token as u64,
+            load_seconds: info.load_seconds,
+        }],
+    }))
 }
 
 pub async fn completions(

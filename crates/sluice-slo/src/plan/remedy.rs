@@ -33,7 +33,7 @@ pub(super) fn remedies(ctx: &Ctx<'_>) -> Vec<Candidate> {
         // Cheapest first: shorter generations cost nothing to roll out, quantization restarts
         // pods, replicas cost money.
         BottleneckClass::ComputeBound => {
-            vec![clamp_tokens(ctx), quantize_down(ctx), scale_out(ctx)]
+            vec![clamp_tokens(ctx), quantize_down(ctx), spread_batch(ctx)]
         }
         _ => Vec::new(),
     }
@@ -67,6 +67,36 @@ fn scale_out(ctx: &Ctx<'_>) -> Candidate {
         action,
     }
 }
+
+/// Scale-out for a compute-bound service: more replicas only help by splitting batches, so
+/// when each pod already decodes about one sequence, a new pod cannot make a stream faster and
+/// scaling is refused (an unknown batch does not block it). The batch is the window's average
+/// by Little's law (tokens per second × seconds per token = sequences decoding at once), which
+/// a momentary `runningSequences` sample is not.
+fn spread_batch(ctx: &Ctx<'_>) -> Candidate {
+    let cur = ctx.current;
+    let decoding = match (cur.tokens_per_second.value(), cur.tpot_seconds.value()) {
+        (Some(tps), Some(tpot)) => Some(tps * tpot),
+        _ => cur.running_sequences.value(),
+    };
+    if let (Some(running), Some(pods)) = (decoding, cur.reporting_pods.value())
+        && pods > 0.0
+        && running / pods < MIN_BATCH_TO_SPREAD
+    {
+        return Candidate {
+            label: "scale out",
+            action: Err(format!(
+                "each pod decodes {:.1} sequence(s) on average: more replicas cannot make one \
+                 stream faster",
+                running / pods
+            )),
+        };
+    }
+    scale_out(ctx)
+}
+
+/// Sequences per pod below which splitting the batch cannot speed up decoding.
+const MIN_BATCH_TO_SPREAD: f64 = 1.5;
 
 /// Worst value/target ratio among the violated latency objectives.
 fn latency_overshoot(ctx: &Ctx<'_>) -> Option<f64> {

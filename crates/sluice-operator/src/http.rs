@@ -101,7 +101,10 @@ mod tests {
         );
         health.set_ready(true);
         assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::OK);
-        metrics.reconciles.with_label_values(&["success"]).inc();
+        metrics
+            .reconciles
+            .with_label_values(&[crate::metrics::Outcome::Success.as_str()])
+            .inc();
         let (status, body) = get(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("sluice_operator_reconciles_total{outcome=\"success\"} 1"));

@@ -10,6 +10,24 @@ use sluice_contract::{ACTION_LABELS, BottleneckClass, ObjectiveState};
 
 use crate::error::CATEGORIES;
 
+/// The `outcome` label of the reconcile and settings-push counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 2] = [Outcome::Success, Outcome::Error];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// Kinds written by the operator, the values of the `kind` label.
 pub const WRITE_KINDS: &[&str] = &[
     "Deployment",
@@ -121,16 +139,16 @@ impl Metrics {
                 slo_decisions.with_label_values(&[a, c]);
             }
         }
-        for o in ["success", "error"] {
-            settings_pushes.with_label_values(&[o]);
+        for o in Outcome::ALL {
+            settings_pushes.with_label_values(&[o.as_str()]);
         }
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        for outcome in ["success", "error"] {
-            reconciles.with_label_values(&[outcome]);
+        for o in Outcome::ALL {
+            reconciles.with_label_values(&[o.as_str()]);
         }
         for c in CATEGORIES {
             errors.with_label_values(&[*c]);

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use sluice_contract::metrics::{ErrorReason, RequestStatus};
 
 use crate::engine::EngineError;
 
@@ -43,8 +44,8 @@ pub enum ApiError {
 /// failures it produces itself, so those carry `counted: true`.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorOutcome {
-    pub status: &'static str,
-    pub reason: &'static str,
+    pub status: RequestStatus,
+    pub reason: ErrorReason,
     pub counted: bool,
 }
 
@@ -69,39 +70,42 @@ impl ApiError {
         }
     }
 
-    /// A stable, machine-readable kind; also the `llm_errors_total` reason.
-    pub fn kind(&self) -> &'static str {
+    /// A stable, machine-readable kind (the body's `type`) and the `llm_errors_total` reason.
+    pub fn kind(&self) -> ErrorReason {
         match self {
             ApiError::BadRequest(_) | ApiError::Unprocessable(_) | ApiError::BodyTimeout => {
-                "invalid_request"
+                ErrorReason::InvalidRequest
             }
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => "not_found",
-            ApiError::Overloaded(_) => "overloaded",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Timeout(_) => "timeout",
-            ApiError::Internal(_) => "internal",
-            ApiError::Engine(e) => match e {
-                EngineError::Timeout(_) => "timeout",
-                EngineError::Internal(_) => "internal",
-                _ => "unavailable",
-            },
+            ApiError::PayloadTooLarge(_) => ErrorReason::PayloadTooLarge,
+            ApiError::Unauthorized => ErrorReason::Unauthorized,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => ErrorReason::NotFound,
+            ApiError::Overloaded(_) => ErrorReason::Overloaded,
+            ApiError::Unavailable(_) => ErrorReason::Unavailable,
+            ApiError::Timeout(_) => ErrorReason::Timeout,
+            ApiError::Internal(_) => ErrorReason::Internal,
+            ApiError::Engine(e) => e.outcome().1,
         }
     }
 
-    fn outcome_status(&self) -> &'static str {
+    fn outcome_status(&self) -> RequestStatus {
         match self {
-            ApiError::Overloaded(_) => "rejected",
-            ApiError::Timeout(_) => "timeout",
-            ApiError::Unavailable(_) | ApiError::Internal(_) | ApiError::Engine(_) => "error",
-            _ => "invalid",
+            ApiError::Overloaded(_) => RequestStatus::Rejected,
+            ApiError::Timeout(_) => RequestStatus::Timeout,
+            ApiError::Engine(e) => e.outcome().0,
+            ApiError::Unavailable(_) | ApiError::Internal(_) => RequestStatus::Error,
+            ApiError::BadRequest(_)
+            | ApiError::Unprocessable(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::BodyTimeout
+            | ApiError::Unauthorized
+            | ApiError::ModelNotFound(_)
+            | ApiError::RouteNotFound(_) => RequestStatus::Invalid,
         }
     }
 
     /// The JSON error body, also sent as an SSE event when a stream fails midway.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"type": self.kind(), "code": self.status().as_u16(), "message": self.to_string()}})
+        json!({"error": {"type": self.kind().as_str(), "code": self.status().as_u16(), "message": self.to_string()}})
     }
 }
 
@@ -140,12 +144,7 @@ mod tests {
         ];
         for (err, code, kind) in cases {
             assert_eq!(err.status().as_u16(), code);
-            assert_eq!(err.kind(), kind);
-            assert!(
-                sluice_contract::metrics::ErrorReason::ALL
-                    .iter()
-                    .any(|r| r.as_str() == kind)
-            );
+            assert_eq!(err.kind().as_str(), kind);
         }
         let resp = ApiError::Overloaded(3).into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "3");

@@ -121,10 +121,10 @@ impl Metrics {
     }
 
     /// Counts one finished request; `reason` is set for failures.
-    pub fn finish(&self, status: &str, reason: Option<&str>) {
-        self.requests.with_label_values(&[status]).inc();
+    pub fn finish(&self, status: RequestStatus, reason: Option<ErrorReason>) {
+        self.requests.with_label_values(&[status.as_str()]).inc();
         if let Some(r) = reason {
-            self.errors.with_label_values(&[r]).inc();
+            self.errors.with_label_values(&[r.as_str()]).inc();
         }
     }
 

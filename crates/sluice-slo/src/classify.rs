@@ -154,7 +154,9 @@ pub fn classify(
     }
 
     let mut hits = Vec::new();
-    let (mem_type, mem_ratio) = current.memory_pressure().unwrap_or(("vram", 0.0));
+    let (mem_type, mem_ratio) = current
+        .memory_pressure()
+        .unwrap_or((sluice_contract::metrics::MemoryType::Vram.as_str(), 0.0));
     let mem_signal = format!("memoryRatio.{mem_type}");
 
     // M1: memory near capacity. First because replicas cannot shrink a pod's footprint.

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use sluice_contract::metrics::{ErrorReason, RequestStatus};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
 
@@ -117,6 +118,21 @@ pub enum EngineError {
     ShuttingDown,
     #[error("failed to run the model: {0}")]
     Internal(String),
+}
+
+impl EngineError {
+    /// How a request that failed this way is counted: the `llm_requests_total` status and the
+    /// `llm_errors_total` reason (also the error body's `type`).
+    pub fn outcome(&self) -> (RequestStatus, ErrorReason) {
+        match self {
+            EngineError::Timeout(_) => (RequestStatus::Timeout, ErrorReason::Timeout),
+            EngineError::Internal(_) => (RequestStatus::Error, ErrorReason::Internal),
+            EngineError::InsufficientMemory { .. }
+            | EngineError::NoModel
+            | EngineError::ModelChanged
+            | EngineError::ShuttingDown => (RequestStatus::Error, ErrorReason::Unavailable),
+        }
+    }
 }
 
 /// A loaded model as the HTTP side sees it: everything needed to validate and tokenize.

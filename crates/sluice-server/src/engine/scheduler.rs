@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use sluice_contract::metrics::MemoryType;
+use sluice_contract::metrics::{ErrorReason, MemoryType, RequestStatus};
 use tokio::sync::mpsc;
 
 use super::sequence::Sequence;
@@ -168,15 +168,11 @@ impl Scheduler {
     fn record(&self, job: &Job, outcome: &Outcome) {
         let m = &self.shared.metrics;
         match outcome {
-            Outcome::Cancelled => m.finish("cancelled", Some("cancelled")),
-            Outcome::Failed(EngineError::Timeout(_)) => m.finish("timeout", Some("timeout")),
-            Outcome::Failed(
-                EngineError::InsufficientMemory { .. }
-                | EngineError::NoModel
-                | EngineError::ModelChanged
-                | EngineError::ShuttingDown,
-            ) => m.finish("error", Some("unavailable")),
-            Outcome::Failed(EngineError::Internal(_)) => m.finish("error", Some("internal")),
+            Outcome::Cancelled => m.finish(RequestStatus::Cancelled, Some(ErrorReason::Cancelled)),
+            Outcome::Failed(e) => {
+                let (status, reason) = e.outcome();
+                m.finish(status, Some(reason));
+            }
         }
         m.request_duration
             .observe(job.request.arrived.elapsed().as_secs_f64());
@@ -392,7 +388,7 @@ impl Scheduler {
                     completion_tokens: n,
                     timings,
                 };
-                m.finish("success", None);
+                m.finish(RequestStatus::Success, None);
                 m.request_duration.observe(timings.total_seconds);
                 finished.push((i, Some(Finish::Done(done))));
             }

@@ -153,7 +153,12 @@ pub(super) fn evaluate(d: &Decision, ctx: &Ctx<'_>) -> Evaluation {
     }
     match d.kind {
         DecisionKind::StepBack => judge_step_back(d, ctx, settled_at),
-        _ => judge_remedy(d, ctx, settled_at),
+        // Reverts were settled above; holds and degradations change nothing and are never
+        // pending. Listed, not wildcarded, so a new kind must say how it is judged.
+        DecisionKind::Remediate
+        | DecisionKind::Revert
+        | DecisionKind::Hold
+        | DecisionKind::Degraded => judge_remedy(d, ctx, settled_at),
     }
 }
 

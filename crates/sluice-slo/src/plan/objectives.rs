@@ -110,7 +110,9 @@ pub fn objective_statuses(
 pub fn load_headroom(statuses: &[ObjectiveStatus]) -> bool {
     statuses.iter().all(|s| match s.objective {
         Objective::VramMaxPercent => s.state == ObjectiveState::Met,
-        _ => s.headroom && s.state != ObjectiveState::Unknown,
+        Objective::TtftP95 | Objective::TpotAvg | Objective::ErrorRateMax => {
+            s.headroom && s.state != ObjectiveState::Unknown
+        }
     })
 }
 

@@ -35,7 +35,13 @@ pub(super) fn remedies(ctx: &Ctx<'_>) -> Vec<Candidate> {
         BottleneckClass::ComputeBound => {
             vec![clamp_tokens(ctx), quantize_down(ctx), spread_batch(ctx)]
         }
-        _ => Vec::new(),
+        // Neither replicas nor a lighter model fix storage waits or errors (the planner
+        // refuses with the class's reason); the rest have nothing to remedy. Listed, not
+        // wildcarded, so a new class must choose its remedies here.
+        BottleneckClass::IoBound
+        | BottleneckClass::SoftwareBound
+        | BottleneckClass::Healthy
+        | BottleneckClass::Unknown => Vec::new(),
     }
 }
 

@@ -5,17 +5,10 @@
 //! GPU utilisation query reads the DCGM exporter's `DCGM_FI_DEV_GPU_UTIL`, which lives on other
 //! scrape targets and therefore takes its own selector.
 
-use sluice_contract::metrics as names;
+use sluice_contract::metrics::{self as names, RequestStatus};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
-/// Request statuses counted as errors by the error-ratio SLI (`llm_requests_total{status}`).
-pub const ERROR_STATUSES: &[&str] = &[
-    names::RequestStatus::ERRORS[0].as_str(),
-    names::RequestStatus::ERRORS[1].as_str(),
-    names::RequestStatus::ERRORS[2].as_str(),
-];
 
 /// A selector could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -319,7 +312,7 @@ pub fn tpot_mean(sel: &Selector, w: Window) -> String {
 pub fn memory_usage(sel: &Selector) -> String {
     sel.agg(
         "sum",
-        &["memory_type"],
+        &[names::MEMORY_TYPE_LABEL],
         &sel.series(names::MEMORY_USAGE_MEGABYTES, ""),
     )
 }
@@ -328,7 +321,7 @@ pub fn memory_usage(sel: &Selector) -> String {
 pub fn memory_capacity(sel: &Selector) -> String {
     sel.agg(
         "sum",
-        &["memory_type"],
+        &[names::MEMORY_TYPE_LABEL],
         &sel.series(names::MEMORY_CAPACITY_MEGABYTES, ""),
     )
 }
@@ -343,7 +336,7 @@ pub fn memory_ratio(sel: &Selector, w: Window) -> String {
         sel.series(names::MEMORY_USAGE_MEGABYTES, ""),
         sel.series(names::MEMORY_CAPACITY_MEGABYTES, "")
     );
-    sel.agg("max", &["memory_type"], &per_pod)
+    sel.agg("max", &[names::MEMORY_TYPE_LABEL], &per_pod)
 }
 
 /// Requests finished per second, any status.
@@ -352,9 +345,13 @@ pub fn request_rate(sel: &Selector, w: Window) -> String {
 }
 
 /// Fraction of finished requests whose `status` is one of `statuses`.
-pub fn status_ratio(statuses: &[&str], sel: &Selector, w: Window) -> String {
-    let alternatives: Vec<String> = statuses.iter().map(|s| regex_escape(s)).collect();
-    let extra = format!("status=~\"{}\"", escape_string(&alternatives.join("|")));
+pub fn status_ratio(statuses: &[RequestStatus], sel: &Selector, w: Window) -> String {
+    let alternatives: Vec<String> = statuses.iter().map(|s| regex_escape(s.as_str())).collect();
+    let extra = format!(
+        "{}=~\"{}\"",
+        names::STATUS_LABEL,
+        escape_string(&alternatives.join("|"))
+    );
     format!(
         "{} / {}",
         sum_rate(sel, names::REQUESTS_TOTAL, &extra, w),
@@ -364,7 +361,7 @@ pub fn status_ratio(statuses: &[&str], sel: &Selector, w: Window) -> String {
 
 /// Error ratio: `error|timeout|rejected` over all finished requests.
 pub fn error_ratio(sel: &Selector, w: Window) -> String {
-    status_ratio(ERROR_STATUSES, sel, w)
+    status_ratio(&RequestStatus::ERRORS, sel, w)
 }
 
 /// Requests waiting for admission to a batch, summed over pods.
@@ -473,8 +470,8 @@ impl QuerySet {
             memory_ratio: memory_ratio(sel, w),
             request_rate: request_rate(sel, w),
             error_ratio: error_ratio(sel, w),
-            internal_error_ratio: status_ratio(&["error"], sel, w),
-            rejection_ratio: status_ratio(&["rejected"], sel, w),
+            internal_error_ratio: status_ratio(&[RequestStatus::Error], sel, w),
+            rejection_ratio: status_ratio(&[RequestStatus::Rejected], sel, w),
             queue_depth: queue_depth(sel),
             running_sequences: running_sequences(sel),
             tokens_per_second: tokens_per_second(sel, w),

@@ -122,7 +122,11 @@ fn gpu_utilisation_uses_its_own_selector() {
 #[test]
 fn empty_selector_with_extra_matcher() {
     assert_eq!(
-        status_ratio(&["rejected"], &Selector::new(), Window::seconds(30)),
+        status_ratio(
+            &[RequestStatus::Rejected],
+            &Selector::new(),
+            Window::seconds(30)
+        ),
         r#"sum(rate(llm_requests_total{status=~"rejected"}[30s])) / sum(rate(llm_requests_total[30s]))"#
     );
 }

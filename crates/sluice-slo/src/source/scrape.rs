@@ -8,7 +8,7 @@
 //! or unparsable target makes the whole snapshot Unknown: a partial sum would under-report the
 //! load and could scale the service down.
 
-use sluice_contract::metrics as names;
+use sluice_contract::metrics::{self as names, RequestStatus};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use futures::future::join_all;
 use super::MetricsSource;
 use super::exposition::{ExpositionSample, parse_exposition};
 use super::quantile::bucket_quantile;
-use crate::promql::{ERROR_STATUSES, Window};
+use crate::promql::Window;
 use crate::sli::{MemorySli, Sli, SliValue, UnixSeconds};
 
 type Labels = BTreeMap<String, String>;
@@ -162,11 +162,11 @@ impl Window2<'_> {
         }
     }
 
-    fn status_ratio(&self, statuses: &[&str]) -> SliValue {
+    fn status_ratio(&self, statuses: &[RequestStatus]) -> SliValue {
         let total = counter_delta(self.prev, self.cur, names::REQUESTS_TOTAL, &all);
         let matching = counter_delta(self.prev, self.cur, names::REQUESTS_TOTAL, &|l: &Labels| {
-            l.get("status")
-                .is_some_and(|s| statuses.contains(&s.as_str()))
+            l.get(names::STATUS_LABEL)
+                .is_some_and(|s| statuses.iter().any(|st| st.as_str() == s))
         });
         match total {
             None => SliValue::unknown("llm_requests_total not exported"),
@@ -190,13 +190,13 @@ fn memory(cur: &Scrape) -> Vec<MemorySli> {
     for page in cur.pages.values() {
         let mut cap_here: HashMap<&str, f64> = HashMap::new();
         for (l, v) in page.with_name(names::MEMORY_CAPACITY_MEGABYTES) {
-            if let Some(t) = l.get("memory_type") {
+            if let Some(t) = l.get(names::MEMORY_TYPE_LABEL) {
                 *capacity.entry(t.clone()).or_default() += v;
                 *cap_here.entry(t.as_str()).or_default() += v;
             }
         }
         for (l, v) in page.with_name(names::MEMORY_USAGE_MEGABYTES) {
-            if let Some(t) = l.get("memory_type") {
+            if let Some(t) = l.get(names::MEMORY_TYPE_LABEL) {
                 *usage.entry(t.clone()).or_default() += v;
                 if let Some(c) = cap_here.get(t.as_str()).filter(|c| **c > 0.0) {
                     let r = ratio.entry(t.clone()).or_insert(f64::MIN);
@@ -282,9 +282,9 @@ pub fn compute_sli(prev: Option<&Scrape>, cur: &Scrape, window_seconds: u64, ttf
     sli.ttft_p95_seconds = w.quantile(ttft_q, names::TTFT_SECONDS);
     sli.tpot_seconds = w.mean(names::TPOT_SECONDS);
     sli.request_rate_per_second = w.rate(names::REQUESTS_TOTAL);
-    sli.error_ratio = w.status_ratio(ERROR_STATUSES);
-    sli.internal_error_ratio = w.status_ratio(&["error"]);
-    sli.rejection_ratio = w.status_ratio(&["rejected"]);
+    sli.error_ratio = w.status_ratio(&RequestStatus::ERRORS);
+    sli.internal_error_ratio = w.status_ratio(&[RequestStatus::Error]);
+    sli.rejection_ratio = w.status_ratio(&[RequestStatus::Rejected]);
     sli.tokens_per_second = w.rate(names::GENERATED_TOKENS_TOTAL);
     sli.queue_wait_seconds = w.mean(names::QUEUE_WAIT_SECONDS);
     sli.service_time_seconds = match (

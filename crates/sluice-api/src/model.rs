@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// A model compiled into the server. `tiny` is a small random-weight Llama-style model that
-    /// runs on any CPU; use it to try Sluice out.
+    /// runs on any CPU; use it to try Sluice out. `tinyllama` has TinyLlama-1.1B's shape (random
+    /// weights, about 4.4 GB in f32) for load tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<BuiltinModel>,
     /// Weights baked into the server image (set `serving.image` to that image).
@@ -41,13 +42,9 @@ pub struct ModelSpec {
     pub served_name: Option<String>,
 }
 
-/// Models compiled into `sluice-server`.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum BuiltinModel {
-    /// Small random-weight model for demos and tests (CPU friendly).
-    Tiny,
-}
+/// Models compiled into `sluice-server`: the contract's, so the CRD offers exactly what the
+/// server's `--model builtin:NAME` accepts.
+pub use sluice_contract::Builtin as BuiltinModel;
 
 /// Weights stored inside the server image.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -80,8 +77,8 @@ pub struct PvcModel {
 #[serde(rename_all = "camelCase")]
 pub struct HuggingFaceModel {
     /// Repository id, `ORG/NAME`.
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')")
-        .message("model.huggingFace.repoId must look like ORG/NAME"))]
+    #[x_kube(validation = Rule::new(sluice_contract::model::HF_REPO_CEL)
+        .message("model.huggingFace.repoId must look like ORG/NAME (letters, digits, '.', '_', '-'; no '..')"))]
     #[schemars(length(min = 3, max = 200))]
     pub repo_id: String,
     /// Branch, tag or commit to resolve in the cache. Pin a commit for reproducible rollouts.

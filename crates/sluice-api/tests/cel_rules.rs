@@ -223,3 +223,24 @@ fn hugging_face_revisions_are_admitted_exactly_when_the_server_accepts_them() {
         }
     }
 }
+
+/// Regression: the CRD admitted repository ids with `..` that the server refuses.
+#[test]
+fn hugging_face_repo_ids_are_admitted_exactly_when_the_server_accepts_them() {
+    for &(repo, ok) in sluice_contract::model::HF_REPO_SAMPLES {
+        if repo.len() < 3 {
+            continue; // minLength, not the CEL rule, refuses it
+        }
+        let spec = format!(
+            "  model:\n    huggingFace:\n      repoId: {repo:?}\n      cache: {{claimName: hf}}\n"
+        );
+        let admitted = validate(&spec);
+        assert_eq!(admitted.is_ok(), ok, "{repo:?}: {admitted:?}");
+        if !ok {
+            assert!(
+                admitted.unwrap_err().contains("model.huggingFace.repoId"),
+                "{repo:?}"
+            );
+        }
+    }
+}

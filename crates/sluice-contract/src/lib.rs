@@ -15,6 +15,7 @@ pub mod settings;
 pub mod slo;
 
 pub use action::{ACTION_LABELS, Action, StoredActionError};
+pub use model::{Builtin, ModelRef};
 pub use quantization::{Quantization, QuantizationFlag};
 pub use settings::AppliedSettings;
 pub use slo::{

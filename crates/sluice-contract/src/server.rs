@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::{Builtin, ModelRef};
 use crate::quantization::QuantizationFlag;
 
 /// The port the server listens on unless told otherwise.
@@ -46,7 +47,7 @@ pub struct ServerArgs {
         feature = "clap",
         arg(long, env = "SLUICE_MODEL", default_value = "builtin:tiny")
     )]
-    pub model: String,
+    pub model: ModelRef,
     /// Address to listen on.
     #[cfg_attr(
         feature = "clap",
@@ -175,7 +176,7 @@ impl Default for ServerArgs {
     /// The same values as the flags' defaults (a test parses an empty command line to check).
     fn default() -> Self {
         Self {
-            model: "builtin:tiny".into(),
+            model: ModelRef::Builtin(Builtin::Tiny),
             host: "0.0.0.0".into(),
             port: DEFAULT_PORT,
             admin_port: None,
@@ -246,7 +247,7 @@ impl ServerArgs {
         // carries no stale copy of them (and a pod template no value that moves at run time).
         let unless_file = |v: String| settings_file.is_none().then_some(v);
         let flags: [(&str, Option<String>); 22] = [
-            ("model", Some(model.clone())),
+            ("model", Some(model.to_string())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
             ("admin-port", admin_port.map(|p| p.to_string())),
@@ -311,7 +312,7 @@ mod tests {
     #[test]
     fn rendered_arguments_parse_back_to_the_same_settings() {
         let all = ServerArgs {
-            model: "hf:org/name@main".into(),
+            model: "hf:org/name@main".parse().unwrap(),
             host: "127.0.0.1".into(),
             port: 9000,
             admin_port: Some(9001),

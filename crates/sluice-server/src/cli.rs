@@ -144,7 +144,7 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
             "--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1"
         );
     }
-    let source: ModelSource = args.model.parse().map_err(anyhow::Error::msg)?;
+    let source = ModelSource::from(args.model.clone());
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("failed to parse listen address {}:{}", args.host, args.port))?;

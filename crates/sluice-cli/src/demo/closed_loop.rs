@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sluice_contract::server::ServerArgs;
-use sluice_contract::{Action, AppliedSettings, BottleneckClass, Mode, Quantization};
+use sluice_contract::{
+    Action, AppliedSettings, BottleneckClass, Builtin, Mode, ModelRef, Quantization,
+};
 use sluice_slo::{ControlLoop, Knobs, SloSpec, SloTargets, TickReport, Tuning, Window};
 
 use super::fleet::{Backends, LocalFleet, balancer};
@@ -73,7 +75,7 @@ fn demo_tuning() -> Tuning {
 
 fn server(max_concurrent: usize, max_batch: usize, budget_mb: Option<u64>) -> ServerArgs {
     ServerArgs {
-        model: "builtin:tiny".into(),
+        model: ModelRef::Builtin(Builtin::Tiny),
         host: "127.0.0.1".into(),
         // One thread each: two replicas on a 2-core machine are twice the compute.
         threads: Some(1),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sluice_contract::server::ServerArgs;
-use sluice_contract::{AppliedSettings, BottleneckClass, Mode, Quantization};
+use sluice_contract::{AppliedSettings, BottleneckClass, Builtin, Mode, ModelRef, Quantization};
 use sluice_slo::{
     Knobs, MetricsSource, PrometheusSource, ScrapeSource, Selector, Settings, Sli, SloSpec,
     SloTargets, Tuning, Window,
@@ -81,7 +81,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         bin.display()
     );
     let settings = ServerArgs {
-        model: "builtin:tiny".into(),
+        model: ModelRef::Builtin(Builtin::Tiny),
         host: "127.0.0.1".into(),
         port,
         max_concurrent_requests: MAX_CONCURRENT,

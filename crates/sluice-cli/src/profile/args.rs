@@ -23,7 +23,7 @@ pub struct ProfileArgs {
 
     /// Model of the server to start (`builtin:tiny`, a `.gguf`, a checkpoint directory).
     #[arg(long, env = "SLUICE_PROFILE_MODEL", default_value = "builtin:tiny")]
-    pub model: String,
+    pub model: sluice_contract::ModelRef,
 
     /// The sluice-server binary to start (default: next to this one, then PATH).
     #[arg(long, env = "SLUICE_SERVER_BIN")]

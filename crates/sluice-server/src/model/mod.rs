@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
+use sluice_contract::{Builtin, ModelRef};
 use tokenizers::Tokenizer;
 
 use chat::ChatTemplate;
@@ -78,58 +79,51 @@ pub enum ModelSource {
     HfCache { repo: String, revision: String },
 }
 
+impl From<ModelRef> for ModelSource {
+    fn from(r: ModelRef) -> Self {
+        match r {
+            ModelRef::Builtin(Builtin::Tiny) => Self::Builtin(TinyShape::Tiny),
+            ModelRef::Builtin(Builtin::Tinyllama) => Self::Builtin(TinyShape::Tinyllama),
+            ModelRef::Path(path)
+                if path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gguf")) =>
+            {
+                Self::Gguf(path)
+            }
+            ModelRef::Path(path) => Self::Directory(path),
+            ModelRef::HuggingFace { repo, revision } => Self::HfCache { repo, revision },
+        }
+    }
+}
+
 impl FromStr for ModelSource {
     type Err = String;
 
+    /// The contract's grammar ([`ModelRef`]), with a path told apart by its extension.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if let Some(name) = s.strip_prefix("builtin:") {
-            return match name {
-                "tiny" => Ok(Self::Builtin(TinyShape::Tiny)),
-                "tinyllama" => Ok(Self::Builtin(TinyShape::Tinyllama)),
-                other => Err(format!(
-                    "unknown built-in model {other:?} (expected tiny or tinyllama)"
-                )),
-            };
-        }
-        if let Some(spec) = s.strip_prefix("hf:") {
-            let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
-            let valid = repo.split('/').count() == 2
-                && repo.split('/').all(|p| !p.is_empty() && !p.contains(".."))
-                && sluice_contract::model::valid_hf_revision(revision);
-            if !valid {
-                return Err(format!(
-                    "invalid Hugging Face model {spec:?} (expected ORG/NAME[@REVISION])"
-                ));
-            }
-            return Ok(Self::HfCache {
-                repo: repo.into(),
-                revision: revision.into(),
-            });
-        }
-        if s.is_empty() {
-            return Err("model must not be empty".into());
-        }
-        let path = PathBuf::from(s);
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
-            Ok(Self::Gguf(path))
-        } else {
-            Ok(Self::Directory(path))
+        s.parse::<ModelRef>().map(Self::from)
+    }
+}
+
+impl ModelSource {
+    /// The reference in the contract's grammar (what `--model` takes).
+    pub fn to_ref(&self) -> ModelRef {
+        match self {
+            Self::Builtin(TinyShape::Tiny) => ModelRef::Builtin(Builtin::Tiny),
+            Self::Builtin(TinyShape::Tinyllama) => ModelRef::Builtin(Builtin::Tinyllama),
+            Self::Directory(p) | Self::Gguf(p) => ModelRef::Path(p.clone()),
+            Self::HfCache { repo, revision } => ModelRef::HuggingFace {
+                repo: repo.clone(),
+                revision: revision.clone(),
+            },
         }
     }
 }
 
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Builtin(TinyShape::Tiny) => f.write_str("builtin:tiny"),
-            Self::Builtin(TinyShape::Tinyllama) => f.write_str("builtin:tinyllama"),
-            Self::Directory(p) | Self::Gguf(p) => write!(f, "{}", p.display()),
-            Self::HfCache { repo, revision } => write!(f, "hf:{repo}@{revision}"),
-        }
+        self.to_ref().fmt(f)
     }
 }
 

@@ -87,6 +87,13 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Permanent: retrying cannot help until the spec (or the foreign object) changes.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Rejected { .. } | Self::NotOwned { .. })
+    }
+}
+
 /// Writing status failed.
 #[derive(Debug, Error)]
 pub enum StatusError {
@@ -140,12 +147,8 @@ impl ReconcileError {
 
     /// Permanent errors wait for the object to change; retrying cannot fix them.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Self::Invalid(_)
-                | Self::Malformed { .. }
-                | Self::Apply(ApplyError::Rejected { .. } | ApplyError::NotOwned { .. })
-        )
+        matches!(self, Self::Invalid(_) | Self::Malformed { .. })
+            || matches!(self, Self::Apply(e) if e.is_permanent())
     }
 }
 

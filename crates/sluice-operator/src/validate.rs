@@ -3,10 +3,11 @@
 //! objects can predate a rule or live on clusters that do not enforce CEL, and adds the checks a
 //! schema cannot express (the name must fit a Service, quantities must parse).
 
-use sluice_api::{
-    BuiltinModel, InferenceService, ModelFormat, Quantization, RemediationSpec, ServingSpec,
-    SloSpec,
-};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use sluice_api::{BuiltinModel, InferenceService, ModelFormat, Quantization, SloSpec};
 
 use crate::error::ValidationError;
 use sluice_contract::{Knob, Mode};
@@ -38,16 +39,91 @@ pub struct Validated {
     pub model: ModelSource,
     pub format: ModelFormat,
     pub served_name: String,
-    pub serving: ServingSpec,
+    pub serving: Serving,
     pub min_replicas: u32,
     pub max_replicas: u32,
     /// `spec.replicas.count` (checked within the bounds, and only where Sluice does not move
     /// replicas).
     pub replica_count: Option<u32>,
-    pub slo: SloSpec,
-    pub remediation: RemediationSpec,
-    /// Drain timeout in whole seconds, rounded up.
+    pub slo: Objectives,
+    pub remediation: Remediation,
+}
+
+/// `spec.serving`, checked: what the build stage and the SLO loop read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serving {
+    pub quantization: Quantization,
+    /// Not empty, no level twice, and `quantization` is on it.
+    pub quantization_ladder: Vec<Quantization>,
+    pub max_tokens: TokenBounds,
+    /// At least 1.
+    pub max_concurrent_requests: u32,
+    /// At least 1.
+    pub max_batch_size: u32,
+    /// Drain timeout in whole seconds, rounded up; at least 1.
     pub drain_timeout_secs: u64,
+    pub image: Option<String>,
+    pub image_pull_secrets: Vec<String>,
+    /// The Secret key holding the server's inference API key.
+    pub api_key: Option<SecretKey>,
+    pub resources: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub affinity: Option<Affinity>,
+}
+
+/// `spec.serving.maxTokens`: `1 <= floor <= default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBounds {
+    pub default: u32,
+    pub floor: u32,
+}
+
+/// One key of a Secret in the service's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKey {
+    pub name: String,
+    pub key: String,
+}
+
+/// `spec.serving.resources`, with quantities whose syntax was checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    pub gpu: u32,
+    pub cpu: Option<Quantity>,
+    pub memory: Option<Quantity>,
+}
+
+/// `spec.slo`, in the units the SLO engine reads: every duration positive, ratios in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objectives {
+    pub ttft_p95_seconds: f64,
+    pub tpot_seconds: f64,
+    /// `vramMaxPercent / 100`, in (0, 1].
+    pub memory_ratio: f64,
+    /// In [0, 1].
+    pub error_rate_max: f64,
+    /// The SLI window in whole seconds, rounded up; at least 1.
+    pub window_seconds: u64,
+    /// An `http://` or `https://` URL (whether it is allowed is the SLO loop's check).
+    pub prometheus_url: Option<String>,
+}
+
+/// `spec.remediation`, with cooldowns in whole seconds (rounded up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remediation {
+    pub mode: Mode,
+    pub knobs: Vec<Knob>,
+    pub scale_up_cooldown_secs: u64,
+    pub scale_down_cooldown_secs: u64,
+    pub quantization_cooldown_secs: u64,
+    pub max_tokens_cooldown_secs: u64,
+}
+
+/// A duration in whole seconds, rounded up.
+fn ceil_secs(d: kube::core::Duration) -> u64 {
+    let d = std::time::Duration::from(d);
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl Validated {
@@ -222,9 +298,19 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         }
     }
     check_slo(&spec.slo, &invalid)?;
+    let c = &spec.remediation.cooldowns;
+    for (field, d) in [
+        ("spec.remediation.cooldowns.scaleUp", c.scale_up),
+        ("spec.remediation.cooldowns.scaleDown", c.scale_down),
+        ("spec.remediation.cooldowns.quantization", c.quantization),
+        ("spec.remediation.cooldowns.maxTokens", c.max_tokens),
+    ] {
+        if d.is_negative() || d == std::time::Duration::ZERO {
+            return Err(invalid(field, "must be positive".into()));
+        }
+    }
 
-    let drain = std::time::Duration::from(serving.drain_timeout);
-    let drain_timeout_secs = drain.as_secs() + u64::from(drain.subsec_nanos() > 0);
+    let r = &spec.remediation;
     Ok(Validated {
         served_name: spec
             .model
@@ -237,15 +323,58 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         generation: isvc.metadata.generation.unwrap_or(0),
         model,
         format,
-        serving: serving.clone(),
+        serving: Serving {
+            quantization: serving.quantization,
+            quantization_ladder: serving.quantization_ladder.clone(),
+            max_tokens: TokenBounds {
+                default: tokens.default,
+                floor: tokens.floor,
+            },
+            max_concurrent_requests: serving.max_concurrent_requests,
+            max_batch_size: serving.max_batch_size,
+            drain_timeout_secs: ceil_secs(serving.drain_timeout),
+            image: serving.image.clone(),
+            image_pull_secrets: serving.image_pull_secrets.clone(),
+            api_key: serving.api_key_secret_ref.as_ref().map(|s| SecretKey {
+                name: s.name.clone(),
+                key: s.key.clone(),
+            }),
+            resources: Resources {
+                gpu: serving.resources.gpu,
+                cpu: serving.resources.cpu.clone(),
+                memory: serving.resources.memory.clone(),
+            },
+            node_selector: serving.node_selector.clone(),
+            tolerations: serving.tolerations.clone(),
+            affinity: serving.affinity.clone(),
+        },
         // Both checked above: 1 <= min <= max.
         min_replicas: replicas.min.unsigned_abs(),
         max_replicas: replicas.max.unsigned_abs(),
         replica_count: replicas.count.map(i32::unsigned_abs),
-        slo: spec.slo.clone(),
-        remediation: spec.remediation.clone(),
-        drain_timeout_secs,
+        slo: objectives(&spec.slo),
+        remediation: Remediation {
+            mode: r.mode,
+            knobs: r.knobs.clone(),
+            scale_up_cooldown_secs: ceil_secs(c.scale_up),
+            scale_down_cooldown_secs: ceil_secs(c.scale_down),
+            quantization_cooldown_secs: ceil_secs(c.quantization),
+            max_tokens_cooldown_secs: ceil_secs(c.max_tokens),
+        },
     })
+}
+
+/// `spec.slo` (checked by [`check_slo`]) in the engine's units.
+fn objectives(slo: &SloSpec) -> Objectives {
+    let secs = |d: kube::core::Duration| std::time::Duration::from(d).as_secs_f64();
+    Objectives {
+        ttft_p95_seconds: secs(slo.ttft_p95),
+        tpot_seconds: secs(slo.tpot_avg),
+        memory_ratio: f64::from(slo.vram_max_percent) / 100.0,
+        error_rate_max: slo.error_rate_max,
+        window_seconds: ceil_secs(slo.window).max(1),
+        prometheus_url: slo.prometheus_url.clone(),
+    }
 }
 
 fn model_source(
@@ -276,11 +405,10 @@ fn model_source(
         });
     }
     if let Some(hf) = &m.hugging_face {
-        let parts: Vec<&str> = hf.repo_id.split('/').collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        if !sluice_contract::model::valid_hf_repo(&hf.repo_id) {
             return Err(invalid(
                 "spec.model.huggingFace.repoId",
-                "must look like ORG/NAME".into(),
+                "must look like ORG/NAME (letters, digits, '.', '_', '-'; no '..')".into(),
             ));
         }
         // The server's own grammar: a spec that passes here never crash-loops on --model.

@@ -34,7 +34,7 @@ fn cluster() -> &'static Cluster {
 
 #[test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-fn kubectl_accepts_the_examples_and_the_apiserver_rejects_bad_specs() {
+fn cluster_kubectl_accepts_the_examples_and_the_apiserver_rejects_bad_specs() {
     let c = cluster();
     let ns = "examples";
     cluster::namespace(c, ns);
@@ -169,7 +169,7 @@ fn kubectl_accepts_the_examples_and_the_apiserver_rejects_bad_specs() {
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn operator_with_the_charts_rbac_reconciles_rolls_out_and_collects_garbage() {
+async fn cluster_operator_with_the_charts_rbac_reconciles_rolls_out_and_collects_garbage() {
     let _turn = OPERATORS.lock().await;
     let c = cluster();
     let client = admin_client(c).await;
@@ -290,7 +290,7 @@ fn k(c: &Cluster, args: &[&str]) {
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn drift_is_put_back_and_foreign_objects_are_left_alone() {
+async fn cluster_drift_is_put_back_and_foreign_objects_are_left_alone() {
     let _turn = OPERATORS.lock().await;
     let c = cluster();
     let client = admin_client(c).await;

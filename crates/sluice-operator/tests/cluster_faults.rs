@@ -29,7 +29,7 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn the_operator_rides_out_an_apiserver_restart() {
+async fn cluster_the_operator_rides_out_an_apiserver_restart() {
     let _turn = TURN.lock().await;
     let c = Cluster::start();
     let apps = "apps";
@@ -83,7 +83,7 @@ async fn the_operator_rides_out_an_apiserver_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn losing_prometheus_after_a_scale_out_holds_replicas_and_says_why() {
+async fn cluster_losing_prometheus_after_a_scale_out_holds_replicas_and_says_why() {
     let _turn = TURN.lock().await;
     let c = Cluster::start();
     // Every part is bound: a dropped part stops (the server would take the load down with it).

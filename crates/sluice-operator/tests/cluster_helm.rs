@@ -14,7 +14,7 @@ use sluice_testkit::Cluster;
 
 #[test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-fn helm_installs_upgrades_and_uninstalls_with_live_services() {
+fn cluster_helm_installs_upgrades_and_uninstalls_with_live_services() {
     let c = Cluster::start();
     let ns = "sluice-system";
     let chart = cluster::Chart::install(&c, "sluice", ns, &[]);

@@ -125,7 +125,7 @@ async fn holds(deployments: &Api<Deployment>, replicas: i32, why: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn remedies_freeze_never_reset_and_never_restart_pods() {
+async fn cluster_remedies_freeze_never_reset_and_never_restart_pods() {
     let c = Cluster::start();
     let QueueService {
         mut operator,

@@ -64,7 +64,7 @@ async fn settle(c: &Cluster, user: &str, quiet: Duration, limit: Duration) {
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn settled_services_cost_zero_writes() {
+async fn cluster_settled_services_cost_zero_writes() {
     let _turn = OPERATORS.lock().await;
     let c = cluster();
     let client = admin_client(c).await;
@@ -166,7 +166,7 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn only_the_leader_writes_and_a_standby_takes_over() {
+async fn cluster_only_the_leader_writes_and_a_standby_takes_over() {
     let _turn = OPERATORS.lock().await;
     let c = cluster();
     let client = admin_client(c).await;

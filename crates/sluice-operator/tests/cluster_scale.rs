@@ -72,7 +72,7 @@ async fn converged(api: &Api<InferenceService>) -> (usize, usize) {
 
 #[tokio::test]
 #[ignore = "cluster tier: needs the control plane from scripts/build-control-plane.sh"]
-async fn a_thousand_services_converge() {
+async fn cluster_a_thousand_services_converge() {
     let n = services();
     let c = Cluster::start();
     let prometheus = Prometheus::start(&[]);

@@ -36,6 +36,8 @@ const TASKS: &[(&str, &str, &[&[&str]])] = &[
         "the pure, in-memory and local-process tiers (no installs needed)",
         &[&["cargo", "test", "--workspace", "--locked"]],
     ),
+    // Cluster-tier tests are named `cluster_*` (CONTRIBUTING.md), so `--skip cluster` leaves
+    // them to `e2e`: libtest filters by name, not by the ignore reason.
     (
         "test-live",
         "the live tier (a real Prometheus) and the data tier (the shared Azure trace)",

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::settings::{SETTINGS_MOUNT, settings_name, settings_path};
 use super::{BuildOptions, Monitoring, child_meta, labels, selector_labels};
 use crate::validate::{ModelSource, Validated};
+use sluice_contract::ModelRef;
 use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 /// Container port of `sluice-server` (named `http`).
@@ -38,22 +39,19 @@ const GRACE_SLACK_SECS: i64 = 15;
 /// GPU resource name of the NVIDIA device plugin.
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
-/// The server's `--model` value for a validated source.
-pub fn model_arg(model: &ModelSource) -> String {
+/// The server's `--model` value for a validated source, in the contract's grammar.
+pub fn model_arg(model: &ModelSource) -> ModelRef {
     match model {
-        ModelSource::Builtin(b) => format!(
-            "builtin:{}",
-            serde_json::to_value(b)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "tiny".to_owned())
-        ),
-        ModelSource::ImagePath(p) => p.clone(),
-        ModelSource::Pvc { path, .. } if path.is_empty() => MODEL_MOUNT.to_owned(),
-        ModelSource::Pvc { path, .. } => format!("{MODEL_MOUNT}/{path}"),
+        ModelSource::Builtin(b) => ModelRef::Builtin(*b),
+        ModelSource::ImagePath(p) => ModelRef::Path(p.into()),
+        ModelSource::Pvc { path, .. } if path.is_empty() => ModelRef::Path(MODEL_MOUNT.into()),
+        ModelSource::Pvc { path, .. } => ModelRef::Path(format!("{MODEL_MOUNT}/{path}").into()),
         ModelSource::HuggingFace {
             repo_id, revision, ..
-        } => format!("hf:{repo_id}@{revision}"),
+        } => ModelRef::HuggingFace {
+            repo: repo_id.clone(),
+            revision: revision.clone(),
+        },
     }
 }
 
@@ -75,7 +73,7 @@ pub fn server_settings(v: &Validated) -> ServerArgs {
         settings_file: Some(settings_path().into()),
         max_concurrent_requests: v.serving.max_concurrent_requests as usize,
         max_batch_size: v.serving.max_batch_size as usize,
-        drain_timeout: Duration::from_secs(v.drain_timeout_secs),
+        drain_timeout: Duration::from_secs(v.serving.drain_timeout_secs),
         served_model_name: Some(v.served_name.clone()),
         device: if v.serving.resources.gpu > 0 {
             DeviceKind::Cuda
@@ -104,7 +102,7 @@ fn env(v: &Validated) -> Vec<EnvVar> {
             ..EnvVar::default()
         });
     }
-    if let Some(secret) = &v.serving.api_key_secret_ref {
+    if let Some(secret) = &v.serving.api_key {
         env.push(EnvVar {
             name: "SLUICE_API_KEY".into(),
             value_from: Some(EnvVarSource {
@@ -308,7 +306,8 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         // SIGTERM → the server keeps serving (not ready) for the drain delay, then drains for
         // up to the drain timeout; the kubelet must not kill it before both are over.
         termination_grace_period_seconds: Some(
-            i64::try_from(server.drain_delay.as_secs() + v.drain_timeout_secs).unwrap_or(3600)
+            i64::try_from(server.drain_delay.as_secs() + v.serving.drain_timeout_secs)
+                .unwrap_or(3600)
                 + GRACE_SLACK_SECS,
         ),
         security_context: Some(PodSecurityContext {

@@ -12,7 +12,7 @@ use super::observe::{Apis, Observed};
 use super::replicas;
 use crate::apply::{self, Applied};
 use crate::build;
-use crate::error::ReconcileError;
+use crate::error::ApplyError;
 use crate::metrics::Metrics;
 use crate::validate::Validated;
 
@@ -41,7 +41,7 @@ impl Writer<'_> {
         desired: &K,
         live: Option<K>,
         cached: bool,
-    ) -> Result<Applied<K>, ReconcileError>
+    ) -> Result<Applied<K>, ApplyError>
     where
         K: Resource + Serialize + DeserializeOwned + Clone + Debug,
     {
@@ -67,7 +67,7 @@ pub async fn apply_children(
     children: build::Children,
     observed: Observed,
     metrics: &Metrics,
-) -> Result<AppliedChildren, ReconcileError> {
+) -> Result<AppliedChildren, ApplyError> {
     let mut w = Writer {
         uid: &v.uid,
         name: &v.name,

@@ -8,7 +8,6 @@ use sluice_api::InferenceServiceStatus;
 use sluice_contract::AppliedSettings;
 
 use super::observe::Observed;
-use crate::effective;
 use crate::slo::tick::{self, Tick};
 use crate::validate::Validated;
 
@@ -31,22 +30,16 @@ impl Decided {
     }
 }
 
-/// The settings in force before this reconcile decides anything: what the children say runs,
-/// within the spec's current bounds (status is never read for it).
-pub fn current(v: &Validated, observed: &Observed) -> AppliedSettings {
-    effective::derive(v, &observed.running())
-}
-
 /// Decides the desired state. The planner works inside the spec's bounds (its knobs are mapped
-/// from them), so its choice needs no second clamp.
+/// from them), so its choice needs no second clamp. It starts from `observed.current`.
 pub fn decide(
     v: &Validated,
-    current: AppliedSettings,
     observed: &Observed,
     old: Option<&InferenceServiceStatus>,
     interval: Duration,
     now: f64,
 ) -> Decided {
+    let current = observed.current;
     let tick = tick::decide(
         interval,
         v,

@@ -28,7 +28,7 @@ use tracing::warn;
 
 use crate::build::{self, BuildOptions};
 use crate::error::ReconcileError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::slo::SloLoop;
 use crate::status::{self, Rollout};
 use crate::validate;
@@ -115,11 +115,17 @@ pub async fn reconcile(
         .observe(started.elapsed().as_secs_f64());
     match &result {
         Ok(_) => {
-            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            ctx.metrics
+                .reconciles
+                .with_label_values(&[Outcome::Success.as_str()])
+                .inc();
             ctx.failures().remove(&ObjectRef::from_obj(obj.as_ref()));
         }
         Err(e) => {
-            ctx.metrics.reconciles.with_label_values(&["error"]).inc();
+            ctx.metrics
+                .reconciles
+                .with_label_values(&[Outcome::Error.as_str()])
+                .inc();
             ctx.metrics.errors.with_label_values(&[e.category()]).inc();
         }
     }
@@ -226,16 +232,15 @@ async fn reconcile_service(
         now_s,
     )
     .await?;
-    let current = decide::current(&valid, &observed);
-    let decided = decide::decide(&valid, current, &observed, old, ctx.slo.interval, now_s);
+    let decided = decide::decide(&valid, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await
     {
         Ok(a) => a,
         Err(err) if err.is_permanent() => {
-            return Err(fail(isvc, &apis, ctx, err, "Apply", &now).await);
+            return Err(fail(isvc, &apis, ctx, err.into(), "Apply", &now).await);
         }
-        Err(err) => return Err(err),
+        Err(err) => return Err(err.into()),
     };
     let rollout = Rollout::of(&applied.deployment);
     let generation = isvc.metadata.generation.unwrap_or(0);

@@ -9,6 +9,7 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use sluice_api::InferenceService;
+use sluice_contract::AppliedSettings;
 
 use crate::build::{self, BuildOptions, Monitoring, service_monitor_resource};
 use crate::effective::{self, Running};
@@ -59,6 +60,10 @@ pub struct Observed {
     pub network_policy: Option<NetworkPolicy>,
     /// The Deployment's rollout, when it exists.
     pub rollout: Option<Rollout>,
+    /// The settings in force before this reconcile decides anything: what the children say
+    /// runs, within the spec's current bounds (status is never read for it). Derived once, here:
+    /// it sizes the SLI history below and is where the decide stage starts.
+    pub current: AppliedSettings,
     /// What the SLO loop read.
     pub slo: Observation,
 }
@@ -104,17 +109,13 @@ impl Apis {
     }
 }
 
-impl Observed {
-    /// What runs now, as the children say (never status): see [`effective::derive`].
-    pub fn running(&self) -> Running {
-        Running {
-            replicas: self
-                .deployment
-                .as_ref()
-                .and_then(|d| d.spec.replicas)
-                .map(i32::unsigned_abs),
-            settings: self.settings.as_ref().and_then(build::recorded),
-        }
+/// What runs now, as the children say (never status): see [`effective::derive`].
+fn running(deployment: Option<&Deployment>, settings: Option<&ConfigMap>) -> Running {
+    Running {
+        replicas: deployment
+            .and_then(|d| d.spec.replicas)
+            .map(i32::unsigned_abs),
+        settings: settings.and_then(build::recorded),
     }
 }
 
@@ -148,29 +149,31 @@ pub async fn observe(
             get_opt(&apis.pdb, "PodDisruptionBudget", ns, name).await?,
         ),
     };
-    let mut observed = Observed {
+    let service_monitor = if want_monitor {
+        get_opt(&apis.service_monitor, "ServiceMonitor", ns, name).await?
+    } else {
+        None
+    };
+    let network_policy = match (
+        want_network_policy,
+        cache.and_then(|c| c.network_policies.as_ref()),
+    ) {
+        (false, _) => None,
+        (true, Some(store)) => cached(store, ns, name),
+        (true, None) => get_opt(&apis.network_policy, "NetworkPolicy", ns, name).await?,
+    };
+    let current = effective::derive(v, &running(deployment.as_ref(), settings.as_ref()));
+    let slo = tick::observe(slo, v, &current, now).await;
+    Ok(Observed {
         from_cache: cache.is_some(),
         settings,
         rollout: deployment.as_ref().map(Rollout::of),
         deployment,
         service,
         pdb,
-        service_monitor: if want_monitor {
-            get_opt(&apis.service_monitor, "ServiceMonitor", ns, name).await?
-        } else {
-            None
-        },
-        network_policy: match (
-            want_network_policy,
-            cache.and_then(|c| c.network_policies.as_ref()),
-        ) {
-            (false, _) => None,
-            (true, Some(store)) => cached(store, ns, name),
-            (true, None) => get_opt(&apis.network_policy, "NetworkPolicy", ns, name).await?,
-        },
-        slo: Observation::Off,
-    };
-    let eff = effective::derive(v, &observed.running());
-    observed.slo = tick::observe(slo, v, &eff, now).await;
-    Ok(observed)
+        service_monitor,
+        network_policy,
+        current,
+        slo,
+    })
 }

@@ -175,7 +175,7 @@ pub async fn push_settings(
             return report;
         }
     };
-    let key = match &v.serving.api_key_secret_ref {
+    let key = match &v.serving.api_key {
         None => None,
         Some(r) => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);

@@ -9,17 +9,9 @@ use sluice_slo::{Knobs, Selector, Settings, SloSpec, SloTargets, Tuning, Window}
 use crate::status::Rollout;
 use crate::validate::Validated;
 
-fn secs(d: kube::core::Duration) -> f64 {
-    std::time::Duration::from(d).as_secs_f64()
-}
-
-fn whole_secs(d: kube::core::Duration) -> u64 {
-    secs(d).ceil() as u64
-}
-
 /// The SLI window (`spec.slo.window`, at least 1 s).
 pub fn window(v: &Validated) -> Window {
-    Window::seconds(whole_secs(v.slo.window).max(1))
+    Window::seconds(v.slo.window_seconds)
 }
 
 /// Maps the validated spec and the settings in effect to the engine's spec. Pure.
@@ -47,23 +39,23 @@ pub fn slo_spec(v: &Validated, eff: &AppliedSettings) -> SloSpec {
     } else {
         (eff.max_tokens, eff.max_tokens)
     };
-    let c = &v.remediation.cooldowns;
+    let r = &v.remediation;
     let tuning = Tuning {
-        scale_out_cooldown_seconds: whole_secs(c.scale_up),
-        scale_in_cooldown_seconds: whole_secs(c.scale_down),
-        quantization_cooldown_seconds: whole_secs(c.quantization),
-        max_tokens_cooldown_seconds: whole_secs(c.max_tokens),
+        scale_out_cooldown_seconds: r.scale_up_cooldown_secs,
+        scale_in_cooldown_seconds: r.scale_down_cooldown_secs,
+        quantization_cooldown_seconds: r.quantization_cooldown_secs,
+        max_tokens_cooldown_seconds: r.max_tokens_cooldown_secs,
         ..Tuning::default()
     };
     SloSpec {
         mode: v.remediation.mode,
         targets: SloTargets {
-            ttft_p95_seconds: Some(secs(v.slo.ttft_p95)),
-            tpot_seconds: Some(secs(v.slo.tpot_avg)),
+            ttft_p95_seconds: Some(v.slo.ttft_p95_seconds),
+            tpot_seconds: Some(v.slo.tpot_seconds),
             // The CRD allows 0 ("no errors at all"); the engine needs a positive ratio, and
             // one in a billion is the same objective for any real request count.
             error_ratio: Some(v.slo.error_rate_max.max(1e-9)),
-            memory_ratio: f64::from(v.slo.vram_max_percent) / 100.0,
+            memory_ratio: v.slo.memory_ratio,
         },
         knobs: Knobs {
             min_replicas,

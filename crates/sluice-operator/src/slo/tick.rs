@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::evaluate::{due_in, evaluate, history_seconds, is_due};
 use super::{SloLoop, actuate, mapping};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::status::Rollout;
 use crate::validate::Validated;
 use sluice_slo::Sli;
@@ -270,11 +270,11 @@ pub async fn act(
     let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings).await;
     metrics
         .settings_pushes
-        .with_label_values(&["success"])
+        .with_label_values(&[Outcome::Success.as_str()])
         .inc_by(report.updated.len() as u64);
     metrics
         .settings_pushes
-        .with_label_values(&["error"])
+        .with_label_values(&[Outcome::Error.as_str()])
         .inc_by(report.failed.len() as u64);
     let note = format!(
         "maxTokens {}, quantization {}: {}",

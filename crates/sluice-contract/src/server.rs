@@ -8,6 +8,11 @@ use std::time::Duration;
 use crate::model::{Builtin, ModelRef};
 use crate::quantization::QuantizationFlag;
 
+/// Environment variable of the inference API key (`--api-key`).
+pub const API_KEY_ENV: &str = "SLUICE_API_KEY";
+/// Environment variable of the admin key (`--admin-key`).
+pub const ADMIN_KEY_ENV: &str = "SLUICE_ADMIN_KEY";
+
 /// The port the server listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8000;
 
@@ -91,9 +96,18 @@ pub struct ServerArgs {
     /// Bearer token required on every endpoint except /health, /ready and /metrics.
     #[cfg_attr(
         feature = "clap",
-        arg(long, env = "SLUICE_API_KEY", hide_env_values = true)
+        arg(long, env = API_KEY_ENV, hide_env_values = true)
     )]
     pub api_key: Option<String>,
+    /// Bearer token the admin API (`/admin/*`, `/model/*`) requires instead of the API key, so
+    /// an inference client can never change limits or models. The operator gives every service
+    /// its own, in [`ADMIN_KEY_ENV`]. Unset: the admin API takes the API
+    /// key.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)
+    )]
+    pub admin_key: Option<String>,
     /// Requests admitted at once (queued + running); more get 429 (changeable at run time).
     #[cfg_attr(
         feature = "clap",
@@ -185,6 +199,7 @@ impl Default for ServerArgs {
             max_tokens: 256,
             settings_file: None,
             api_key: None,
+            admin_key: None,
             max_concurrent_requests: 64,
             max_batch_size: 16,
             memory_budget_mb: None,
@@ -215,8 +230,8 @@ fn duration(d: Duration) -> String {
 impl ServerArgs {
     /// The command line that makes the server run with exactly these settings: every flag, in
     /// declaration order, so a pod spec never depends on the defaults of whichever server
-    /// version it runs. Options are rendered when set; the API key never is (it travels in
-    /// `SLUICE_API_KEY`, out of process listings).
+    /// version it runs. Options are rendered when set; the keys never are (they travel in
+    /// `SLUICE_API_KEY` and `SLUICE_ADMIN_KEY`, out of process listings).
     pub fn to_args(&self) -> Vec<String> {
         let ServerArgs {
             model,
@@ -228,6 +243,7 @@ impl ServerArgs {
             max_tokens,
             settings_file,
             api_key: _,
+            admin_key: _,
             max_concurrent_requests,
             max_batch_size,
             memory_budget_mb,
@@ -321,6 +337,7 @@ mod tests {
             max_tokens: 77,
             settings_file: None,
             api_key: None,
+            admin_key: None,
             max_concurrent_requests: 5,
             max_batch_size: 2,
             memory_budget_mb: Some(2048),

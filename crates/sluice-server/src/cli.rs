@@ -176,6 +176,7 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         engine,
         HttpConfig {
             api_key: args.api_key.filter(|k| !k.is_empty()),
+            admin_key: args.admin_key.filter(|k| !k.is_empty()),
             request_timeout: args.request_timeout,
             body_read_timeout: args.body_read_timeout,
             device,

@@ -19,6 +19,7 @@ pub struct Opts {
     pub max_concurrent: usize,
     pub max_batch: usize,
     pub api_key: Option<String>,
+    pub admin_key: Option<String>,
     pub budget: u64,
     pub timeout: Duration,
     pub source: ModelSource,
@@ -31,6 +32,7 @@ impl Default for Opts {
             max_concurrent: 64,
             max_batch: 16,
             api_key: None,
+            admin_key: None,
             budget: 1 << 34,
             timeout: Duration::from_secs(60),
             source: ModelSource::Builtin(TinyShape::Tiny),
@@ -65,6 +67,7 @@ pub async fn start(opts: Opts) -> Server {
         engine,
         HttpConfig {
             api_key: opts.api_key,
+            admin_key: opts.admin_key,
             request_timeout: opts.timeout,
             body_read_timeout: Duration::from_secs(30),
             device: candle_core::Device::Cpu,

@@ -387,6 +387,53 @@ async fn bad_input_gets_the_right_status_and_the_server_keeps_serving() {
     );
 }
 
+/// Regression (hardening): inference and admin shared one key, so any inference client could
+/// raise the concurrency cap or unload the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_key_keeps_inference_keys_out_of_the_admin_api() {
+    let s = start(Opts {
+        api_key: Some("inference".into()),
+        admin_key: Some("admin".into()),
+        ..Opts::default()
+    })
+    .await;
+    let limits = format!("{}{}", s.url, sluice_contract::admin::LIMITS_PATH);
+    let put = |key: &'static str| {
+        client()
+            .put(&limits)
+            .bearer_auth(key)
+            .json(&sluice_contract::admin::Limits {
+                max_concurrent_requests: Some(1000),
+                ..Default::default()
+            })
+            .send()
+    };
+    assert_eq!(put("inference").await.unwrap().status(), 401);
+    let unload = client()
+        .post(format!(
+            "{}{}",
+            s.url,
+            sluice_contract::admin::MODEL_UNLOAD_PATH
+        ))
+        .bearer_auth("inference")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unload.status(), 401);
+    assert_eq!(put("admin").await.unwrap().status(), 200);
+    let body = json!({"prompt": "x", "max_tokens": 2});
+    let generate = |key: &'static str| {
+        client()
+            .post(format!("{}/generate", s.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    // The admin key is not an inference key either: each credential opens one API.
+    assert_eq!(generate("admin").await.unwrap().status(), 401);
+    assert_eq!(generate("inference").await.unwrap().status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_key_protects_everything_but_probes_and_metrics() {
     let s = start(Opts {

@@ -203,6 +203,10 @@ pub struct Outcome {
     pub breach: Option<(f64, BottleneckClass)>,
     /// Changes made, with when.
     pub actions: Vec<(f64, Action)>,
+    /// The class the loop named when it made its first change: what the scenario is judged
+    /// on, since the first breach may be named differently while the pressure builds (a slow
+    /// machine can queue before the memory fills).
+    pub acted_on: Option<BottleneckClass>,
     /// When the objectives were met again after the first change.
     pub recovered_at: Option<f64>,
     /// The last hold's reason while in breach (why nothing more was done).
@@ -292,6 +296,7 @@ async fn drive(fleet: &mut LocalFleet, sc: &Scenario, url: &str) -> anyhow::Resu
         name: sc.name,
         breach: None,
         actions: Vec::new(),
+        acted_on: None,
         recovered_at: None,
         last_hold: None,
     };
@@ -344,6 +349,9 @@ async fn drive(fleet: &mut LocalFleet, sc: &Scenario, url: &str) -> anyhow::Resu
                 }
             }
             if r.plan.act {
+                if out.actions.is_empty() {
+                    out.acted_on = Some(r.plan.classification.class);
+                }
                 out.actions.push((t, r.plan.action.clone()));
                 println!("         action: {}", r.plan.reason);
             } else if breach {
@@ -368,7 +376,7 @@ pub fn check(o: &Outcome) -> Result<(), String> {
         .actions
         .iter()
         .any(|(_, a)| matches!(a, Action::ScaleReplicas { from, to } if to > from));
-    let class = o.breach.map(|b| b.1);
+    let class = o.acted_on.or(o.breach.map(|b| b.1));
     match o.name {
         "queue" if class != Some(BottleneckClass::QueueBound) || !scaled => {
             return Err(format!(

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 pub use limits::{Limits, LimitsUpdate};
 pub use runner::{LlamaRunner, StepModel};
+/// Stop-sequence matching, public for the fuzz targets (`fuzz/`).
+pub use sequence::{find_stop, held_back};
 
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;

@@ -106,7 +106,7 @@ impl Sequence {
 
 /// Byte offset of the earliest stop sequence that ends after `from` (earlier text was already
 /// sent, so a match must involve new text).
-fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
+pub fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
     stops
         .iter()
         .filter(|s| !s.is_empty())
@@ -123,7 +123,7 @@ fn find_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
 /// Only prefixes that end on a character boundary of the stop sequence are candidates: the text
 /// is always whole characters, and slicing a stop sequence inside a multi-byte character would
 /// panic.
-fn held_back(text: &str, stops: &[String]) -> usize {
+pub fn held_back(text: &str, stops: &[String]) -> usize {
     stops
         .iter()
         .flat_map(|s| {

@@ -33,7 +33,10 @@ pub const BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
 /// Settings the handlers need besides the engine.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// Bearer token of the inference routes (and of the admin routes without `admin_key`).
     pub api_key: Option<String>,
+    /// Bearer token of the admin routes; when set, the API key does not open them.
+    pub admin_key: Option<String>,
     pub request_timeout: Duration,
     /// A request body must arrive within this time (408 otherwise).
     pub body_read_timeout: Duration,
@@ -124,7 +127,7 @@ fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
         )
         .route(paths::MODEL_LOAD_PATH, post(admin::load_model))
         .route(paths::MODEL_UNLOAD_PATH, post(admin::unload_model))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     (inference, admin)
 }
 
@@ -140,9 +143,25 @@ fn finish(routes: Router<AppState>, state: &AppState) -> Router {
         .with_state(state.clone())
 }
 
-/// Bearer-token check with a constant-time comparison; open when no key is configured.
+/// Bearer-token check of the inference routes; open when no API key is configured.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.config.api_key {
+    check_bearer(state.config.api_key.as_deref(), req, next).await
+}
+
+/// Bearer-token check of the admin routes: the admin key when one is set (an inference key
+/// then opens nothing here), else the API key.
+async fn admin_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let key = state
+        .config
+        .admin_key
+        .as_deref()
+        .or(state.config.api_key.as_deref());
+    check_bearer(key, req, next).await
+}
+
+/// Compares the presented bearer token with `key` in constant time; open when `key` is None.
+async fn check_bearer(key: Option<&str>, req: Request, next: Next) -> Response {
+    if let Some(key) = key {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)

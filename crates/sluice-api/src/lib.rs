@@ -14,8 +14,8 @@ pub use model::{
 };
 pub use remediation::{Cooldowns, RemediationSpec};
 pub use spec::{
-    InferenceService, InferenceServiceSpec, MaxTokensSpec, ReplicaBounds, ResourcesSpec,
-    SecretKeyRef, ServingSpec, SloSpec,
+    API_KEY_SECRET_CEL, API_KEY_SECRET_PREFIX, ApiKeySecretRef, InferenceService,
+    InferenceServiceSpec, MaxTokensSpec, ReplicaBounds, ResourcesSpec, ServingSpec, SloSpec,
 };
 pub use status::{
     Bottleneck, Decision, InferenceServiceStatus, ObjectiveStatus, SliSnapshot, SloStatus,

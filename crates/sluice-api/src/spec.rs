@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use sluice_contract::Quantization;
@@ -152,8 +151,10 @@ pub struct ServingSpec {
     #[schemars(length(max = 16))]
     pub image_pull_secrets: Vec<String>,
     /// Secret key holding the API key clients must present; unset means no authentication.
+    /// The Secret's name must start with `sluice-api-key-`: a CR can reference only Secrets
+    /// the namespace's owners named for this purpose, never an arbitrary one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_secret_ref: Option<SecretKeyRef>,
+    pub api_key_secret_ref: Option<ApiKeySecretRef>,
     /// Compute resources of each server pod.
     #[serde(default)]
     pub resources: ResourcesSpec,
@@ -241,12 +242,19 @@ fn default_max_tokens_floor() -> u32 {
     64
 }
 
-/// A key of a Secret in the same namespace.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// Prefix every Secret named by `spec.serving.apiKeySecretRef` carries.
+pub const API_KEY_SECRET_PREFIX: &str = "sluice-api-key-";
+/// The CEL form of the prefix rule (a test keeps the two equal).
+pub const API_KEY_SECRET_CEL: &str = "self.startsWith('sluice-api-key-') && self.size() > 15";
+
+/// A key of a Secret in the same namespace, named for Sluice's use ([`API_KEY_SECRET_PREFIX`]).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
+pub struct ApiKeySecretRef {
+    /// Secret name; starts with `sluice-api-key-`.
+    #[x_kube(validation = Rule::new(API_KEY_SECRET_CEL)
+        .message("serving.apiKeySecretRef.name must start with 'sluice-api-key-': only Secrets named for Sluice may be referenced"))]
+    #[schemars(length(min = 16, max = 253))]
     pub name: String,
     /// Key inside the Secret.
     #[schemars(length(min = 1, max = 253))]

@@ -244,3 +244,32 @@ fn hugging_face_repo_ids_are_admitted_exactly_when_the_server_accepts_them() {
         }
     }
 }
+
+/// Regression (hardening): `apiKeySecretRef` could name any Secret in the namespace, so whoever
+/// may create an InferenceService chose which Secret its pods receive. Only Secrets named for
+/// Sluice are admitted now.
+#[test]
+fn api_key_secrets_must_carry_the_sluice_prefix() {
+    let with = |name: &str| {
+        format!("{TINY}  serving:\n    apiKeySecretRef: {{name: {name}, key: token}}\n")
+    };
+    validate(&with("sluice-api-key-chat")).unwrap();
+    for name in [
+        "db-password",
+        "sluice-api-key-",
+        "x-sluice-api-key-chat",
+        "sluice-api-keychat",
+    ] {
+        assert!(validate(&with(name)).is_err(), "{name} must be refused");
+    }
+    assert_rejected(&with("db-password"), "must start with 'sluice-api-key-'");
+    assert_eq!(
+        sluice_api::API_KEY_SECRET_CEL,
+        format!(
+            "self.startsWith('{0}') && self.size() > {1}",
+            sluice_api::API_KEY_SECRET_PREFIX,
+            sluice_api::API_KEY_SECRET_PREFIX.len()
+        ),
+        "the CEL rule and the operator's check use one prefix"
+    );
+}

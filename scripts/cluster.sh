@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, for the cluster tests and for trying the operator
-# by hand: etcd, kube-apiserver (RBAC, service-account token signing, an audit log),
+# by hand: etcd, kube-apiserver (RBAC, OwnerReferencesPermissionEnforcement as OpenShift runs it,
+# service-account token signing, an audit log),
 # kube-controller-manager, kube-scheduler, and kwok with fake nodes (two of them with
 # nvidia.com/gpu capacity) whose pods become Ready without containers.
 #
@@ -156,6 +157,7 @@ EOF
     --cert-dir $dir/pki --tls-cert-file $dir/pki/apiserver.crt \
     --tls-private-key-file $dir/pki/apiserver.key --client-ca-file $dir/pki/ca.crt \
     --token-auth-file $dir/tokens.csv --authorization-mode Node,RBAC \
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file $dir/pki/sa.pub \
     --service-account-signing-key-file $dir/pki/sa.key \

@@ -45,3 +45,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sluice.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* Secret holding the admin key seed: the one adminKeys.existingSecret names, or the chart's. */}}
+{{- define "sluice.adminKeySeedSecret" -}}
+{{- default (printf "%s-admin-key-seed" (include "sluice.fullname" .)) .Values.adminKeys.existingSecret }}
+{{- end }}

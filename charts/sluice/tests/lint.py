@@ -48,7 +48,8 @@ VARIANTS = [
             ('  prometheusUrl: ""', "  prometheusUrl: http://prometheus-operated.monitoring:9090"),
             ("  interval: 15s", "  interval: 1m"),
             ("  allowedPrometheusUrls: []", "  allowedPrometheusUrls:\n    - http://prometheus.team-a:9090\n    - https://thanos.example"),
-            ("  readApiKeySecrets: true", "  readApiKeySecrets: false"),
+            ('  existingSecret: ""', "  existingSecret: sluice-admin-seed"),
+            ("  inferenceFromNamespaces: []", "  inferenceFromNamespaces: [apps, monitoring]"),
         ],
     ),
     (
@@ -58,6 +59,8 @@ VARIANTS = [
             ('  name: ""\n  # -- Annotations', "  name: sluice-preexisting\n  # -- Annotations"),
             ("rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: true",
              "rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: false"),
+            ("  # cannot push settings to servers that have one (the settings ConfigMap still applies them).\n  enabled: true",
+             "  # cannot push settings to servers that have one (the settings ConfigMap still applies them).\n  enabled: false"),
         ],
     ),
 ]
@@ -121,6 +124,11 @@ def static_checks() -> list[str]:
     rbac = (CHART / "templates" / "rbac.yaml").read_text()
     if not re.search(r'resources: \["inferenceservices/finalizers"\]\s*\n\s*verbs: \["update"\]', rbac):
         problems.append("rbac.yaml: no update on inferenceservices/finalizers (needed for blockOwnerDeletion)")
+    # The operator reads no Secret (hardening): it only creates each service's admin-key Secret.
+    for verbs in re.findall(r'resources: \["secrets"\]\s*\n\s*verbs: \[([^\]]*)\]', rbac):
+        extra = {v.strip().strip('"') for v in verbs.split(",")} - {"create"}
+        if extra:
+            problems.append(f"rbac.yaml: Secrets need only create, not {sorted(extra)}")
     for template in (CHART / "templates").glob("*.yaml"):
         for number, line in enumerate(template.read_text().splitlines(), 1):
             if re.search(r"""["']\*["']|^\s*-\s*\*\s*$""", line):

@@ -43,12 +43,30 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
     pub network_policy: bool,
 
+    /// With `--network-policy`: namespaces whose pods may reach the servers' inference port
+    /// (comma-separated; each service's own namespace always may). Name Prometheus's namespace
+    /// here too. Empty: every namespace.
+    #[arg(
+        long,
+        env = "SLUICE_NETWORK_POLICY_INFERENCE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub network_policy_inference_namespaces: Vec<String>,
+
     /// Images an InferenceService may run in `spec.serving.image` (comma-separated prefixes,
     /// e.g. `registry.example/sluice-server:`), besides the two images above. Others are refused
     /// as an invalid spec: whoever may create an InferenceService must not choose what runs with
     /// the service's Secrets.
     #[arg(long, env = "SLUICE_ALLOWED_SERVER_IMAGES", value_delimiter = ',')]
     pub allowed_server_images: Vec<String>,
+
+    /// File holding the admin key seed (at least 16 bytes; the chart mounts a generated
+    /// Secret). Every service then gets its own admin key, derived from it, in a Secret the
+    /// operator creates: inference clients cannot reach the admin API, and the operator reads
+    /// no Secret. Unset: servers' admin APIs take their inference key, and the operator's
+    /// settings pushes to servers with an API key fail (the settings ConfigMap still applies).
+    #[arg(long, env = "SLUICE_ADMIN_KEY_SEED_FILE")]
+    pub admin_key_seed_file: Option<std::path::PathBuf>,
 
     /// How Prometheus finds server pods: `auto` (ServiceMonitor when the Prometheus Operator's
     /// CRDs exist, scrape annotations otherwise), `service-monitor` or `annotations`.

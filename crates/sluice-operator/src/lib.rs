@@ -3,6 +3,7 @@
 //! The reconcile pipeline is staged — [`validate`] and [`build`] are pure, [`apply`] and the
 //! status write in [`reconcile`] are thin — so decisions are tested without a cluster.
 
+pub mod admin_key;
 pub mod apply;
 pub mod build;
 pub mod cli;

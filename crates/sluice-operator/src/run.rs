@@ -25,6 +25,7 @@ use kube::{Api, Client};
 use sluice_api::InferenceService;
 use tracing::{error, info, warn};
 
+use crate::admin_key::AdminKeys;
 use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
 use crate::cli::RunArgs;
 use crate::http::{self, Health};
@@ -150,11 +151,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("failed to list InferenceServices; is the CRD installed (kubectl apply -f crds/) and RBAC granted?")?;
     let monitoring = monitoring(&client, &args).await?;
+    let admin_keys = args
+        .admin_key_seed_file
+        .as_deref()
+        .map(AdminKeys::from_file)
+        .transpose()?
+        .map(Arc::new);
+    if admin_keys.is_none() {
+        warn!("no --admin-key-seed-file: servers' admin APIs take their inference API key");
+    }
     let build = BuildOptions {
         server_image: args.server_image.clone(),
         server_cuda_image: args.server_cuda_image.clone(),
         monitoring: monitoring.clone(),
         network_policy_for: args.network_policy.then(|| args.lease_namespace.clone()),
+        inference_namespaces: args.network_policy_inference_namespaces.clone(),
+        admin_key_id: admin_keys.as_ref().map(|k| k.id()),
     };
     health.set_ready(true);
 
@@ -193,22 +205,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (settings_cache, settings) = reflector::store::<ConfigMap>();
     let (policy_cache, policies) = reflector::store::<NetworkPolicy>();
     let policy_cache = build.network_policy_for.is_some().then_some(policy_cache);
+    let mut ctx = Context::new(
+        client.clone(),
+        build,
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    );
+    if let Some(keys) = admin_keys {
+        ctx = ctx.with_admin_keys(keys);
+    }
     let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            build,
-            Recorder::new(client.clone(), reporter),
-            metrics.clone(),
-        )
-        .with_slo(slo)
-        .with_child_cache(ChildCache {
-            deployments: deployment_cache,
-            services: service_cache,
-            pdbs: pdb_cache,
-            settings: settings_cache,
-            network_policies: policy_cache.clone(),
-        })
-        .with_allowed_server_images(args.allowed_server_images.clone()),
+        ctx.with_slo(slo)
+            .with_child_cache(ChildCache {
+                deployments: deployment_cache,
+                services: service_cache,
+                pdbs: pdb_cache,
+                settings: settings_cache,
+                network_policies: policy_cache.clone(),
+            })
+            .with_allowed_server_images(args.allowed_server_images.clone()),
     );
 
     let lost = Arc::new(AtomicBool::new(false));

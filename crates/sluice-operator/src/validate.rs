@@ -148,9 +148,7 @@ pub fn image_allowed(
     };
     let ok = *image == opts.server_image
         || *image == opts.server_cuda_image
-        || allowed
-            .iter()
-            .any(|p| !p.is_empty() && image.starts_with(p.as_str()));
+        || allowed.iter().any(|p| image_under(image, p));
     if ok {
         return Ok(());
     }
@@ -163,6 +161,22 @@ pub fn image_allowed(
              by --allowed-server-images / the chart's server.allowedImages)"
         ),
     })
+}
+
+/// Whether `image` is `prefix` or lies under it at a reference boundary: the prefix ends with
+/// `/`, `:` or `@`, or the image continues there with one of them. So `registry.example/sluice`
+/// admits `registry.example/sluice:1` and `registry.example/sluice/server:1`, never
+/// `registry.example/sluice-evil:1` or `registry.example.evil.com/x`. Pure.
+pub fn image_under(image: &str, prefix: &str) -> bool {
+    const BOUNDARY: [char; 3] = ['/', ':', '@'];
+    if prefix.is_empty() {
+        return false;
+    }
+    match image.strip_prefix(prefix) {
+        None => false,
+        Some("") => true,
+        Some(rest) => prefix.ends_with(BOUNDARY) || rest.starts_with(BOUNDARY),
+    }
 }
 
 /// Validates `isvc`. Pure: reads nothing but its argument.
@@ -228,6 +242,21 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         return Err(invalid(
             "spec.serving.quantization",
             format!("{} is not in quantizationLadder", serving.quantization),
+        ));
+    }
+    if let Some(r) = &serving.api_key_secret_ref
+        && r.name
+            .strip_prefix(sluice_api::API_KEY_SECRET_PREFIX)
+            .is_none_or(str::is_empty)
+    {
+        // The CRD's CEL rule says the same; checked again for objects stored before it.
+        return Err(invalid(
+            "spec.serving.apiKeySecretRef.name",
+            format!(
+                "{:?} must start with {:?}: only Secrets named for Sluice may be referenced",
+                r.name,
+                sluice_api::API_KEY_SECRET_PREFIX
+            ),
         ));
     }
     let tokens = &serving.max_tokens;
@@ -511,6 +540,34 @@ pub fn is_quantity(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (hardening): the allow-list matched bare string prefixes, so
+    /// `registry.example/sluice` admitted `registry.example/sluice-evil`.
+    #[test]
+    fn allowed_images_match_at_reference_boundaries() {
+        let p = "registry.example/sluice";
+        for ok in [
+            "registry.example/sluice",
+            "registry.example/sluice:1.2",
+            "registry.example/sluice@sha256:ab",
+            "registry.example/sluice/server:1",
+        ] {
+            assert!(image_under(ok, p), "{ok}");
+        }
+        for bad in [
+            "registry.example/sluice-evil:1",
+            "registry.example/sluicex",
+            "registry.example.evil.com/sluice",
+            "other/registry.example/sluice",
+        ] {
+            assert!(!image_under(bad, p), "{bad}");
+        }
+        assert!(image_under(
+            "r.example/sluice-server:2",
+            "r.example/sluice-server:"
+        ));
+        assert!(!image_under("anything", ""));
+    }
 
     #[test]
     fn dns1035_labels() {

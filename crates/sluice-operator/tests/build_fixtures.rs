@@ -23,6 +23,8 @@ fn opts(monitoring: Monitoring) -> BuildOptions {
         server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
         monitoring,
         network_policy_for: None,
+        inference_namespaces: Vec::new(),
+        admin_key_id: None,
     }
 }
 
@@ -112,8 +114,8 @@ fn tiny_cpu_uses_defaults() {
     let pod = dep.spec.template.spec.as_ref().unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
-        Some(50),
-        "drain delay 5 s + drain 30 s + slack"
+        Some(55),
+        "preStop 5 s + drain delay 5 s + drain 30 s + slack"
     );
     let container = &pod.containers[0];
     assert_eq!(
@@ -303,8 +305,8 @@ fn mistral_gpu_from_hf_cache() {
     let pod = c.deployment.spec.template.spec.clone().unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
-        Some(140),
-        "drain delay 5 s + drain 120 s + slack"
+        Some(145),
+        "preStop 5 s + drain delay 5 s + drain 120 s + slack"
     );
     let container = &pod.containers[0];
     assert_eq!(
@@ -333,7 +335,7 @@ fn mistral_gpu_from_hf_cache() {
         .unwrap();
     assert_eq!(
         (key.name.as_str(), key.key.as_str()),
-        ("mistral-api", "token")
+        ("sluice-api-key-mistral", "token")
     );
     let vol = pod
         .volumes
@@ -596,4 +598,106 @@ fn the_network_policy_admits_the_admin_port_only_from_the_operator() {
     assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
     let owner = &np.metadata.owner_references.unwrap()[0];
     assert_eq!(owner.kind, "InferenceService");
+}
+
+/// Regression (hardening): pods had no `preStop`, so endpoints still routed clients to a pod
+/// that had begun to shut down. The kubelet's own sleep runs first (the image has no shell).
+#[test]
+fn pods_pause_in_pre_stop_before_sigterm() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, &Running::default());
+    let c = build::build(&v, &eff, &opts(Monitoring::Annotations));
+    let container = &c.deployment.spec.template.spec.as_ref().unwrap().containers[0];
+    let pre_stop = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .expect("a preStop hook");
+    assert_eq!(
+        pre_stop.sleep.as_ref().map(|s| s.seconds),
+        Some(build::PRE_STOP_SLEEP_SECS)
+    );
+    assert!(pre_stop.exec.is_none(), "no shell in the image");
+}
+
+/// Regression (hardening): the admin API took the inference key. With an admin key seed the
+/// pods read their own admin key from the per-service Secret, and the inference key (when the
+/// spec names one) stays the inference key.
+#[test]
+fn admin_credentials_reach_the_pods_from_their_own_secret() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, &Running::default());
+    let env_of = |admin_key_id: Option<&str>| {
+        let o = BuildOptions {
+            admin_key_id: admin_key_id.map(str::to_owned),
+            ..opts(Monitoring::Annotations)
+        };
+        let c = build::build(&v, &eff, &o);
+        c.deployment.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+    };
+    assert!(
+        env_of(None)
+            .iter()
+            .all(|e| e.name != sluice_contract::server::ADMIN_KEY_ENV)
+    );
+    let env = env_of(Some("0a1b2c3d"));
+    let admin = env
+        .iter()
+        .find(|e| e.name == sluice_contract::server::ADMIN_KEY_ENV)
+        .expect("the admin key variable");
+    let from = admin
+        .value_from
+        .as_ref()
+        .and_then(|f| f.secret_key_ref.as_ref())
+        .expect("from a Secret, never inline");
+    assert_eq!(from.name, "tiny-sluice-admin-0a1b2c3d");
+    assert_eq!(from.key, build::ADMIN_KEY_SECRET_KEY);
+    assert!(admin.value.is_none());
+
+    let secret = build::build_admin_secret(&v, "0a1b2c3d", "k");
+    assert_eq!(secret.metadata.name, Some(from.name.clone()));
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        v.uid,
+        "garbage-collected with the service"
+    );
+    assert_eq!(secret.immutable, Some(true));
+}
+
+/// Hardening: the inference port can be limited to the namespaces the install names (the
+/// service's own always included, each once).
+#[test]
+fn the_network_policy_admits_inference_only_from_named_namespaces() {
+    let v = valid("tiny-cpu.yaml");
+    let eff = effective::derive(&v, &Running::default());
+    let mut o = opts(Monitoring::Annotations);
+    o.network_policy_for = Some("sluice-system".into());
+    o.inference_namespaces = vec!["monitoring".into(), "apps".into(), v.namespace.clone()];
+    let np = build::build(&v, &eff, &o).network_policy.unwrap();
+    let rules = np.spec.unwrap().ingress.unwrap();
+    let names: Vec<String> = rules[0]
+        .from
+        .as_ref()
+        .expect("inference from named namespaces only")
+        .iter()
+        .map(|p| {
+            p.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"]
+                .clone()
+        })
+        .collect();
+    let mut want = vec![
+        "apps".to_owned(),
+        "monitoring".to_owned(),
+        v.namespace.clone(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
 }

@@ -53,6 +53,8 @@ fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
             server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
             monitoring,
             network_policy_for: None,
+            inference_namespaces: Vec::new(),
+            admin_key_id: None,
         },
         recorder,
         Metrics::new().unwrap(),
@@ -437,5 +439,97 @@ async fn the_network_policy_is_applied_with_the_children() {
             .all(|w| !w.path.contains("networkpolicies")),
         "an unchanged NetworkPolicy is not rewritten: {:?}",
         api.writes()
+    );
+}
+
+/// Regression (hardening): the operator read each service's inference API key Secret to push
+/// settings, so it held cluster-wide `secrets: get`. With an admin key seed it creates each
+/// service's admin-key Secret (create-only), points the pods at it, and never reads a Secret; a
+/// foreign Secret of that name is never overwritten.
+#[tokio::test]
+async fn admin_keys_are_created_once_and_no_secret_is_ever_read() {
+    let keys = Arc::new(sluice_operator::admin_key::AdminKeys::new(b"0123456789abcdef").unwrap());
+    let secret_name = format!("tiny-sluice-admin-{}", keys.id());
+    let secret_path = format!("/api/v1/namespaces/demo/secrets/{secret_name}");
+    let secret_path = secret_path.as_str();
+    let api = FakeApi::default();
+    api.insert(
+        ISVC,
+        manifest(json!({
+            "model": {"builtin": "tiny"},
+            "serving": {"apiKeySecretRef": {"name": "sluice-api-key-tiny", "key": "token"}},
+        })),
+    );
+    let base = context(&api, Monitoring::Annotations);
+    let mut build = base.build.clone();
+    build.admin_key_id = Some(keys.id());
+    let ctx = Arc::new(
+        Context::new(
+            base.client.clone(),
+            build,
+            Recorder::new(
+                base.client.clone(),
+                Reporter {
+                    controller: "sluice-operator".into(),
+                    instance: Some("test".into()),
+                },
+            ),
+            Metrics::new().unwrap(),
+        )
+        .with_admin_keys(keys.clone()),
+    );
+    run(&api, &ctx).await.unwrap();
+    let secret = api
+        .get(secret_path)
+        .expect("the admin-key Secret is created");
+    assert_eq!(
+        secret["stringData"]["admin-key"],
+        keys.key(NS, "tiny"),
+        "the key the operator will push with"
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"],
+        "InferenceService"
+    );
+    let env = api.get(DEPLOY).unwrap()["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let by_name = |n: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {n} in {env}"))
+    };
+    assert_eq!(
+        by_name("SLUICE_ADMIN_KEY")["valueFrom"]["secretKeyRef"]["name"],
+        secret_name
+    );
+    assert_eq!(
+        by_name("SLUICE_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
+        "sluice-api-key-tiny",
+        "the inference key stays the user's"
+    );
+
+    // A foreign Secret of that name (here: after the service's own was replaced) is left as
+    // it is: the operator only ever creates.
+    api.remove(secret_path);
+    api.insert(
+        secret_path,
+        json!({"metadata": {"name": secret_name}, "data": {"x": "eQ=="}}),
+    );
+    run(&api, &ctx).await.unwrap();
+    assert_eq!(api.get(secret_path).unwrap()["data"]["x"], "eQ==");
+    assert!(
+        api.writes()
+            .iter()
+            .filter(|w| w.path.contains("/secrets"))
+            .all(|w| w.method == Method::POST),
+        "secrets are only ever created: {:?}",
+        api.writes()
+    );
+    assert!(
+        api.reads().iter().all(|p| !p.contains("/secrets")),
+        "no Secret is read: {:?}",
+        api.reads()
     );
 }

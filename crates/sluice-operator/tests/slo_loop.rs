@@ -168,6 +168,8 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
                 server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
                 monitoring: Monitoring::Annotations,
                 network_policy_for: None,
+                inference_namespaces: Vec::new(),
+                admin_key_id: None,
             },
             recorder,
             Metrics::new().unwrap(),

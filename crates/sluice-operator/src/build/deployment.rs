@@ -9,18 +9,23 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{SETTINGS_MOUNT, settings_name, settings_path};
-use super::{BuildOptions, Monitoring, child_meta, labels, selector_labels};
+use super::{
+    ADMIN_KEY_SECRET_KEY, BuildOptions, Monitoring, admin_secret_name, child_meta, labels,
+    selector_labels,
+};
 use crate::validate::{ModelSource, Validated};
 use sluice_contract::ModelRef;
+use sluice_contract::server::{ADMIN_KEY_ENV, API_KEY_ENV};
 use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 /// Container port of `sluice-server` (named `http`).
@@ -36,6 +41,12 @@ pub const HF_CACHE_MOUNT: &str = "/var/cache/huggingface";
 const RUN_AS: i64 = 65532;
 /// Extra grace after the server's drain delay and timeout: process exit and kubelet slack.
 const GRACE_SLACK_SECS: i64 = 15;
+
+/// The `preStop` pause before the kubelet sends SIGTERM: the pod is already Terminating, so
+/// the endpoint controllers and every kube-proxy drop it meanwhile, and no client is routed to
+/// a server that has begun to drain. The server's own drain delay then covers routers that lag
+/// further (ingresses, meshes).
+pub const PRE_STOP_SLEEP_SECS: i64 = 5;
 /// GPU resource name of the NVIDIA device plugin.
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
@@ -87,7 +98,7 @@ pub fn server_settings(v: &Validated) -> ServerArgs {
     }
 }
 
-fn env(v: &Validated) -> Vec<EnvVar> {
+fn env(v: &Validated, opts: &BuildOptions) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if matches!(v.model, ModelSource::HuggingFace { .. }) {
         env.push(EnvVar {
@@ -104,11 +115,25 @@ fn env(v: &Validated) -> Vec<EnvVar> {
     }
     if let Some(secret) = &v.serving.api_key {
         env.push(EnvVar {
-            name: "SLUICE_API_KEY".into(),
+            name: API_KEY_ENV.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: secret.name.clone(),
                     key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    if let Some(key_id) = &opts.admin_key_id {
+        env.push(EnvVar {
+            name: ADMIN_KEY_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: admin_secret_name(v, key_id),
+                    key: ADMIN_KEY_SECRET_KEY.into(),
                     optional: Some(false),
                 }),
                 ..EnvVarSource::default()
@@ -258,7 +283,7 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         }
     });
     let (volumes, volume_mounts) = volumes(v);
-    let env = env(v);
+    let env = env(v, opts);
     let server = server_settings(v);
     let annotations = match opts.monitoring {
         Monitoring::Annotations => Some(BTreeMap::from([
@@ -295,6 +320,16 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         readiness_probe: Some(http_probe("/ready", 5, 2)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(volume_mounts),
+        // The kubelet's own sleep: the image needs no shell.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -303,11 +338,13 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         // The server only needs the port it listens on: no API token, no service env vars.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        // SIGTERM → the server keeps serving (not ready) for the drain delay, then drains for
-        // up to the drain timeout; the kubelet must not kill it before both are over.
+        // preStop sleep → SIGTERM → the server keeps serving (not ready) for the drain delay,
+        // then drains for up to the drain timeout; the grace period (which counts the preStop
+        // hook) must not end before all three are over.
         termination_grace_period_seconds: Some(
             i64::try_from(server.drain_delay.as_secs() + v.serving.drain_timeout_secs)
                 .unwrap_or(3600)
+                + PRE_STOP_SLEEP_SECS
                 + GRACE_SLACK_SECS,
         ),
         security_context: Some(PodSecurityContext {

@@ -3,6 +3,7 @@
 //! and a ServiceMonitor when the Prometheus Operator's CRDs exist (Prometheus scrape annotations
 //! on the pods otherwise).
 
+mod admin_secret;
 mod deployment;
 mod monitoring;
 mod network_policy;
@@ -18,9 +19,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::DynamicObject;
 
+pub use admin_secret::{ADMIN_KEY_SECRET_KEY, admin_secret_name, build_admin_secret};
 pub use deployment::{
-    ADMIN_PORT, HF_CACHE_MOUNT, MODEL_MOUNT, SERVER_PORT, build_deployment, server_args,
-    server_settings,
+    ADMIN_PORT, HF_CACHE_MOUNT, MODEL_MOUNT, PRE_STOP_SLEEP_SECS, SERVER_PORT, build_deployment,
+    server_args, server_settings,
 };
 pub use monitoring::{build_service_monitor, service_monitor_resource};
 pub use network_policy::build_network_policy;
@@ -48,6 +50,13 @@ pub struct BuildOptions {
     /// The operator's namespace, when each service should get a NetworkPolicy that admits the
     /// admin port only from there (`--network-policy`).
     pub network_policy_for: Option<String>,
+    /// With a NetworkPolicy: the namespaces (besides the service's own) whose pods may reach
+    /// the inference port; empty admits every namespace.
+    pub inference_namespaces: Vec<String>,
+    /// The fingerprint of the operator's admin key seed, when it has one: pods then require
+    /// their per-service admin key (`SLUICE_ADMIN_KEY`, from the Secret [`admin_secret_name`])
+    /// on their admin API.
+    pub admin_key_id: Option<String>,
 }
 
 /// How Prometheus discovers the server pods.
@@ -110,7 +119,7 @@ pub fn build(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Child
         network_policy: opts
             .network_policy_for
             .as_deref()
-            .map(|ns| build_network_policy(v, ns)),
+            .map(|ns| build_network_policy(v, ns, &opts.inference_namespaces)),
     }
 }
 

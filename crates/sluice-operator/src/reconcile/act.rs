@@ -25,12 +25,17 @@ pub async fn act(
         info!(isvc = %v.name, namespace = %v.namespace, "{note}");
         publish(ctx, reference, EventType::Normal, "Applied", "Apply", note).await;
     }
+    let admin_key = ctx
+        .admin_keys
+        .as_ref()
+        .map(|k| k.key(&v.namespace, &v.name));
     let pushed = tick::act(
         &ctx.slo,
         &ctx.client,
         &ctx.metrics,
         v,
         decided.tick.as_ref(),
+        admin_key.as_deref(),
     )
     .await;
     let decided_events = decided.tick.iter().flat_map(|t| t.events.iter().cloned());

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::observe::{Apis, Observed};
 use super::replicas;
+use crate::admin_key::AdminKeys;
 use crate::apply::{self, Applied};
 use crate::build;
 use crate::error::ApplyError;
@@ -66,6 +67,7 @@ pub async fn apply_children(
     v: &Validated,
     children: build::Children,
     observed: Observed,
+    admin_keys: Option<&AdminKeys>,
     metrics: &Metrics,
 ) -> Result<AppliedChildren, ApplyError> {
     let mut w = Writer {
@@ -74,6 +76,18 @@ pub async fn apply_children(
         metrics,
         changes: Vec::new(),
     };
+    // Before the Deployment: its pods read their admin key from it. Rechecked while pods may
+    // be waiting for it (no Deployment yet, or not every replica available).
+    if let Some(keys) = admin_keys {
+        let settled = observed
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.available >= r.desired);
+        if keys.ensure_secret(&apis.secrets, v, !settled).await? {
+            let change = format!("created Secret {}", build::admin_secret_name(v, &keys.id()));
+            w.wrote("Secret", change);
+        }
+    }
     w.apply(
         &apis.service,
         "Service",

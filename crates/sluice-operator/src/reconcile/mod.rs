@@ -26,6 +26,7 @@ use kube::{Client, Resource, ResourceExt};
 use sluice_api::InferenceService;
 use tracing::warn;
 
+use crate::admin_key::AdminKeys;
 use crate::build::{self, BuildOptions};
 use crate::error::ReconcileError;
 use crate::metrics::{Metrics, Outcome};
@@ -45,6 +46,9 @@ pub struct Context {
     pub slo: SloLoop,
     /// Image prefixes `spec.serving.image` may use besides the operator's own server images.
     pub allowed_server_images: Vec<String>,
+    /// Derives the per-service admin keys (the operator holds an admin key seed); None leaves
+    /// the admin API on the inference key, as a server run by hand has it.
+    pub admin_keys: Option<Arc<AdminKeys>>,
     /// The controller's watch caches of the owned children, when it has them: the observe
     /// stage reads there instead of sending a GET per child per reconcile.
     pub children: Option<ChildCache>,
@@ -62,6 +66,7 @@ impl Context {
             metrics,
             slo: SloLoop::default(),
             allowed_server_images: Vec::new(),
+            admin_keys: None,
             children: None,
             failures: Mutex::new(HashMap::new()),
         }
@@ -76,6 +81,13 @@ impl Context {
     /// Allows `spec.serving.image` values under these prefixes.
     pub fn with_allowed_server_images(mut self, prefixes: Vec<String>) -> Self {
         self.allowed_server_images = prefixes;
+        self
+    }
+
+    /// Gives every service its own admin key, derived from `keys`. The build options must say
+    /// so too (`admin_key_id`), so the pods read it.
+    pub fn with_admin_keys(mut self, keys: Arc<AdminKeys>) -> Self {
+        self.admin_keys = Some(keys);
         self
     }
 
@@ -234,14 +246,17 @@ async fn reconcile_service(
     .await?;
     let decided = decide::decide(&valid, &observed, old, ctx.slo.interval, now_s);
     let children = build::build(&valid, &decided.effective, &ctx.build);
-    let applied = match apply::apply_children(&apis, &valid, children, observed, &ctx.metrics).await
-    {
-        Ok(a) => a,
-        Err(err) if err.is_permanent() => {
-            return Err(fail(isvc, &apis, ctx, err.into(), "Apply", &now).await);
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let admin_keys = ctx.admin_keys.as_deref();
+    let applied =
+        match apply::apply_children(&apis, &valid, children, observed, admin_keys, &ctx.metrics)
+            .await
+        {
+            Ok(a) => a,
+            Err(err) if err.is_permanent() => {
+                return Err(fail(isvc, &apis, ctx, err.into(), "Apply", &now).await);
+            }
+            Err(err) => return Err(err.into()),
+        };
     let rollout = Rollout::of(&applied.deployment);
     let generation = isvc.metadata.generation.unwrap_or(0);
     let new = record::compose(

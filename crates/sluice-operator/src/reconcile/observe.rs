@@ -2,7 +2,7 @@
 //! due, the service's SLIs. The only reads of a reconcile; nothing is decided here.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DynamicObject;
@@ -92,6 +92,8 @@ pub struct Apis {
     pub pdb: Api<PodDisruptionBudget>,
     pub service_monitor: Api<DynamicObject>,
     pub network_policy: Api<NetworkPolicy>,
+    /// Only ever used to create the admin-key Secret (never to read one).
+    pub secrets: Api<Secret>,
     pub isvc: Api<InferenceService>,
 }
 
@@ -104,6 +106,7 @@ impl Apis {
             pdb: Api::namespaced(client.clone(), ns),
             service_monitor: Api::namespaced_with(client.clone(), ns, &service_monitor_resource()),
             network_policy: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client.clone(), ns),
             isvc: Api::namespaced(client.clone(), ns),
         }
     }

@@ -5,13 +5,14 @@
 //! ConfigMap propagation delay (up to a minute or so).
 //!
 //! The HTTP call sits behind [`SettingsClient`] so the SLO loop is tested with a fake; pod
-//! discovery and the API key lookup use the kube client.
+//! discovery uses the kube client. The push authenticates with the service's admin key
+//! ([`crate::admin_key`]), never with its inference key: the operator reads no Secret.
 
 use sluice_contract::admin::{self, RuntimeSettings};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -40,12 +41,12 @@ pub struct SettingsPushError {
 /// Sets a server's run-time settings.
 #[async_trait]
 pub trait SettingsClient: Send + Sync {
-    /// `PUT {base_url}/admin/settings` with `settings`.
+    /// `PUT {base_url}/admin/settings` with `settings`, with `admin_key` as the bearer token.
     async fn set_settings(
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
-        api_key: Option<&str>,
+        admin_key: Option<&str>,
     ) -> Result<(), SettingsPushError>;
 }
 
@@ -74,7 +75,7 @@ impl SettingsClient for HttpSettingsClient {
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
-        api_key: Option<&str>,
+        admin_key: Option<&str>,
     ) -> Result<(), SettingsPushError> {
         let err = |message: String| SettingsPushError {
             pod: pod.name.clone(),
@@ -84,7 +85,7 @@ impl SettingsClient for HttpSettingsClient {
             .http
             .put(format!("{}{}", pod.base_url, admin::SETTINGS_PATH))
             .json(&settings);
-        if let Some(key) = api_key {
+        if let Some(key) = admin_key {
             req = req.bearer_auth(key);
         }
         let resp = req.send().await.map_err(|e| err(e.to_string()))?;
@@ -152,13 +153,16 @@ impl PushReport {
     }
 }
 
-/// Sets `settings` on every ready pod of `v`. Never fails as a whole: the settings ConfigMap
-/// carries them to every pod anyway, so this is the fast path and failures are reported.
+/// Sets `settings` on every ready pod of `v`, authenticating with `admin_key`. Never fails as
+/// a whole: the settings ConfigMap carries them to every pod anyway, so this is the fast path
+/// and failures are reported. (Without an admin key, a server that requires its inference key
+/// refuses the push: the operator does not read that key.)
 pub async fn push_settings(
     client: &Client,
     admin_api: &dyn SettingsClient,
     v: &Validated,
     settings: RuntimeSettings,
+    admin_key: Option<&str>,
 ) -> PushReport {
     let mut report = PushReport::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
@@ -175,31 +179,8 @@ pub async fn push_settings(
             return report;
         }
     };
-    let key = match &v.serving.api_key {
-        None => None,
-        Some(r) => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &v.namespace);
-            match secrets.get(&r.name).await {
-                Ok(s) => s
-                    .data
-                    .and_then(|d| d.get(&r.key).cloned())
-                    .and_then(|b| String::from_utf8(b.0).ok())
-                    .map(|k| k.trim().to_owned()),
-                Err(e) => {
-                    report.failed.push(format!(
-                        "failed to read api key secret {}/{}: {e}",
-                        v.namespace, r.name
-                    ));
-                    return report;
-                }
-            }
-        }
-    };
     for target in ready_targets(&list) {
-        match admin_api
-            .set_settings(&target, settings, key.as_deref())
-            .await
-        {
+        match admin_api.set_settings(&target, settings, admin_key).await {
             Ok(()) => report.updated.push(target.name),
             Err(e) => report.failed.push(e.to_string()),
         }

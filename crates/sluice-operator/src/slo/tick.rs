@@ -250,6 +250,7 @@ pub async fn act(
     metrics: &Metrics,
     v: &Validated,
     tick: Option<&Tick>,
+    admin_key: Option<&str>,
 ) -> Vec<PendingEvent> {
     let Some(tick) = tick else {
         metrics.forget_slo(&v.namespace, &v.name);
@@ -267,7 +268,7 @@ pub async fn act(
     let Some(settings) = tick.push_settings else {
         return Vec::new();
     };
-    let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings).await;
+    let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings, admin_key).await;
     metrics
         .settings_pushes
         .with_label_values(&[Outcome::Success.as_str()])

@@ -147,6 +147,8 @@ pub struct Chart {
     pub env: Vec<(String, String)>,
     /// The operator's Deployment name (its fake pods carry the selector labels).
     pub deployment: String,
+    /// The Secret and key the operator's admin key seed is mounted from, when enabled.
+    pub admin_key_seed: Option<(String, String)>,
 }
 
 impl Chart {
@@ -213,6 +215,17 @@ impl Chart {
                     .collect()
             })
             .unwrap_or_default();
+        let admin_key_seed = deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "admin-key-seed")
+            .map(|v| {
+                (
+                    v["secret"]["secretName"].as_str().unwrap().to_owned(),
+                    v["secret"]["items"][0]["key"].as_str().unwrap().to_owned(),
+                )
+            });
         Chart {
             release: release.into(),
             namespace: namespace.into(),
@@ -220,6 +233,7 @@ impl Chart {
             args,
             env,
             deployment: deployment["metadata"]["name"].as_str().unwrap().to_owned(),
+            admin_key_seed,
         }
     }
 
@@ -306,6 +320,38 @@ impl Operator {
         let overridden: BTreeSet<String> = overrides.iter().map(|o| flag(o)).collect();
         for a in &chart.args {
             if a.starts_with("--metrics-addr") || overridden.contains(&flag(a)) {
+                continue;
+            }
+            if a.starts_with("--admin-key-seed-file") {
+                // The pod would mount the seed Secret there; this process gets a copy of it,
+                // read with the admin's credentials (the operator's own may not read Secrets).
+                let (secret, key) = chart.admin_key_seed.clone().expect("the seed volume");
+                let b64 = kubectl(
+                    cluster,
+                    &[
+                        "-n",
+                        &chart.namespace,
+                        "get",
+                        "secret",
+                        &secret,
+                        "-o",
+                        &format!("jsonpath={{.data.{key}}}"),
+                    ],
+                );
+                let seed = Command::new("base64")
+                    .arg("-d")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .and_then(|mut c| {
+                        use std::io::Write;
+                        c.stdin.take().unwrap().write_all(b64.trim().as_bytes())?;
+                        c.wait_with_output()
+                    })
+                    .expect("base64 -d");
+                let path = dir.join("admin-key-seed");
+                std::fs::write(&path, seed.stdout).unwrap();
+                args.push(format!("--admin-key-seed-file={}", path.display()));
                 continue;
             }
             args.push(a.clone());

@@ -30,6 +30,8 @@ struct State {
     /// Per object: each field manager's last applied configuration, in order of first apply.
     applied: BTreeMap<String, Vec<(String, Value)>>,
     writes: Vec<Write>,
+    /// Paths read (GET), in order.
+    reads: Vec<String>,
     resource_version: u64,
     uid_counter: u64,
     /// While set, every request fails with this status code.
@@ -170,6 +172,11 @@ impl FakeApi {
         self.state.lock().unwrap().writes.clone()
     }
 
+    /// Paths read so far (GET, including lists).
+    pub fn reads(&self) -> Vec<String> {
+        self.state.lock().unwrap().reads.clone()
+    }
+
     /// Forgets recorded writes.
     pub fn clear_writes(&self) {
         self.state.lock().unwrap().writes.clear();
@@ -215,7 +222,9 @@ impl FakeApi {
                 &status_body(code, "InternalError", "injected failure"),
             );
         }
-        if method != Method::GET {
+        if method == Method::GET {
+            s.reads.push(path.clone());
+        } else {
             s.writes.push(Write {
                 method: method.clone(),
                 path: path.clone(),
@@ -250,9 +259,16 @@ impl FakeApi {
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("generated-{rv}"));
+                let path = format!("{key}/{name}");
+                if s.objects.contains_key(&path) {
+                    return respond(
+                        409,
+                        &status_body(409, "AlreadyExists", &format!("{path} already exists")),
+                    );
+                }
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                s.objects.insert(format!("{key}/{name}"), obj.clone());
+                s.objects.insert(path, obj.clone());
                 respond(201, &obj)
             }
             Method::PATCH if content_type.starts_with("application/apply-patch") => {

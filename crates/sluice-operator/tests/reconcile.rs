@@ -38,16 +38,8 @@ fn tiny_spec() -> Value {
 }
 
 fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
-    let client = api.client();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "sluice-operator".into(),
-            instance: Some("test".into()),
-        },
-    );
-    Arc::new(Context::new(
-        client,
+    Arc::new(context_with(
+        api,
         BuildOptions {
             server_image: "registry.test/sluice-server:1".into(),
             server_cuda_image: "registry.test/sluice-server:1-cuda".into(),
@@ -56,9 +48,20 @@ fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
             inference_namespaces: Vec::new(),
             admin_key_id: None,
         },
-        recorder,
-        Metrics::new().unwrap(),
     ))
+}
+
+/// A context over `api` with these build options.
+fn context_with(api: &FakeApi, build: BuildOptions) -> Context {
+    let client = api.client();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    Context::new(client, build, recorder, Metrics::new().unwrap())
 }
 
 /// The CR as the controller's cache would hand it over: freshly read from the store.
@@ -408,18 +411,7 @@ async fn the_network_policy_is_applied_with_the_children() {
     let base = context(&api, Monitoring::Annotations);
     let mut build = base.build.clone();
     build.network_policy_for = Some("sluice-system".into());
-    let ctx = Arc::new(Context::new(
-        base.client.clone(),
-        build,
-        Recorder::new(
-            base.client.clone(),
-            Reporter {
-                controller: "sluice-operator".into(),
-                instance: Some("test".into()),
-            },
-        ),
-        Metrics::new().unwrap(),
-    ));
+    let ctx = Arc::new(context_with(&api, build));
     reconcile(current(&api), ctx.clone()).await.unwrap();
     let np = api.get(NP).expect("NetworkPolicy created");
     assert_eq!(
@@ -463,21 +455,7 @@ async fn admin_keys_are_created_once_and_no_secret_is_ever_read() {
     let base = context(&api, Monitoring::Annotations);
     let mut build = base.build.clone();
     build.admin_key_id = Some(keys.id());
-    let ctx = Arc::new(
-        Context::new(
-            base.client.clone(),
-            build,
-            Recorder::new(
-                base.client.clone(),
-                Reporter {
-                    controller: "sluice-operator".into(),
-                    instance: Some("test".into()),
-                },
-            ),
-            Metrics::new().unwrap(),
-        )
-        .with_admin_keys(keys.clone()),
-    );
+    let ctx = Arc::new(context_with(&api, build).with_admin_keys(keys.clone()));
     run(&api, &ctx).await.unwrap();
     let secret = api
         .get(secret_path)

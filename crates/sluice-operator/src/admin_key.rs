@@ -20,6 +20,7 @@ use kube::api::PostParams;
 use sha2::{Digest, Sha256};
 
 use crate::build;
+use crate::diff::hex;
 use crate::error::ApplyError;
 use crate::validate::Validated;
 
@@ -29,6 +30,8 @@ pub const MIN_SEED_BYTES: usize = 16;
 /// Derives per-service admin keys and remembers which Secrets exist.
 pub struct AdminKeys {
     seed: Vec<u8>,
+    /// [`AdminKeys::id`], derived once from the seed.
+    id: String,
     /// `namespace/name` of the services whose Secret this process has seen created (or found),
     /// so a steady state sends no write per reconcile.
     ensured: Mutex<HashSet<String>>,
@@ -59,6 +62,10 @@ impl AdminKeys {
         let seed = seed.trim_ascii();
         (seed.len() >= MIN_SEED_BYTES).then(|| Self {
             seed: seed.to_vec(),
+            id: hex(&Sha256::new()
+                .chain_update(b"sluice admin key id\0")
+                .chain_update(seed)
+                .finalize()[..4]),
             ensured: Mutex::new(HashSet::new()),
         })
     }
@@ -77,11 +84,7 @@ impl AdminKeys {
     /// A short public fingerprint of the seed (8 hex digits of a SHA-256 over a label and the
     /// seed): names the Secrets, reveals nothing usable about the seed.
     pub fn id(&self) -> String {
-        let digest = Sha256::new()
-            .chain_update(b"sluice admin key id\0")
-            .chain_update(&self.seed)
-            .finalize();
-        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+        self.id.clone()
     }
 
     /// The admin key of service `namespace/name`, as lowercase hex. Pure.
@@ -91,11 +94,7 @@ impl AdminKeys {
         mac.update(namespace.as_bytes());
         mac.update(b"/");
         mac.update(name.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&mac.finalize().into_bytes())
     }
 
     /// Creates the service's admin Secret unless this process already knows it exists and

@@ -13,7 +13,12 @@ pub const HASH_ANNOTATION: &str = "sluice.dev/desired-hash";
 pub fn desired_hash(desired: &Value) -> String {
     let bytes = serde_json::to_vec(desired).unwrap_or_default();
     let digest = Sha256::digest(&bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..8])
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Adds [`HASH_ANNOTATION`] to a desired object.

@@ -165,7 +165,7 @@ pub struct BenchArgs {
     #[arg(long, env = "SLUICE_BENCH_JSON")]
     pub json: bool,
 
-    /// Write the "Baseline Performance" markdown section to this file.
+    /// Write the seed's "Baseline Performance" markdown document to this file.
     #[arg(long, env = "SLUICE_BENCH_REPORT")]
     pub report: Option<PathBuf>,
 

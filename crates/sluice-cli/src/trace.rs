@@ -93,7 +93,7 @@ pub fn parse_trace<R: Read>(
         line,
         message,
     };
-    let mut rows: Vec<(f64, u32, u32)> = Vec::new();
+    let mut rows: Vec<(f64, u32, u32, u64)> = Vec::new();
     for (i, record) in csv.records().enumerate() {
         // Header is line 1; csv's own position is used when it has one.
         let record = record.map_err(|e| {
@@ -123,6 +123,7 @@ pub fn parse_trace<R: Read>(
             ts,
             tokens(ctx_col, "ContextTokens")?,
             tokens(gen_col, "GeneratedTokens")?,
+            line,
         ));
     }
     if rows.is_empty() {
@@ -140,17 +141,29 @@ pub fn parse_trace<R: Read>(
     // Replay is by time, so an unsorted trace is replayed in timestamp order.
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     let t0 = rows[0].0;
-    Ok(rows
-        .into_iter()
-        .map(|(ts, ctx, generated)| TraceRequest {
-            at: Duration::from_secs_f64((ts - t0) * opts.time_scale),
-            prompt_tokens: opts
-                .max_prompt_tokens
-                .map_or(ctx, |cap| ctx.min(cap))
-                .max(1),
-            max_tokens: generated.min(opts.max_tokens).max(1),
+    rows.into_iter()
+        .map(|(ts, ctx, generated, line)| {
+            // Timestamps far apart (1e300 and -1e300 both parse) overflow a Duration; that is a
+            // broken trace, not a reason to panic.
+            let at = Duration::try_from_secs_f64((ts - t0) * opts.time_scale).map_err(|_| {
+                row_err(
+                    line,
+                    format!(
+                        "TIMESTAMP is {:.3e} s after the first request, beyond any replay",
+                        ts - t0
+                    ),
+                )
+            })?;
+            Ok(TraceRequest {
+                at,
+                prompt_tokens: opts
+                    .max_prompt_tokens
+                    .map_or(ctx, |cap| ctx.min(cap))
+                    .max(1),
+                max_tokens: generated.min(opts.max_tokens).max(1),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Seconds since the Unix epoch (or since an arbitrary origin for numeric timestamps).
@@ -205,6 +218,18 @@ mod tests {
         assert_eq!(r.iter().map(ms).collect::<Vec<_>>(), [0, 4314, 4541, 4710]);
         assert_eq!((r[0].prompt_tokens, r[0].max_tokens), (374, 44));
         assert_eq!((r[3].prompt_tokens, r[3].max_tokens), (91, 16));
+    }
+
+    /// Regression (found writing the `trace_csv` fuzz target): timestamps too far apart for a
+    /// `Duration` panicked in `Duration::from_secs_f64`.
+    #[test]
+    fn timestamps_too_far_apart_are_a_row_error_not_a_panic() {
+        let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n-1e300,1,1\n1e300,2,2\n";
+        let err = parse_trace(csv.as_bytes(), "t", &opts()).unwrap_err();
+        assert!(
+            matches!(err, TraceError::Row { line: 3, .. }),
+            "unexpected error: {err}"
+        );
     }
 
     #[test]

@@ -27,9 +27,12 @@ fn demo_classifies_baseline_and_overload_and_cleans_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.starts_with("## Baseline Performance ("), "{stdout}");
     assert!(
-        stdout.contains("- Load: 2 concurrent users, spawn rate 2/s, duration 10s"),
+        stdout.starts_with("# Baseline Performance (Date: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- Users: 2\n- Spawn Rate: 2/s\n- Duration: 10s\n"),
         "{stdout}"
     );
     assert!(stdout.contains("baseline: Healthy (rule H"), "{stdout}");

@@ -29,6 +29,12 @@ pub const IN_FLIGHT_REQUESTS: &str = "llm_in_flight_requests";
 pub const BATCH_SIZE: &str = "llm_batch_size";
 /// Time from admission to joining the batch histogram, seconds.
 pub const QUEUE_WAIT_SECONDS: &str = "llm_queue_wait_seconds";
+/// Time from joining the running batch to the first token (the prompt's prefill, shared with
+/// the other sequences of the steps it ran in) histogram, seconds.
+pub const PREFILL_SECONDS: &str = "llm_prefill_seconds";
+/// Time from the first to the last token of a successful request (its decode phase)
+/// histogram, seconds.
+pub const DECODE_SECONDS: &str = "llm_decode_seconds";
 /// Time from arrival to the last token histogram, seconds.
 pub const REQUEST_DURATION_SECONDS: &str = "llm_request_duration_seconds";
 /// Prompt tokens processed.

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub queue_wait: Histogram,
     pub request_duration: Histogram,
+    pub prefill: Histogram,
+    pub decode: Histogram,
     pub prompt_tokens: IntCounter,
     pub generated_tokens: IntCounter,
     pub engine_failed_steps: IntCounter,
@@ -63,7 +65,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Self {
-            ttft: histogram(names::TTFT_SECONDS, "Time from request arrival to the first generated token.", &LATENCY_BUCKETS),
+            ttft: histogram(names::TTFT_SECONDS, "Time from request arrival (before the body is read and tokenized) to the first generated token.", &LATENCY_BUCKETS),
             tpot: histogram(names::TPOT_SECONDS, "Time between consecutive generated tokens of one request.", &TPOT_BUCKETS),
             requests: IntCounterVec::new(Opts::new(names::REQUESTS_TOTAL, "Finished requests by outcome."), &[names::STATUS_LABEL]).expect("valid"),
             errors: IntCounterVec::new(Opts::new(names::ERRORS_TOTAL, "Failed requests by reason."), &[names::REASON_LABEL]).expect("valid"),
@@ -73,8 +75,10 @@ impl Metrics {
             running: IntGauge::new(names::RUNNING_SEQUENCES, "Sequences in the running batch.").expect("valid"),
             in_flight: IntGauge::new(names::IN_FLIGHT_REQUESTS, "Admitted requests not yet answered (queued + running).").expect("valid"),
             batch_size: histogram(names::BATCH_SIZE, "Sequences per forward step.", &BATCH_BUCKETS),
-            queue_wait: histogram(names::QUEUE_WAIT_SECONDS, "Time from admission to joining the running batch.", &LATENCY_BUCKETS),
+            queue_wait: histogram(names::QUEUE_WAIT_SECONDS, "Time from arrival to joining the running batch.", &LATENCY_BUCKETS),
             request_duration: histogram(names::REQUEST_DURATION_SECONDS, "Time from arrival to the last token.", &DURATION_BUCKETS),
+            prefill: histogram(names::PREFILL_SECONDS, "Time from joining the running batch to the first token (prefill).", &LATENCY_BUCKETS),
+            decode: histogram(names::DECODE_SECONDS, "Time from the first to the last token of a successful request (decode).", &DURATION_BUCKETS),
             prompt_tokens: IntCounter::new(names::PROMPT_TOKENS_TOTAL, "Prompt tokens processed.").expect("valid"),
             generated_tokens: IntCounter::new(names::GENERATED_TOKENS_TOTAL, "Tokens generated.").expect("valid"),
             engine_failed_steps: IntCounter::new(names::ENGINE_FAILED_STEPS_TOTAL, "Engine steps in which a sequence failed (an error or a contained panic); each failure ended only its own request.").expect("valid"),
@@ -98,6 +102,8 @@ impl Metrics {
             Box::new(m.batch_size.clone()),
             Box::new(m.queue_wait.clone()),
             Box::new(m.request_duration.clone()),
+            Box::new(m.prefill.clone()),
+            Box::new(m.decode.clone()),
             Box::new(m.prompt_tokens.clone()),
             Box::new(m.generated_tokens.clone()),
             Box::new(m.engine_failed_steps.clone()),

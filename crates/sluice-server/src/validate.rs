@@ -9,12 +9,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::engine::{GenerationParams, Limits, ModelView, ValidRequest};
 use crate::error::ApiError;
+
+/// When the request arrived, stamped by the outermost layer ([`stamp_arrival`]) before the body
+/// is read: TTFT, the request duration and the deadline then count body reading, parsing and
+/// tokenization, as the client's clock does.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+impl<S: Send + Sync> FromRequestParts<S> for Arrival {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // A router built without the layer (unit tests) still gets a sensible stamp.
+        Ok(parts
+            .extensions
+            .get::<Arrival>()
+            .copied()
+            .unwrap_or_else(|| Arrival(Instant::now())))
+    }
+}
+
+/// Middleware stamping [`Arrival`] on every request.
+pub async fn stamp_arrival(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(Arrival(Instant::now()));
+    next.run(req).await
+}
 
 /// Most stop sequences a request may carry, and their longest length.
 pub const MAX_STOP_SEQUENCES: usize = 8;
@@ -100,8 +128,10 @@ pub struct RawSampling {
 
 static SEEDS: AtomicU64 = AtomicU64::new(0x5eed);
 
-/// Checks the sampling fields and the prompt length against the model and the server limits.
+/// Checks the sampling fields and the prompt length against the model and the server limits;
+/// `arrived` is when the request reached the server ([`Arrival`]).
 pub fn validate(
+    arrived: Instant,
     prompt_ids: Vec<u32>,
     raw: RawSampling,
     default_temperature: f64,
@@ -181,7 +211,6 @@ pub fn validate(
             .unwrap_or(0);
         t ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
     });
-    let arrived = Instant::now();
     Ok(ValidRequest {
         prompt_ids,
         params: GenerationParams {
@@ -244,6 +273,7 @@ mod tests {
 
     fn check(ids: usize, raw: RawSampling) -> Result<ValidRequest, ApiError> {
         validate(
+            Instant::now(),
             vec![5; ids],
             raw,
             0.0,

@@ -223,3 +223,60 @@ async fn the_admin_api_lives_only_on_its_own_port() {
         "the cap set through the admin port applies: {v}"
     );
 }
+
+/// TTFT counts from arrival, as the client's clock does: a body that takes 800 ms to arrive is
+/// in the request's TTFT and queue time (it used to start after tokenization).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttft_counts_from_arrival_including_a_slow_body() {
+    const BODY_DELAY: Duration = Duration::from_millis(800);
+    let (_proc, url) = spawn(&["--body-read-timeout", "30s"], &[]).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    let body = json!({"prompt": "hello", "max_tokens": 2}).to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut sock = TcpStream::connect(&addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        write!(
+            sock,
+            "POST /generate HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        sock.flush().unwrap();
+        // The delay is the scenario, not a wait for a condition: the server cannot have the
+        // body before it is sent.
+        std::thread::sleep(BODY_DELAY);
+        sock.write_all(body.as_bytes()).unwrap();
+        let mut got = String::new();
+        sock.read_to_string(&mut got).unwrap();
+        got
+    })
+    .await
+    .unwrap();
+    let json_at = answer.find("\r\n\r\n").expect("a response with a body") + 4;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer[json_at..]).unwrap();
+    let t = &v["timings"];
+    for key in ["queue_seconds", "ttft_seconds", "total_seconds"] {
+        let secs = t[key].as_f64().unwrap();
+        assert!(
+            secs >= BODY_DELAY.as_secs_f64(),
+            "{key} = {secs} s leaves out the {BODY_DELAY:?} the body took: {v}"
+        );
+    }
+    let sum = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("llm_ttft_seconds_sum "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("llm_ttft_seconds_sum is exported");
+    assert!(
+        sum >= BODY_DELAY.as_secs_f64(),
+        "llm_ttft_seconds_sum = {sum}"
+    );
+}

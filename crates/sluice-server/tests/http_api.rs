@@ -114,6 +114,10 @@ async fn metrics_move_by_the_right_amounts() {
         m("llm_ttft_seconds_count").await,
         m("llm_tpot_seconds_count").await,
     );
+    let (prefill0, decode0) = (
+        m("llm_prefill_seconds_count").await,
+        m("llm_decode_seconds_count").await,
+    );
     let mut generated = 0.0;
     let mut prompt = 0.0;
     for n in [5, 9, 13] {
@@ -135,6 +139,9 @@ async fn metrics_move_by_the_right_amounts() {
     assert_eq!(m("llm_prompt_tokens_total").await - prompt0, prompt);
     assert_eq!(m("llm_ttft_seconds_count").await - ttft0, 3.0);
     assert_eq!(m("llm_tpot_seconds_count").await - tpot0, generated - 3.0);
+    // One prefill and one decode phase per successful request.
+    assert_eq!(m("llm_prefill_seconds_count").await - prefill0, 3.0);
+    assert_eq!(m("llm_decode_seconds_count").await - decode0, 3.0);
     let (st, _) = post(
         &format!("{}/generate", s.url),
         json!({"prompt": "x", "max_tokens": 0}),

@@ -143,12 +143,11 @@ async fn phases(server: &LocalServer, args: &DemoArgs) -> anyhow::Result<ExitCod
     let plan = sluice_slo::plan(&spec, &overload.slis, &settings, &[], now);
 
     println!("{}", baseline_markdown(&baseline.report));
-    println!("## Overload\n");
     println!(
         "{}",
         baseline_markdown(&overload.report).replacen(
-            "## Baseline Performance",
-            "### Overload load test",
+            crate::report::markdown::TITLE,
+            "# Overload Load Test",
             1
         )
     );

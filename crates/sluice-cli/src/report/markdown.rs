@@ -1,64 +1,76 @@
-//! The seed's "Baseline Performance" markdown section, line for line:
+//! The seed's "Baseline Performance" document, line for line:
 //!
 //! ```text
-//! ## Baseline Performance (YYYY-MM-DD)
-//! - Load: N concurrent users, spawn rate R/s, duration D
-//! - TTFT P50: X ms, P95: Y ms, P99: Z ms
-//! - TPOT avg: X ms
-//! - Throughput: X req/s, Y tokens/s
-//! - GPU utilization: X%                 (only when a scrape reported it)
-//! - Memory usage: X MB / Y MB (Z%)      (only when a scrape reported it; peak during the run)
+//! # Baseline Performance (Date: YYYY-MM-DD)
+//!
+//! ## Load Configuration
+//! - Users: N
+//! - Spawn Rate: R/s
+//! - Duration: D
+//!
+//! ## Results
+//! - TTFT P50: 0.450s
+//! - TTFT P95: 0.892s
+//! - TTFT P99: 1.204s
+//! - TPOT Avg: 0.045s
+//! - Throughput: 8.50 req/s (380.0 tokens/s)
+//! - GPU Utilization: 65%             ("unknown" unless a scrape reported it)
+//! - VRAM Usage: 18432 MB / 24576 MB (75.0%)   (peak during the run; "unknown" likewise)
 //! ```
 //!
-//! A run with failed requests adds an `- Errors:` line: the report never hides failures.
+//! Latencies are in seconds, as the seed writes them. Open-loop and trace runs have no users:
+//! their `Users` line says so and the next line states the arrival model. A run with failed
+//! requests adds an `- Errors:` line: the report never hides failures.
 
 use std::fmt::Write;
 
-use super::{BenchReport, LoadDescription, fmt_duration, fmt_ms, fmt_num};
+use super::{BenchReport, LoadDescription, fmt_duration, fmt_num};
 
-/// The markdown section for `report`, ending in a newline.
+/// The seed's title line, which other renderings (the demo) look for.
+pub const TITLE: &str = "# Baseline Performance";
+
+/// The markdown document for `report`, ending in a newline.
 pub fn baseline_markdown(report: &BenchReport) -> String {
     let s = &report.summary;
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "## Baseline Performance ({})", report.date);
-    let _ = writeln!(out, "- Load: {}", load_line(&report.load));
-    match &s.ttft {
-        Some(t) => {
-            let _ = writeln!(
-                out,
-                "- TTFT P50: {}, P95: {}, P99: {}",
-                fmt_ms(t.p50_ms),
-                fmt_ms(t.p95_ms),
-                fmt_ms(t.p99_ms)
-            );
-        }
-        None => out.push_str("- TTFT P50: n/a, P95: n/a, P99: n/a\n"),
+    let _ = writeln!(out, "{TITLE} (Date: {})\n", report.date);
+    out.push_str(
+        "## Load Configuration
+",
+    );
+    for line in load_lines(&report.load) {
+        let _ = writeln!(out, "- {line}");
     }
-    let tpot = s.tpot_avg_ms.map_or_else(|| "n/a".to_string(), fmt_ms);
-    let _ = writeln!(out, "- TPOT avg: {tpot}");
+    out.push_str("\n## Results\n");
+    let ttft = |pick: fn(&crate::stats::LatencyStats) -> f64| {
+        s.ttft
+            .as_ref()
+            .map_or_else(|| "n/a".to_string(), |t| secs(pick(t)))
+    };
+    let _ = writeln!(out, "- TTFT P50: {}", ttft(|t| t.p50_ms));
+    let _ = writeln!(out, "- TTFT P95: {}", ttft(|t| t.p95_ms));
+    let _ = writeln!(out, "- TTFT P99: {}", ttft(|t| t.p99_ms));
+    let tpot = s.tpot_avg_ms.map_or_else(|| "n/a".to_string(), secs);
+    let _ = writeln!(out, "- TPOT Avg: {tpot}");
     let _ = writeln!(
         out,
-        "- Throughput: {:.2} req/s, {:.1} tokens/s",
+        "- Throughput: {:.2} req/s ({:.1} tokens/s)",
         s.throughput_rps, s.output_tokens_per_s
     );
     let r = &report.resources;
-    if let Some(gpu) = r.gpu_utilization_pct {
-        let _ = writeln!(out, "- GPU utilization: {gpu:.0}%");
-    }
-    match (r.memory_peak_mb, r.memory_capacity_mb) {
+    let gpu = r
+        .gpu_utilization_pct
+        .map_or_else(|| "unknown".to_string(), |g| format!("{g:.0}%"));
+    let _ = writeln!(out, "- GPU Utilization: {gpu}");
+    let vram = match (r.memory_peak_mb, r.memory_capacity_mb) {
         (Some(used), Some(cap)) if cap > 0.0 => {
-            let _ = writeln!(
-                out,
-                "- Memory usage: {used:.0} MB / {cap:.0} MB ({:.1}%)",
-                used / cap * 100.0
-            );
+            format!("{used:.0} MB / {cap:.0} MB ({:.1}%)", used / cap * 100.0)
         }
-        (Some(used), _) => {
-            let _ = writeln!(out, "- Memory usage: {used:.0} MB");
-        }
-        _ => {}
-    }
+        (Some(used), _) => format!("{used:.0} MB"),
+        _ => "unknown".to_string(),
+    };
+    let _ = writeln!(out, "- VRAM Usage: {vram}");
     if s.failed > 0 {
         let kinds: Vec<String> = s.errors.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let _ = writeln!(
@@ -73,28 +85,44 @@ pub fn baseline_markdown(report: &BenchReport) -> String {
     out
 }
 
-fn load_line(load: &LoadDescription) -> String {
-    let duration = fmt_duration(load.run_time());
+/// Milliseconds as the seed's seconds: 892 ms → "0.892s"; below 10 ms one more digit so a fast
+/// TPOT does not round to nothing.
+fn secs(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{:.4}s", ms / 1000.0)
+    } else {
+        format!("{:.3}s", ms / 1000.0)
+    }
+}
+
+fn load_lines(load: &LoadDescription) -> [String; 3] {
+    let duration = format!("Duration: {}", fmt_duration(load.run_time()));
     match load {
         LoadDescription::Closed {
             users, spawn_rate, ..
-        } => format!(
-            "{users} concurrent users, spawn rate {}/s, duration {duration}",
-            fmt_num(*spawn_rate)
-        ),
-        LoadDescription::Poisson { rate, .. } => format!(
-            "open-loop Poisson arrivals at {} req/s, duration {duration}",
-            fmt_num(*rate)
-        ),
+        } => [
+            format!("Users: {users}"),
+            format!("Spawn Rate: {}/s", fmt_num(*spawn_rate)),
+            duration,
+        ],
+        LoadDescription::Poisson { rate, .. } => [
+            "Users: open loop (Poisson arrivals)".to_string(),
+            format!("Arrival Rate: {} req/s", fmt_num(*rate)),
+            duration,
+        ],
         LoadDescription::Trace {
             file,
             requests,
             time_scale,
             ..
-        } => format!(
-            "trace replay of {file} ({requests} requests, time scale {}), duration {duration}",
-            fmt_num(*time_scale)
-        ),
+        } => [
+            "Users: open loop (trace replay)".to_string(),
+            format!(
+                "Trace: {file} ({requests} requests, time scale {})",
+                fmt_num(*time_scale)
+            ),
+            duration,
+        ],
     }
 }
 
@@ -157,11 +185,21 @@ mod tests {
     fn matches_the_seed_format_exactly() {
         assert_eq!(
             baseline_markdown(&report()),
-            "## Baseline Performance (2024-03-05)
-- Load: 10 concurrent users, spawn rate 2/s, duration 5m
-- TTFT P50: 450 ms, P95: 1200 ms, P99: 2100 ms
-- TPOT avg: 45.0 ms
-- Throughput: 8.50 req/s, 380.0 tokens/s
+            "# Baseline Performance (Date: 2024-03-05)
+
+## Load Configuration
+- Users: 10
+- Spawn Rate: 2/s
+- Duration: 5m
+
+## Results
+- TTFT P50: 0.450s
+- TTFT P95: 1.200s
+- TTFT P99: 2.100s
+- TPOT Avg: 0.045s
+- Throughput: 8.50 req/s (380.0 tokens/s)
+- GPU Utilization: unknown
+- VRAM Usage: unknown
 "
         );
     }
@@ -176,13 +214,16 @@ mod tests {
         r.summary.failed = 3;
         r.summary.error_rate = 0.025;
         r.summary.errors = BTreeMap::from([("http_429".into(), 2), ("timeout".into(), 1)]);
+        r.summary.tpot_avg_ms = Some(4.51);
         let md = baseline_markdown(&r);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(
-            lines[5..],
+            lines[11..],
             [
-                "- GPU utilization: 65%",
-                "- Memory usage: 18432 MB / 24576 MB (75.0%)",
+                "- TPOT Avg: 0.0045s",
+                "- Throughput: 8.50 req/s (380.0 tokens/s)",
+                "- GPU Utilization: 65%",
+                "- VRAM Usage: 18432 MB / 24576 MB (75.0%)",
                 "- Errors: 3 of 120 requests failed (2.5%): 2 http_429, 1 timeout",
             ]
         );
@@ -198,8 +239,10 @@ mod tests {
         r.summary.ttft = None;
         r.summary.tpot_avg_ms = None;
         let md = baseline_markdown(&r);
-        assert!(md.contains("- Load: open-loop Poisson arrivals at 2.5 req/s, duration 1m\n"));
-        assert!(md.contains("- TTFT P50: n/a, P95: n/a, P99: n/a\n- TPOT avg: n/a\n"));
+        assert!(md.contains(
+            "- Users: open loop (Poisson arrivals)\n- Arrival Rate: 2.5 req/s\n- Duration: 1m\n"
+        ));
+        assert!(md.contains("- TTFT P99: n/a\n- TPOT Avg: n/a\n"));
         r.load = LoadDescription::Trace {
             file: "azure.csv".into(),
             requests: 200,
@@ -207,7 +250,7 @@ mod tests {
             run_time_s: 95.4,
         };
         assert!(baseline_markdown(&r).contains(
-            "- Load: trace replay of azure.csv (200 requests, time scale 0.1), duration 1m 35s\n"
+            "- Users: open loop (trace replay)\n- Trace: azure.csv (200 requests, time scale 0.1)\n- Duration: 1m 35s\n"
         ));
     }
 }

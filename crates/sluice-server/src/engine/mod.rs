@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 pub use limits::{Limits, LimitsUpdate};
 pub use runner::{LlamaRunner, StepModel};
 /// Stop-sequence matching, public for the fuzz targets (`fuzz/`).
-pub use sequence::{find_stop, held_back};
+pub use sequence::{StopText, find_stop, held_back};
 
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;

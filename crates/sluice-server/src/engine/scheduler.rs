@@ -390,6 +390,11 @@ impl Scheduler {
                 };
                 m.finish(RequestStatus::Success, None);
                 m.request_duration.observe(timings.total_seconds);
+                m.prefill
+                    .observe(first.duration_since(a.admitted_at).as_secs_f64());
+                if n > 1 {
+                    m.decode.observe(now.duration_since(first).as_secs_f64());
+                }
                 finished.push((i, Some(Finish::Done(done))));
             }
         }

@@ -19,8 +19,7 @@ const GREEDY_BELOW_TEMPERATURE: f64 = 1e-5;
 pub(super) struct Sequence {
     sampler: LogitsProcessor,
     decoder: IncrementalDecoder,
-    text: String,
-    emitted: usize,
+    text: StopText,
     pub generated: Vec<u32>,
     pub prefilled: bool,
     pub first_token_at: Option<Instant>,
@@ -59,8 +58,7 @@ impl Sequence {
         Self {
             sampler: LogitsProcessor::from_sampling(params.seed, sampling),
             decoder: IncrementalDecoder::default(),
-            text: String::new(),
-            emitted: 0,
+            text: StopText::default(),
             generated: Vec::new(),
             prefilled: false,
             first_token_at: None,
@@ -83,24 +81,58 @@ impl Sequence {
         let mut finish = None;
         if is_eos {
             finish = Some(FinishReason::Eos);
-        } else {
-            self.text.push_str(&self.decoder.push(tokenizer, id));
-            if let Some(pos) = find_stop(&self.text, &params.stop, self.emitted) {
-                self.text.truncate(pos);
-                finish = Some(FinishReason::Stop);
-            }
+        } else if self
+            .text
+            .push(&self.decoder.push(tokenizer, id), &params.stop)
+        {
+            finish = Some(FinishReason::Stop);
         }
         if finish.is_none() && (self.generated.len() >= params.max_tokens || context_left == 0) {
             finish = Some(FinishReason::Length);
         }
-        let safe_end = if finish.is_some() {
+        let text = self.text.take(finish.is_some(), &params.stop);
+        Ok(TokenOutcome { id, text, finish })
+    }
+}
+
+/// The text a sequence has produced and how much of it was sent: the stop-sequence rules, apart
+/// from sampling so they can be tested (and fuzzed) on arbitrary text and token boundaries.
+#[derive(Debug, Default, Clone)]
+pub struct StopText {
+    text: String,
+    emitted: usize,
+}
+
+impl StopText {
+    /// Appends one token's text; true when a stop sequence now matches, in which case the text
+    /// is cut where the match starts (the stop sequence itself is never sent).
+    pub fn push(&mut self, piece: &str, stops: &[String]) -> bool {
+        self.text.push_str(piece);
+        match find_stop(&self.text, stops, self.emitted) {
+            Some(pos) => {
+                self.text.truncate(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The text safe to send now: everything new once the sequence is finished, else everything
+    /// except a suffix that could still become a stop sequence.
+    pub fn take(&mut self, finished: bool, stops: &[String]) -> String {
+        let safe_end = if finished {
             self.text.len()
         } else {
-            self.text.len() - held_back(&self.text, &params.stop)
+            self.text.len() - held_back(&self.text, stops)
         };
-        let text = self.text[self.emitted..safe_end].to_string();
+        let out = self.text[self.emitted..safe_end].to_string();
         self.emitted = safe_end;
-        Ok(TokenOutcome { id, text, finish })
+        out
+    }
+
+    /// Everything produced so far (after any cut at a stop sequence).
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
@@ -149,6 +181,35 @@ mod tests {
         assert_eq!(find_stop("abcEND", &stops, 4), Some(3));
         assert_eq!(find_stop("ENDabc END", &stops, 6), Some(7));
         assert_eq!(find_stop("ü END", &["END".into()], 1), Some(3));
+    }
+
+    /// Streams `pieces` through a `StopText`; returns what was sent and whether it stopped.
+    fn stream(pieces: &[&str], stops: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut st = StopText::default();
+        let mut sent = String::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let stopped = st.push(p, &stops);
+            sent.push_str(&st.take(stopped || i + 1 == pieces.len(), &stops));
+            if stopped {
+                return (sent, true);
+            }
+        }
+        (sent, false)
+    }
+
+    #[test]
+    fn stop_text_sends_exactly_the_text_before_the_first_completed_stop() {
+        assert_eq!(
+            stream(&["hel", "lo E", "ND x"], &["END"]),
+            ("hello ".into(), true)
+        );
+        // The stop completed first wins, even if a longer one would have started earlier.
+        assert_eq!(stream(&["a", "b", "c"], &["abc", "b"]), ("a".into(), true));
+        assert_eq!(stream(&["ü", "é", "x"], &["éx"]), ("ü".into(), true));
+        // A held-back prefix that never completes is sent at the end.
+        assert_eq!(stream(&["ab", "E", "N"], &["END"]), ("abEN".into(), false));
+        assert_eq!(stream(&["no stops"], &[]), ("no stops".into(), false));
     }
 
     #[test]

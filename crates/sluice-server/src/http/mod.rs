@@ -6,8 +6,8 @@
 mod admin;
 mod driver;
 pub mod listen;
-mod native;
-mod openai;
+pub mod native;
+pub mod openai;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +131,7 @@ fn routes(state: &AppState) -> (Router<AppState>, Router<AppState>) {
     (inference, admin)
 }
 
-/// The layers every router shares: error counting, body limits, the fallback.
+/// The layers every router shares: the arrival stamp, error counting, body limits, the fallback.
 fn finish(routes: Router<AppState>, state: &AppState) -> Router {
     routes
         .fallback(fallback)
@@ -140,6 +140,8 @@ fn finish(routes: Router<AppState>, state: &AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
             state.config.body_read_timeout,
         ))
+        // Outermost, so the stamp is taken before anything reads the body.
+        .layer(middleware::from_fn(crate::validate::stamp_arrival))
         .with_state(state.clone())
 }
 

@@ -15,7 +15,7 @@ use super::AppState;
 use super::driver::{self, Completion, StreamItem, request_span};
 use crate::engine::{FinishReason, Timings, ValidRequest};
 use crate::error::ApiError;
-use crate::validate::{ApiJson, RawSampling, tokenize, validate};
+use crate::validate::{ApiJson, Arrival, RawSampling, tokenize, validate};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,12 +48,14 @@ impl From<Completion> for GenerateResponse {
 
 async fn prepare(
     state: &AppState,
+    Arrival(arrived): Arrival,
     body: GenerateRequest,
     span: &tracing::Span,
 ) -> Result<ValidRequest, ApiError> {
     let view = state.model()?;
     let ids = tokenize(&view, body.prompt, span).await?;
     validate(
+        arrived,
         ids,
         body.sampling,
         0.0,
@@ -66,12 +68,13 @@ async fn prepare(
 pub async fn generate(
     State(state): State<AppState>,
     headers: HeaderMap,
+    arrival: Arrival,
     body: Result<ApiJson<GenerateRequest>, ApiError>,
 ) -> Result<Json<GenerateResponse>, ApiError> {
     let permit = state.admit()?;
     let ApiJson(body) = body?;
     let span = request_span("/generate", &headers);
-    let req = prepare(&state, body, &span).await?;
+    let req = prepare(&state, arrival, body, &span).await?;
     let c = driver::complete(&state, req, &span, permit).await?;
     Ok(Json(c.into()))
 }
@@ -79,12 +82,13 @@ pub async fn generate(
 pub async fn generate_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    arrival: Arrival,
     body: Result<ApiJson<GenerateRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let permit = state.admit()?;
     let ApiJson(body) = body?;
     let span = request_span("/generate/stream", &headers);
-    let req = prepare(&state, body, &span).await?;
+    let req = prepare(&state, arrival, body, &span).await?;
     let events = driver::stream(&state, req, &span, permit).map(|item| {
         let ev = match item {
             StreamItem::Token { index, id, text } => SseEvent::default()

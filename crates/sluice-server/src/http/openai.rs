@@ -18,7 +18,7 @@ use super::driver::{self, Completion, StreamItem, request_span};
 use crate::engine::ModelView;
 use crate::error::ApiError;
 use crate::model::chat::ChatMessage;
-use crate::validate::{ApiJson, RawSampling, tokenize, validate};
+use crate::validate::{ApiJson, Arrival, RawSampling, tokenize, validate};
 use sluice_contract::admin::{ModelCard, ModelList};
 
 /// OpenAI's default temperature is 1.
@@ -164,6 +164,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<ModelList>, Ap
 pub async fn completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Arrival(arrived): Arrival,
     body: Result<ApiJson<CompletionRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let permit = state.admit()?;
@@ -185,6 +186,7 @@ pub async fn completions(
     let span = request_span("/v1/completions", &headers);
     let ids = tokenize(&view, prompt, &span).await?;
     let req = validate(
+        arrived,
         ids,
         body.sampling,
         OPENAI_DEFAULT_TEMPERATURE,
@@ -217,6 +219,7 @@ pub async fn completions(
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Arrival(arrived): Arrival,
     body: Result<ApiJson<ChatRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let permit = state.admit()?;
@@ -242,6 +245,7 @@ pub async fn chat_completions(
     let span = request_span("/v1/chat/completions", &headers);
     let ids = tokenize(&view, prompt, &span).await?;
     let req = validate(
+        arrived,
         ids,
         body.sampling,
         OPENAI_DEFAULT_TEMPERATURE,

@@ -251,3 +251,35 @@ fn sharded_safetensors_with_an_index_load_like_one_file() {
     .unwrap();
     assert_eq!(greedy(&sharded, "shards", 6), greedy(&builtin, "shards", 6));
 }
+
+/// Regression (found writing the `gguf_header` fuzz target): a `token_embd.weight` with no
+/// dimensions panicked on `dims()[0]`; a hostile file handed to `/model/load` took the server down.
+#[test]
+fn a_gguf_embedding_without_dimensions_is_an_error_not_a_panic() {
+    use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::gguf_file::{Content, TensorInfo, Value, VersionedMagic};
+    let u32v = |v: u32| Value::U32(v);
+    let metadata = [
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.embedding_length", u32v(8)),
+        ("llama.attention.head_count", u32v(2)),
+        ("llama.block_count", u32v(1)),
+        ("llama.feed_forward_length", u32v(16)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let embedding = TensorInfo {
+        ggml_dtype: GgmlDType::F32,
+        shape: candle_core::Shape::from(()),
+        offset: 0,
+    };
+    let content = Content {
+        magic: VersionedMagic::GgufV3,
+        metadata,
+        tensor_infos: [("token_embd.weight".to_string(), embedding)].into(),
+        tensor_data_offset: 0,
+    };
+    let err = super::weights::gguf_config(&content, std::path::Path::new("x.gguf")).unwrap_err();
+    assert!(err.to_string().contains("token_embd.weight"), "{err}");
+}

@@ -51,6 +51,11 @@ impl Safetensors {
         let names = inner.tensors().into_iter().map(|(n, _)| n).collect();
         Ok(Self { inner, names })
     }
+
+    /// The tensor names the headers list.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
 }
 
 impl TensorSource for Safetensors {
@@ -162,31 +167,23 @@ pub fn load_hf(
     Llama::new(cfg, parts, device)
 }
 
-/// A parsed GGUF file: its header plus an open reader for the tensor data.
-pub struct Gguf {
-    pub content: gguf_file::Content,
-    reader: BufReader<File>,
-    path: PathBuf,
+/// The runtime config a GGUF header describes. Apart from [`Gguf`] so it runs on any parsed
+/// header (the fuzz target feeds it arbitrary bytes); `path` only labels errors.
+pub fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig, ModelError> {
+    GgufHeader { content, path }.config()
 }
 
-impl Gguf {
-    pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-        let mut reader = BufReader::new(file);
-        let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::invalid(path, e))?;
-        Ok(Self {
-            content,
-            reader,
-            path: path.to_path_buf(),
-        })
-    }
+struct GgufHeader<'a> {
+    content: &'a gguf_file::Content,
+    path: &'a Path,
+}
 
+impl GgufHeader<'_> {
     fn md(&self, key: &str) -> Result<&gguf_file::Value, ModelError> {
         self.content
             .metadata
             .get(key)
-            .ok_or_else(|| ModelError::invalid(&self.path, format!("missing metadata {key}")))
+            .ok_or_else(|| ModelError::invalid(self.path, format!("missing metadata {key}")))
     }
 
     fn md_u32(&self, key: &str) -> Result<usize, ModelError> {
@@ -194,22 +191,21 @@ impl Gguf {
         v.to_u32()
             .map(|v| v as usize)
             .or_else(|_| v.to_u64().map(|v| v as usize))
-            .map_err(|e| ModelError::invalid(&self.path, format!("{key}: {e}")))
+            .map_err(|e| ModelError::invalid(self.path, format!("{key}: {e}")))
     }
 
-    /// The runtime config from `{arch}.*` metadata.
-    pub fn config(&self) -> Result<ModelConfig, ModelError> {
+    fn config(&self) -> Result<ModelConfig, ModelError> {
         let arch = self
             .md("general.architecture")?
             .to_string()
-            .map_err(|e| ModelError::invalid(&self.path, e))?
+            .map_err(|e| ModelError::invalid(self.path, e))?
             .clone();
         let rope_style = match arch.as_str() {
             "llama" | "mistral" => RopeStyle::Interleaved,
             "qwen2" => RopeStyle::Half,
             other => {
                 return Err(ModelError::invalid(
-                    &self.path,
+                    self.path,
                     format!("GGUF architecture {other:?} is not supported (llama, mistral, qwen2)"),
                 ));
             }
@@ -225,18 +221,23 @@ impl Gguf {
             .unwrap_or(hidden / heads.max(1));
         let eps = self
             .md(&key("attention.layer_norm_rms_epsilon"))
-            .and_then(|v| v.to_f32().map_err(|e| ModelError::invalid(&self.path, e)))
+            .and_then(|v| v.to_f32().map_err(|e| ModelError::invalid(self.path, e)))
             .unwrap_or(1e-5);
         let theta = self
             .md(&key("rope.freq_base"))
-            .and_then(|v| v.to_f32().map_err(|e| ModelError::invalid(&self.path, e)))
+            .and_then(|v| v.to_f32().map_err(|e| ModelError::invalid(self.path, e)))
             .unwrap_or(10_000.0);
         let vocab = self
             .content
             .tensor_infos
             .get("token_embd.weight")
-            .map(|t| t.shape.dims()[0])
-            .ok_or_else(|| ModelError::invalid(&self.path, "missing token_embd.weight"))?;
+            .and_then(|t| t.shape.dims().first().copied())
+            .ok_or_else(|| {
+                ModelError::invalid(
+                    self.path,
+                    "missing token_embd.weight (or it has no dimensions)",
+                )
+            })?;
         let eos = self.md_u32("tokenizer.ggml.eos_token_id").ok();
         let cfg = ModelConfig {
             architecture: arch.clone(),
@@ -260,8 +261,34 @@ impl Gguf {
             eos_token_ids: eos.map(|e| vec![e as u32]).unwrap_or_default(),
         };
         cfg.validate()
-            .map_err(|e| ModelError::invalid(&self.path, e))?;
+            .map_err(|e| ModelError::invalid(self.path, e))?;
         Ok(cfg)
+    }
+}
+
+/// A parsed GGUF file: its header plus an open reader for the tensor data.
+pub struct Gguf {
+    pub content: gguf_file::Content,
+    reader: BufReader<File>,
+    path: PathBuf,
+}
+
+impl Gguf {
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content =
+            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::invalid(path, e))?;
+        Ok(Self {
+            content,
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The runtime config from `{arch}.*` metadata.
+    pub fn config(&self) -> Result<ModelConfig, ModelError> {
+        gguf_config(&self.content, &self.path)
     }
 
     /// The precision most linear weights are stored in (reported as the effective quantization

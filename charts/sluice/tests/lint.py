@@ -35,12 +35,14 @@ SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
 VARIANTS = [
     ("defaults", []),
     (
-        "namespace-scoped, ServiceMonitor, no leader election",
+        "namespace-scoped, ServiceMonitor and PrometheusRule, no alert rules per service, no leader election",
         [
             ('watchNamespace: ""', "watchNamespace: ml-serving"),
             ("serviceMonitorLabels: {}", "serviceMonitorLabels:\n  release: kube-prometheus-stack"),
             ("  enabled: true\n  # -- Seconds", "  enabled: false\n  # -- Seconds"),
-            ("    enabled: false\n    # -- Extra labels on that", "    enabled: true\n    # -- Extra labels on that"),
+            ("    enabled: false\n    # -- Extra labels on that ServiceMonitor", "    enabled: true\n    # -- Extra labels on that ServiceMonitor"),
+            ("    enabled: false\n    # -- Extra labels on that PrometheusRule", "    enabled: true\n    # -- Extra labels on that PrometheusRule"),
+            ("alertRules: true", "alertRules: false"),
             ('  image: ""\n', "  image: registry.example/sluice-server:0.1.0\n"),
             ("  allowedImages: []", "  allowedImages:\n    - \"registry.example/sluice-server:\""),
             ("replicaCount: 1", "replicaCount: 2"),

@@ -19,6 +19,33 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the InferenceService CustomResourceDefinition as YAML.
     Crd,
+    /// Print alerting rules: an InferenceService's SLO alerts, as the operator creates them,
+    /// or the operator's own alerts.
+    Rules(RulesArgs),
+}
+
+/// Flags of `sluice-operator rules`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// InferenceService manifest (YAML) whose objectives the alerts are for.
+    #[arg(
+        long,
+        env = "SLUICE_RULES_FILE",
+        required_unless_present = "operator",
+        conflicts_with = "operator"
+    )]
+    pub file: Option<std::path::PathBuf>,
+    /// Namespace of a manifest that names none.
+    #[arg(long, env = "SLUICE_RULES_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Print the operator's own alerts (SLIs unavailable, remediation exhausted) instead.
+    #[arg(long, env = "SLUICE_RULES_OPERATOR")]
+    pub operator: bool,
+    /// `rules-file` (a Prometheus rules file, as promtool reads it) or `prometheus-rule` (a
+    /// PrometheusRule to `kubectl apply`). `--operator` always prints a rules file: the chart
+    /// wraps it in its own PrometheusRule.
+    #[arg(long, env = "SLUICE_RULES_FORMAT", value_enum, default_value_t = crate::rules::RulesFormat::RulesFile)]
+    pub format: crate::rules::RulesFormat,
 }
 
 /// Flags of `sluice-operator run`.
@@ -73,7 +100,13 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_MONITORING", default_value = "auto", value_parser = ["auto", "service-monitor", "annotations"])]
     pub monitoring: String,
 
-    /// Extra label on every ServiceMonitor, `key=value` (repeatable), e.g. the `release` label
+    /// Create a PrometheusRule with each service's SLO alerts (multi-window burn rates for the
+    /// error and TTFT objectives, thresholds for TPOT and memory) next to its ServiceMonitor,
+    /// when the Prometheus Operator serves the kind. `--alert-rules=false` leaves alerting to you.
+    #[arg(long, env = "SLUICE_ALERT_RULES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub alert_rules: bool,
+
+    /// Extra label on every ServiceMonitor and PrometheusRule, `key=value` (repeatable), e.g. the `release` label
     /// a kube-prometheus-stack Prometheus selects on.
     #[arg(long = "service-monitor-label", env = "SLUICE_SERVICE_MONITOR_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub service_monitor_labels: Vec<(String, String)>,

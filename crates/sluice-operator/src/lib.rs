@@ -14,6 +14,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod rules;
 pub mod run;
 pub mod slo;
 pub mod status;

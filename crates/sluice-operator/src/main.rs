@@ -11,6 +11,10 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", sluice_api::crd_yaml()?);
             Ok(())
         }
+        Command::Rules(args) => {
+            print!("{}", sluice_operator::rules::print(&args)?);
+            Ok(())
+        }
         Command::Run(args) => {
             sluice_operator::run::init_tracing(args.log_json);
             sluice_operator::run::run(*args).await

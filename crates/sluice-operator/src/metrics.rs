@@ -34,6 +34,7 @@ pub const WRITE_KINDS: &[&str] = &[
     "Service",
     "PodDisruptionBudget",
     "ServiceMonitor",
+    "PrometheusRule",
     "Status",
 ];
 
@@ -64,6 +65,9 @@ pub struct Metrics {
     pub slo_state: IntGaugeVec,
     /// `sluice_operator_slo_bottleneck{namespace, name, class}`: 1 for the current class.
     pub slo_bottleneck: IntGaugeVec,
+    /// `sluice_operator_slo_degraded{namespace, name}`: 1 while knobs cannot fix the service's
+    /// breach (the `SluiceRemediationExhausted` alert reads it).
+    pub slo_degraded: IntGaugeVec,
     /// `sluice_operator_settings_pushes_total{outcome="success"|"error"}`: per-pod run-time
     /// settings updates (`max_tokens`, quantization).
     pub settings_pushes: IntCounterVec,
@@ -111,7 +115,7 @@ impl Metrics {
         )?;
         let slo_state = IntGaugeVec::new(
             Opts::new(
-                "sluice_operator_slo_state",
+                sluice_slo::promql::alerts::SLO_STATE_METRIC,
                 "1 for each InferenceService's current SLO state (Met, Violated, NoTraffic, Unknown).",
             ),
             &["namespace", "name", "state"],
@@ -123,6 +127,13 @@ impl Metrics {
             ),
             &["namespace", "name", "class"],
         )?;
+        let slo_degraded = IntGaugeVec::new(
+            Opts::new(
+                sluice_slo::promql::alerts::SLO_DEGRADED_METRIC,
+                "1 while no knob can fix an InferenceService's SLO breach (status.degraded is set).",
+            ),
+            &["namespace", "name"],
+        )?;
         let settings_pushes = IntCounterVec::new(
             Opts::new(
                 "sluice_operator_settings_pushes_total",
@@ -133,6 +144,7 @@ impl Metrics {
         registry.register(Box::new(slo_decisions.clone()))?;
         registry.register(Box::new(slo_state.clone()))?;
         registry.register(Box::new(slo_bottleneck.clone()))?;
+        registry.register(Box::new(slo_degraded.clone()))?;
         registry.register(Box::new(settings_pushes.clone()))?;
         for a in ACTION_LABELS {
             for c in BottleneckClass::ALL.iter().map(|c| c.as_str()) {
@@ -166,12 +178,16 @@ impl Metrics {
             slo_decisions,
             slo_state,
             slo_bottleneck,
+            slo_degraded,
             settings_pushes,
         })
     }
 
-    /// Sets the one-hot SLO state and bottleneck gauges of a service.
-    pub fn set_slo(&self, namespace: &str, name: &str, state: &str, class: &str) {
+    /// Sets the one-hot SLO state and bottleneck gauges of a service, and whether it is degraded.
+    pub fn set_slo(&self, namespace: &str, name: &str, state: &str, class: &str, degraded: bool) {
+        self.slo_degraded
+            .with_label_values(&[namespace, name])
+            .set(i64::from(degraded));
         for s in ObjectiveState::ALL.iter().map(|s| s.as_str()) {
             self.slo_state
                 .with_label_values(&[namespace, name, s])
@@ -186,6 +202,7 @@ impl Metrics {
 
     /// Drops a deleted service's SLO series so the registry does not grow without bound.
     pub fn forget_slo(&self, namespace: &str, name: &str) {
+        let _ = self.slo_degraded.remove_label_values(&[namespace, name]);
         for s in ObjectiveState::ALL.iter().map(|s| s.as_str()) {
             let _ = self.slo_state.remove_label_values(&[namespace, name, s]);
         }

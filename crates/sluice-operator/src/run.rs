@@ -26,7 +26,7 @@ use sluice_api::InferenceService;
 use tracing::{error, info, warn};
 
 use crate::admin_key::AdminKeys;
-use crate::build::{BuildOptions, Monitoring, service_monitor_resource};
+use crate::build::{BuildOptions, Monitoring, prometheus_rule_resource, service_monitor_resource};
 use crate::cli::RunArgs;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaseConfig};
@@ -47,24 +47,32 @@ where
 
 async fn monitoring(client: &Client, args: &RunArgs) -> anyhow::Result<Monitoring> {
     let labels: BTreeMap<String, String> = args.service_monitor_labels.iter().cloned().collect();
-    let found = match args.monitoring.as_str() {
-        "annotations" => false,
-        "service-monitor" => true,
+    // (ServiceMonitor, PrometheusRule): both come with the Prometheus Operator's CRDs; `auto`
+    // checks each, since some installs (and other operators) serve only the first.
+    let (found, alert_rules) = match args.monitoring.as_str() {
+        "annotations" => (false, false),
+        "service-monitor" => (true, true),
         _ => {
             let discovery = Discovery::new(client.clone())
                 .filter(&["monitoring.coreos.com"])
                 .run()
                 .await
                 .context("failed to discover API groups")?;
-            discovery
-                .get("monitoring.coreos.com")
-                .and_then(|g| g.recommended_kind("ServiceMonitor"))
-                .is_some()
+            let group = discovery.get("monitoring.coreos.com");
+            let has = |kind: &str| group.and_then(|g| g.recommended_kind(kind)).is_some();
+            (has("ServiceMonitor"), has("PrometheusRule"))
         }
     };
-    info!(service_monitor = found, "monitoring mode resolved");
+    let alert_rules = found && alert_rules && args.alert_rules;
+    info!(
+        service_monitor = found,
+        alert_rules, "monitoring mode resolved"
+    );
     Ok(if found {
-        Monitoring::ServiceMonitor { labels }
+        Monitoring::ServiceMonitor {
+            labels,
+            alert_rules,
+        }
     } else {
         Monitoring::Annotations
     })
@@ -289,7 +297,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        controller = controller.owns_with(sm, ar, owned);
+        controller = controller.owns_with(sm, ar, owned.clone());
+    }
+    if matches!(
+        monitoring,
+        Monitoring::ServiceMonitor {
+            alert_rules: true,
+            ..
+        }
+    ) {
+        let ar = prometheus_rule_resource();
+        let rules: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        controller = controller.owns_with(rules, ar, owned);
     }
     info!(namespace = ns.unwrap_or("<all>"), "starting controller");
     controller

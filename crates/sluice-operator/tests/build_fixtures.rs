@@ -143,6 +143,7 @@ fn tiny_cpu_uses_defaults() {
     assert!(container.resources.is_none());
     assert!(c.pdb.is_none(), "one replica: no PDB");
     assert!(c.service_monitor.is_none());
+    assert!(c.prometheus_rule.is_none());
     let annotations = dep
         .spec
         .template
@@ -288,7 +289,14 @@ fn mistral_gpu_from_hf_cache() {
     assert_eq!(eff.quantization, Quantization::Q8_0);
     assert_eq!(eff.max_tokens, 512);
     let labels = BTreeMap::from([("release".to_owned(), "kps".to_owned())]);
-    let c = build::build(&v, &eff, &opts(Monitoring::ServiceMonitor { labels }));
+    let c = build::build(
+        &v,
+        &eff,
+        &opts(Monitoring::ServiceMonitor {
+            labels,
+            alert_rules: true,
+        }),
+    );
     let a = args(&c);
     assert_eq!(
         flag(&a, "--model"),
@@ -377,6 +385,12 @@ fn mistral_gpu_from_hf_cache() {
     let sm = c.service_monitor.expect("prometheus operator present");
     assert_eq!(sm.metadata.labels.unwrap()["release"], "kps");
     assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "http");
+    let rule = c.prometheus_rule.expect("alert rules on");
+    assert_eq!(rule.metadata.labels.unwrap()["release"], "kps");
+    let group = &rule.data["spec"]["groups"][0];
+    assert_eq!(group["name"], "sluice-llm-mistral");
+    // Error ratio and TTFT: four burn-rate alerts each; TPOT and memory: one each.
+    assert_eq!(group["rules"].as_array().unwrap().len(), 10);
     assert!(
         c.deployment
             .spec

@@ -23,6 +23,7 @@ const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/tiny";
 const SVC: &str = "/api/v1/namespaces/demo/services/tiny";
 const PDB: &str = "/apis/policy/v1/namespaces/demo/poddisruptionbudgets/tiny";
 const SM: &str = "/apis/monitoring.coreos.com/v1/namespaces/demo/servicemonitors/tiny";
+const RULE: &str = "/apis/monitoring.coreos.com/v1/namespaces/demo/prometheusrules/tiny";
 
 fn manifest(spec: Value) -> Value {
     json!({
@@ -265,11 +266,30 @@ async fn service_monitor_when_prometheus_operator_is_present() {
     let api = FakeApi::default();
     api.insert(ISVC, manifest(tiny_spec()));
     let labels = [("release".to_owned(), "kps".to_owned())].into();
-    let ctx = context(&api, Monitoring::ServiceMonitor { labels });
+    let ctx = context(
+        &api,
+        Monitoring::ServiceMonitor {
+            labels,
+            alert_rules: true,
+        },
+    );
     run(&api, &ctx).await.unwrap();
     let sm = api.get(SM).expect("ServiceMonitor created");
     assert_eq!(sm["metadata"]["labels"]["release"], "kps");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
+    let rule = api.get(RULE).expect("PrometheusRule created");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    assert_eq!(
+        rule["metadata"]["ownerReferences"][0]["kind"],
+        "InferenceService"
+    );
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert!(alerts.contains(&"SluiceErrorBudgetBurn") && alerts.contains(&"SluiceTtftBudgetBurn"));
     let template = api.get(DEPLOY).unwrap()["spec"]["template"]["metadata"].clone();
     assert!(
         template.get("annotations").is_none(),

@@ -24,7 +24,10 @@ pub use deployment::{
     ADMIN_PORT, HF_CACHE_MOUNT, MODEL_MOUNT, PRE_STOP_SLEEP_SECS, SERVER_PORT, build_deployment,
     server_args, server_settings,
 };
-pub use monitoring::{build_service_monitor, service_monitor_resource};
+pub use monitoring::{
+    build_prometheus_rule, build_service_monitor, prometheus_rule_resource,
+    service_monitor_resource,
+};
 pub use network_policy::build_network_policy;
 pub use service::{build_pdb, build_service};
 pub use settings::{
@@ -63,8 +66,13 @@ pub struct BuildOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Monitoring {
     /// The Prometheus Operator is installed: create a ServiceMonitor with these extra labels
-    /// (e.g. the `release` label a kube-prometheus-stack Prometheus selects on).
-    ServiceMonitor { labels: BTreeMap<String, String> },
+    /// (e.g. the `release` label a kube-prometheus-stack Prometheus selects on), and with
+    /// `alert_rules` a PrometheusRule with the service's SLO alerts (same labels, which a
+    /// kube-prometheus-stack `ruleSelector` matches too).
+    ServiceMonitor {
+        labels: BTreeMap<String, String>,
+        alert_rules: bool,
+    },
     /// No Prometheus Operator: annotate pods with `prometheus.io/scrape` and friends.
     Annotations,
 }
@@ -93,6 +101,8 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
     /// Present with [`Monitoring::ServiceMonitor`].
     pub service_monitor: Option<DynamicObject>,
+    /// Present with [`Monitoring::ServiceMonitor`] and `alert_rules`.
+    pub prometheus_rule: Option<DynamicObject>,
     /// Present with [`BuildOptions::network_policy_for`].
     pub network_policy: Option<NetworkPolicy>,
 }
@@ -113,8 +123,15 @@ pub fn build(v: &Validated, eff: &AppliedSettings, opts: &BuildOptions) -> Child
         service: build_service(v),
         pdb: (eff.replicas > 1).then(|| build_pdb(v)),
         service_monitor: match &opts.monitoring {
-            Monitoring::ServiceMonitor { labels } => Some(build_service_monitor(v, labels)),
+            Monitoring::ServiceMonitor { labels, .. } => Some(build_service_monitor(v, labels)),
             Monitoring::Annotations => None,
+        },
+        prometheus_rule: match &opts.monitoring {
+            Monitoring::ServiceMonitor {
+                labels,
+                alert_rules: true,
+            } => Some(build_prometheus_rule(v, labels)),
+            Monitoring::ServiceMonitor { .. } | Monitoring::Annotations => None,
         },
         network_policy: opts
             .network_policy_for

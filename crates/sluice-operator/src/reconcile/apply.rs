@@ -178,6 +178,16 @@ pub async fn apply_children(
         )
         .await?;
     }
+    if let Some(rule) = &children.prometheus_rule {
+        w.apply(
+            &apis.prometheus_rule,
+            "PrometheusRule",
+            rule,
+            observed.prometheus_rule,
+            false,
+        )
+        .await?;
+    }
     let changes = w.changes;
     Ok(AppliedChildren {
         deployment: dep,

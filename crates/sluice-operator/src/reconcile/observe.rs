@@ -11,7 +11,9 @@ use kube::{Api, Client, Resource};
 use sluice_api::InferenceService;
 use sluice_contract::AppliedSettings;
 
-use crate::build::{self, BuildOptions, Monitoring, service_monitor_resource};
+use crate::build::{
+    self, BuildOptions, Monitoring, prometheus_rule_resource, service_monitor_resource,
+};
 use crate::effective::{self, Running};
 use crate::error::FetchError;
 use crate::slo::SloLoop;
@@ -57,6 +59,7 @@ pub struct Observed {
     pub service: Option<Service>,
     pub pdb: Option<PodDisruptionBudget>,
     pub service_monitor: Option<DynamicObject>,
+    pub prometheus_rule: Option<DynamicObject>,
     pub network_policy: Option<NetworkPolicy>,
     /// The Deployment's rollout, when it exists.
     pub rollout: Option<Rollout>,
@@ -91,6 +94,7 @@ pub struct Apis {
     pub service: Api<Service>,
     pub pdb: Api<PodDisruptionBudget>,
     pub service_monitor: Api<DynamicObject>,
+    pub prometheus_rule: Api<DynamicObject>,
     pub network_policy: Api<NetworkPolicy>,
     /// Only ever used to create the admin-key Secret (never to read one).
     pub secrets: Api<Secret>,
@@ -105,6 +109,7 @@ impl Apis {
             service: Api::namespaced(client.clone(), ns),
             pdb: Api::namespaced(client.clone(), ns),
             service_monitor: Api::namespaced_with(client.clone(), ns, &service_monitor_resource()),
+            prometheus_rule: Api::namespaced_with(client.clone(), ns, &prometheus_rule_resource()),
             network_policy: Api::namespaced(client.clone(), ns),
             secrets: Api::namespaced(client.clone(), ns),
             isvc: Api::namespaced(client.clone(), ns),
@@ -135,6 +140,13 @@ pub async fn observe(
 ) -> Result<Observed, FetchError> {
     // Only the kinds this operator builds are read: a missing CRD or RBAC for the others is fine.
     let want_monitor = matches!(build.monitoring, Monitoring::ServiceMonitor { .. });
+    let want_rules = matches!(
+        build.monitoring,
+        Monitoring::ServiceMonitor {
+            alert_rules: true,
+            ..
+        }
+    );
     let want_network_policy = build.network_policy_for.is_some();
     let (ns, name) = (v.namespace.as_str(), v.name.as_str());
     let settings_name = build::settings_name(v);
@@ -157,6 +169,11 @@ pub async fn observe(
     } else {
         None
     };
+    let prometheus_rule = if want_rules {
+        get_opt(&apis.prometheus_rule, "PrometheusRule", ns, name).await?
+    } else {
+        None
+    };
     let network_policy = match (
         want_network_policy,
         cache.and_then(|c| c.network_policies.as_ref()),
@@ -175,6 +192,7 @@ pub async fn observe(
         service,
         pdb,
         service_monitor,
+        prometheus_rule,
         network_policy,
         current,
         slo,

@@ -49,14 +49,7 @@ pub fn slo_spec(v: &Validated, eff: &AppliedSettings) -> SloSpec {
     };
     SloSpec {
         mode: v.remediation.mode,
-        targets: SloTargets {
-            ttft_p95_seconds: Some(v.slo.ttft_p95_seconds),
-            tpot_seconds: Some(v.slo.tpot_seconds),
-            // The CRD allows 0 ("no errors at all"); the engine needs a positive ratio, and
-            // one in a billion is the same objective for any real request count.
-            error_ratio: Some(v.slo.error_rate_max.max(1e-9)),
-            memory_ratio: v.slo.memory_ratio,
-        },
+        targets: targets(v),
         knobs: Knobs {
             min_replicas,
             max_replicas,
@@ -66,6 +59,18 @@ pub fn slo_spec(v: &Validated, eff: &AppliedSettings) -> SloSpec {
         },
         tuning,
         thresholds: Default::default(),
+    }
+}
+
+/// The service's objectives as the engine (and its alert rules) take them.
+pub fn targets(v: &Validated) -> SloTargets {
+    SloTargets {
+        ttft_p95_seconds: Some(v.slo.ttft_p95_seconds),
+        tpot_seconds: Some(v.slo.tpot_seconds),
+        // The CRD allows 0 ("no errors at all"); the engine needs a positive ratio, and one in
+        // a billion is the same objective for any real request count.
+        error_ratio: Some(v.slo.error_rate_max.max(1e-9)),
+        memory_ratio: v.slo.memory_ratio,
     }
 }
 

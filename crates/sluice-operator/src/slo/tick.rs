@@ -47,8 +47,8 @@ pub struct Tick {
     pub decisions: Vec<(&'static str, &'static str)>,
     /// Run-time settings to push to the ready pods once status is written.
     pub push_settings: Option<RuntimeSettings>,
-    /// `(state, class)` for the SLO gauges, when this tick evaluated.
-    pub gauges: Option<(&'static str, &'static str)>,
+    /// `(state, class, degraded)` for the SLO gauges, when this tick evaluated.
+    pub gauges: Option<(&'static str, &'static str, bool)>,
     /// When to evaluate again.
     pub requeue: Duration,
 }
@@ -227,7 +227,11 @@ pub fn decide(
             note: d.reason.clone(),
         });
     }
-    let gauges = Some((ev.slo.state.as_str(), ev.plan.classification.class.as_str()));
+    let gauges = Some((
+        ev.slo.state.as_str(),
+        ev.plan.classification.class.as_str(),
+        ev.plan.degraded.is_some(),
+    ));
     let condition = std::mem::take(&mut ev.condition);
     Some(Tick {
         effective: ev.effective,
@@ -256,8 +260,8 @@ pub async fn act(
         metrics.forget_slo(&v.namespace, &v.name);
         return Vec::new();
     };
-    if let Some((state, class)) = tick.gauges {
-        metrics.set_slo(&v.namespace, &v.name, state, class);
+    if let Some((state, class, degraded)) = tick.gauges {
+        metrics.set_slo(&v.namespace, &v.name, state, class, degraded);
     }
     for (action, class) in &tick.decisions {
         metrics

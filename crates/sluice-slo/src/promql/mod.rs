@@ -8,6 +8,8 @@
 use sluice_contract::metrics::{self as names, RequestStatus};
 use std::fmt;
 
+pub mod alerts;
+
 use serde::{Deserialize, Serialize};
 
 /// A selector could not be built.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: Prometheus (Debian), the openai client and
-# Locust (PyPI), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
+# Locust (PyPI), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
 # --ignore-requires-python) and lupa for the Argo CD Lua health-check tests; then builds the
 # Kubernetes control plane of the cluster tests from Go modules (scripts/build-control-plane.sh:
 # cached in /var/tmp/sluice-k8s, so only the first run on a machine compiles it).
@@ -33,6 +33,11 @@ fi
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check openai locust lupa
 python3 -m pip install -q --disable-pip-version-check --ignore-requires-python helm-sdkpy
+# cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); built outside any clone's
+# target directory so it is compiled once per machine.
+if ! command -v cargo-fuzz >/dev/null; then
+  CARGO_TARGET_DIR=/var/tmp/sluice-tools-target cargo install -q cargo-fuzz --locked --version 0.13.2
+fi
 # The control plane needs Go >= 1.26 (kwok's go.mod); the machines carry it. Debian's golang-go
 # is far older, so there is no fallback to it.
 if ! command -v go >/dev/null; then

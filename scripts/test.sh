@@ -30,4 +30,6 @@ step "helm lint (helm-sdkpy)"
 python3 charts/sluice/tests/lint.py
 step "Argo CD health check (Lua)"
 python3 charts/sluice/tests/test_argocd_health.py
+step "fuzz every target for 20 s (cargo-fuzz, libFuzzer)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
 step "all checks passed"

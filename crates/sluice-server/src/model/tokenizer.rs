@@ -68,6 +68,17 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
                 .map(|(a, b)| (a.to_string(), b.to_string()))
         })
         .collect();
+    // tokenizers' BPE builder indexes a buffer as long as the longest token with each merge's
+    // joined pieces before it checks the pieces exist, so a merge longer than every token (a
+    // crafted file) panics inside it (found by the gguf_header fuzz target). Same rule, first.
+    if let Some((a, b)) = merges.iter().find(|(a, b)| {
+        !(vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")))
+    }) {
+        return Err(ModelError::invalid(
+            path,
+            format!("tokenizer.ggml.merges: merge {a:?} + {b:?} is not in tokenizer.ggml.tokens"),
+        ));
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
@@ -190,6 +201,31 @@ impl IncrementalDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (found by the `gguf_header` fuzz target): a merge whose joined pieces are
+    /// longer than every token panicked inside tokenizers' BPE builder.
+    #[test]
+    fn a_gguf_merge_outside_the_vocabulary_is_an_error_not_a_panic() {
+        use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+        let strings =
+            |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
+        let content = Content {
+            magic: VersionedMagic::GgufV3,
+            metadata: [
+                (
+                    "tokenizer.ggml.model".to_string(),
+                    Value::String("gpt2".into()),
+                ),
+                ("tokenizer.ggml.tokens".to_string(), strings(&["a", "b"])),
+                ("tokenizer.ggml.merges".to_string(), strings(&["a b"])),
+            ]
+            .into(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        let err = from_gguf(&content, Path::new("x.gguf")).unwrap_err();
+        assert!(err.to_string().contains("merge \"a\" + \"b\""), "{err}");
+    }
 
     #[test]
     fn incremental_decoding_reassembles_the_full_text() {

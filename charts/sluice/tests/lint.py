@@ -43,6 +43,10 @@ VARIANTS = [
             ("    enabled: false\n    # -- Extra labels on that ServiceMonitor", "    enabled: true\n    # -- Extra labels on that ServiceMonitor"),
             ("    enabled: false\n    # -- Extra labels on that PrometheusRule", "    enabled: true\n    # -- Extra labels on that PrometheusRule"),
             ("alertRules: true", "alertRules: false"),
+            ('    caSecret:\n      name: ""', "    caSecret:\n      name: thanos-ca"),
+            ('      user: ""', "      user: sluice"),
+            ('      passwordSecret:\n        name: ""', "      passwordSecret:\n        name: thanos-basic-auth"),
+            ("    headers: {}", "    headers:\n      X-Scope-OrgID: team-a"),
             ('  image: ""\n', "  image: registry.example/sluice-server:0.1.0\n"),
             ("  allowedImages: []", "  allowedImages:\n    - \"registry.example/sluice-server:\""),
             ("replicaCount: 1", "replicaCount: 2"),
@@ -59,6 +63,7 @@ VARIANTS = [
         [
             ("  create: true\n  # -- Name of the ServiceAccount", "  create: false\n  # -- Name of the ServiceAccount"),
             ('  name: ""\n  # -- Annotations', "  name: sluice-preexisting\n  # -- Annotations"),
+            ("    serviceAccountToken: false", "    serviceAccountToken: true"),
             ("rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: true",
              "rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: false"),
             ("  # cannot push settings to servers that have one (the settings ConfigMap still applies them).\n  enabled: true",

@@ -189,6 +189,10 @@ pub struct AnalyzeArgs {
     #[arg(long, env = "SLUICE_PROMETHEUS_URL", value_parser = parse_base_url)]
     pub prometheus: reqwest::Url,
 
+    /// How to reach Prometheus: TLS trust, credentials, headers (the operator's flags).
+    #[command(flatten)]
+    pub prometheus_connection: sluice_slo::source::ConnectionArgs,
+
     /// InferenceService to analyse: its pods are the series whose `pod` label is
     /// `<service>-<hash>-<suffix>` (the operator's own selector). Also the Jaeger service name
     /// unless --jaeger-service is given.

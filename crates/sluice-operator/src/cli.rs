@@ -149,6 +149,10 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_PROMETHEUS_URL", value_parser = parse_http_url)]
     pub prometheus_url: Option<String>,
 
+    /// How to reach Prometheus (every URL the SLO loop queries): TLS trust and credentials.
+    #[command(flatten)]
+    pub prometheus_connection: sluice_slo::source::ConnectionArgs,
+
     /// Prometheus URLs an InferenceService may name in `spec.slo.prometheusUrl` (comma-separated
     /// prefixes, e.g. `http://prometheus.team-a:9090`); the operator's own `--prometheus-url` is
     /// always allowed. Any other per-service URL is refused without a request, so a CR author
@@ -217,6 +221,49 @@ mod tests {
         assert!(!args.leader_election);
         assert_eq!(args.slo_interval, std::time::Duration::from_secs(15));
         assert_eq!(args.prometheus_url, None);
+    }
+
+    #[test]
+    fn parses_prometheus_connection_flags() {
+        let cli = Cli::try_parse_from([
+            "sluice-operator",
+            "run",
+            "--prometheus-ca-file",
+            "/ca.crt",
+            "--prometheus-basic-auth-user",
+            "sluice",
+            "--prometheus-basic-auth-password-file",
+            "/pw",
+            "--prometheus-header",
+            "X-Scope-OrgID=team-a",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        let c = args.prometheus_connection.connection();
+        assert_eq!(c.ca_file.as_deref(), Some(std::path::Path::new("/ca.crt")));
+        assert_eq!(c.basic_auth.unwrap().username, "sluice");
+        assert_eq!(
+            c.headers,
+            [("X-Scope-OrgID".to_string(), "team-a".to_string())]
+        );
+        // A user without a password file, or both kinds of credentials, is refused.
+        for bad in [
+            vec!["--prometheus-basic-auth-user", "u"],
+            vec![
+                "--prometheus-bearer-token-file",
+                "/t",
+                "--prometheus-basic-auth-user",
+                "u",
+                "--prometheus-basic-auth-password-file",
+                "/p",
+            ],
+        ] {
+            let mut argv = vec!["sluice-operator", "run"];
+            argv.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

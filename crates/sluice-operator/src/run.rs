@@ -198,10 +198,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "sluice-operator".into(),
         instance: Some(args.identity.clone()),
     };
+    let connection = args.prometheus_connection.connection();
+    // Fail at start, not at the first tick, on a CA bundle or password file that cannot be used.
+    connection
+        .client(Duration::from_secs(10))
+        .context("failed to configure the Prometheus connection")?;
+    if let Some(path) = &connection.bearer_token_file {
+        connection
+            .authorization()
+            .with_context(|| format!("failed to read {}", path.display()))?;
+    }
     let slo = SloLoop::new(
         args.slo_interval,
         args.prometheus_url.clone(),
-        Arc::new(PrometheusFactory),
+        Arc::new(PrometheusFactory { connection }),
         Arc::new(HttpSettingsClient::default()),
     )
     .with_allowed_prometheus_urls(args.allowed_prometheus_urls.clone());

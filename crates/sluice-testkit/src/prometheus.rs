@@ -53,6 +53,9 @@ impl ScrapeTarget {
     }
 }
 
+/// A `--web.config.file` and the files it names (name, contents).
+type WebConfig<'a> = (&'a str, &'a [(&'a str, &'a [u8])]);
+
 /// Prometheus scraping [`ScrapeTarget`]s every second; killed on drop.
 pub struct Prometheus {
     proc: Proc,
@@ -70,6 +73,17 @@ impl Prometheus {
     /// Like [`Prometheus::start`] on a given port: for a URL that had to be configured before
     /// the targets were known.
     pub fn start_on(port: u16, targets: &[ScrapeTarget]) -> Self {
+        Self::launch(port, targets, None)
+    }
+
+    /// Prometheus serving its API as its `--web.config.file` says (TLS, basic auth): `web_config`
+    /// is that file's YAML, with paths relative to a directory holding `files` (name, contents).
+    /// Ready when its log says so, since a plain-HTTP probe cannot tell.
+    pub fn start_with_web_config(web_config: &str, files: &[(&str, &[u8])]) -> Self {
+        Self::launch(free_port(), &[], Some((web_config, files)))
+    }
+
+    fn launch(port: u16, targets: &[ScrapeTarget], web: Option<WebConfig<'_>>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
@@ -102,9 +116,23 @@ impl Prometheus {
                 dir.path().join("console_libraries").display()
             ))
             .current_dir(dir.path());
+        if let Some((web_config, files)) = web {
+            for (name, bytes) in files {
+                std::fs::write(dir.path().join(name), bytes).expect("write web config file");
+            }
+            let path = dir.path().join("web.yml");
+            std::fs::write(&path, web_config).expect("write web.yml");
+            cmd.arg(format!("--web.config.file={}", path.display()));
+        }
         let mut proc = Proc::spawn(cmd, dir.path().join("prometheus.log"));
         let start = Instant::now();
-        while http_get_status(port, "/-/ready") != Some(200) {
+        let ready = |proc: &Proc| match web {
+            None => http_get_status(port, "/-/ready") == Some(200),
+            Some(_) => proc
+                .log_tail()
+                .contains("Server is ready to receive web requests"),
+        };
+        while !ready(&proc) {
             if let Some(status) = proc.exited() {
                 panic!("prometheus exited with {status}:\n{}", proc.log_tail());
             }
@@ -125,6 +153,11 @@ impl Prometheus {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:PORT`, for a Prometheus started with TLS.
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     /// The loopback port.

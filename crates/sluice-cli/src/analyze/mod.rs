@@ -73,10 +73,11 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let sel = selector(args)?;
     let gpu = gpu_selector(args)?;
     let window = Window::seconds(args.window.as_secs());
-    let http = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .build()
-        .context("failed to build the HTTP client")?;
+    let http = args
+        .prometheus_connection
+        .connection()
+        .client_with_token(args.timeout)
+        .context("failed to configure the Prometheus connection")?;
     let prom_url = args.prometheus.as_str().trim_end_matches('/').to_string();
 
     // Fail early and clearly when Prometheus is not there at all; the SLO source would report
@@ -106,7 +107,12 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let (spans, spans_error) = match &args.jaeger {
         Some(j) => {
             let service = args.jaeger_service.as_deref().unwrap_or(&args.service);
-            match jaeger::fetch(&http, j, service, args.window, args.jaeger_limit).await {
+            // Its own client: Prometheus credentials are not Jaeger's to see.
+            let plain = reqwest::Client::builder()
+                .timeout(args.timeout)
+                .build()
+                .context("failed to build the HTTP client")?;
+            match jaeger::fetch(&plain, j, service, args.window, args.jaeger_limit).await {
                 Ok(traces) => (Some(jaeger::breakdown(&traces)), None),
                 Err(e) => (None, Some(e.to_string())),
             }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_slo::source::Connection;
 use sluice_slo::{
     FleetSnapshot, MetricsSource, PrometheusFleet, PrometheusSource, Selector, Sli, Window,
 };
@@ -45,9 +46,12 @@ pub trait SourceFactory: Send + Sync {
 }
 
 /// [`SourceFactory`] for [`PrometheusSource`] (TTFT P95, no DCGM selector: GPU utilisation is
-/// read only where an exporter labels the same pods).
+/// read only where an exporter labels the same pods), through one [`Connection`] (TLS trust,
+/// credentials, headers) for every Prometheus URL.
 #[derive(Debug, Default)]
-pub struct PrometheusFactory;
+pub struct PrometheusFactory {
+    pub connection: Connection,
+}
 
 impl SourceFactory for PrometheusFactory {
     fn source(
@@ -57,14 +61,14 @@ impl SourceFactory for PrometheusFactory {
         window: Window,
     ) -> Result<Arc<dyn MetricsSource>, String> {
         let gpu = selector.clone();
-        PrometheusSource::new(url, selector, Some(&gpu), window, 0.95)
+        PrometheusSource::connect(url, &self.connection, selector, Some(&gpu), window, 0.95)
             .map(|s| Arc::new(s) as Arc<dyn MetricsSource>)
             .map_err(|e| e.to_string())
     }
 
     fn fleet(&self, url: &str, window: Window) -> Option<Result<Arc<PrometheusFleet>, String>> {
         Some(
-            PrometheusFleet::new(url, &Selector::new(), window, 0.95)
+            PrometheusFleet::connect(url, &self.connection, &Selector::new(), window, 0.95)
                 .map(Arc::new)
                 .map_err(|e| e.to_string()),
         )
@@ -80,7 +84,7 @@ impl Default for SloLoop {
         Self::new(
             DEFAULT_INTERVAL,
             None,
-            Arc::new(PrometheusFactory),
+            Arc::new(PrometheusFactory::default()),
             Arc::new(HttpSettingsClient::default()),
         )
     }
@@ -233,7 +237,7 @@ mod tests {
         let lp = SloLoop::new(
             DEFAULT_INTERVAL,
             Some("http://prometheus.monitoring:9090".into()),
-            Arc::new(PrometheusFactory),
+            Arc::new(PrometheusFactory::default()),
             Arc::new(HttpSettingsClient::default()),
         )
         .with_allowed_prometheus_urls(vec![

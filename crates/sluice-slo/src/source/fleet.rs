@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
+use super::connection::Connection;
 use super::prometheus::{PrometheusSource, PrometheusSourceError, Rows, assemble, rows, texts};
 use crate::promql::{SERVICE_LABEL, Selector, Window};
 use crate::sli::{Sli, UnixSeconds};
@@ -27,9 +28,27 @@ impl PrometheusFleet {
         window: Window,
         ttft_quantile: f64,
     ) -> Result<Self, PrometheusSourceError> {
+        Self::connect(url, &Connection::default(), scope, window, ttft_quantile)
+    }
+
+    /// Like [`PrometheusFleet::new`] through `connection` (TLS trust, credentials, headers).
+    pub fn connect(
+        url: &str,
+        connection: &Connection,
+        scope: &Selector,
+        window: Window,
+        ttft_quantile: f64,
+    ) -> Result<Self, PrometheusSourceError> {
         let sel = scope.clone().per_service();
         Ok(Self {
-            source: PrometheusSource::new(url, &sel, Some(&sel), window, ttft_quantile)?,
+            source: PrometheusSource::connect(
+                url,
+                connection,
+                &sel,
+                Some(&sel),
+                window,
+                ttft_quantile,
+            )?,
         })
     }
 

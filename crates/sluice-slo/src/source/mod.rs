@@ -7,12 +7,16 @@
 //! into [`crate::SliValue::Unknown`] with a reason: reading metrics never fails as a whole, so the
 //! planner always gets a snapshot and holds when it cannot see.
 
+mod connection;
 mod exposition;
 mod fleet;
 mod prometheus;
 mod quantile;
 mod scrape;
 
+#[cfg(feature = "clap")]
+pub use connection::ConnectionArgs;
+pub use connection::{BasicAuth, Connection, ConnectionError};
 pub use exposition::{ExpositionError, ExpositionSample, parse_exposition};
 pub use fleet::{FleetSnapshot, PrometheusFleet, SharedFleetSnapshot};
 pub use prometheus::{PrometheusSource, PrometheusSourceError};

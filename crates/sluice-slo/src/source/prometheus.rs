@@ -7,6 +7,7 @@
 //! gauge that stopped being scraped is still returned by Prometheus for up to its lookback delta.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use prometheus_http_query::Client;
 use prometheus_http_query::response::{Data, PromqlResult};
 
 use super::MetricsSource;
+use super::connection::Connection;
 use crate::promql::{QuerySet, Selector, Window};
 use crate::sli::{MemorySli, Sli, SliValue, UnixSeconds};
 
@@ -38,6 +40,7 @@ pub enum PrometheusSourceError {
 #[derive(Clone)]
 pub struct PrometheusSource {
     client: Client,
+    connection: Arc<Connection>,
     url: String,
     queries: QuerySet,
     window: Window,
@@ -66,17 +69,38 @@ impl PrometheusSource {
         window: Window,
         ttft_quantile: f64,
     ) -> Result<Self, PrometheusSourceError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| PrometheusSourceError::Client {
-                url: url.to_owned(),
-                message: e.to_string(),
-            })?;
-        Self::with_http_client(http, url, selector, gpu_selector, window, ttft_quantile)
+        Self::connect(
+            url,
+            &Connection::default(),
+            selector,
+            gpu_selector,
+            window,
+            ttft_quantile,
+        )
     }
 
-    /// Like [`PrometheusSource::new`] with a caller-built HTTP client (auth headers, proxies).
+    /// Like [`PrometheusSource::new`] through `connection` (TLS trust, credentials, headers).
+    pub fn connect(
+        url: &str,
+        connection: &Connection,
+        selector: &Selector,
+        gpu_selector: Option<&Selector>,
+        window: Window,
+        ttft_quantile: f64,
+    ) -> Result<Self, PrometheusSourceError> {
+        let http = connection.client(Duration::from_secs(10)).map_err(|e| {
+            PrometheusSourceError::Client {
+                url: url.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut source =
+            Self::with_http_client(http, url, selector, gpu_selector, window, ttft_quantile)?;
+        source.connection = Arc::new(connection.clone());
+        Ok(source)
+    }
+
+    /// Like [`PrometheusSource::new`] with a caller-built HTTP client (proxies, say).
     pub fn with_http_client(
         http: reqwest::Client,
         url: &str,
@@ -91,6 +115,7 @@ impl PrometheusSource {
         })?;
         Ok(Self {
             client,
+            connection: Arc::default(),
             url: url.to_owned(),
             queries: QuerySet::new(selector, gpu_selector, window, ttft_quantile),
             window,
@@ -120,12 +145,37 @@ impl PrometheusSource {
     }
 
     pub(super) async fn run(&self, query: &str) -> Result<PromqlResult, String> {
-        self.client
-            .query(query)
+        let mut request = self.client.query(query);
+        if let Some(token) = self.connection.authorization().map_err(|e| e.to_string())? {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        request
             .get()
             .await
-            .map_err(|e| format!("prometheus query failed: {e}"))
+            .map_err(|e| format!("prometheus query failed: {}", chain(&e)))
     }
+
+    /// Runs `vector(1)`: whether the API answers through this source's connection (TLS,
+    /// credentials) at all, with the error when it does not.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.run("vector(1)").await.map(|_| ())
+    }
+}
+
+/// An error with its causes: the HTTP status behind a "invalid media type", the TLS reason
+/// behind a connect error, which is what an on-call engineer needs to see.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// One sample of an instant-query result, with its labels.

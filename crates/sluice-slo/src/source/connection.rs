@@ -1,8 +1,9 @@
 //! How the engine's HTTP clients reach a Prometheus-compatible API that is not a plain
 //! `http://` endpoint: `https://` with the system's roots plus a custom CA bundle (rustls with
-//! ring; no OpenSSL), a bearer token read from a file on every request (a projected
-//! ServiceAccount token rotates under a running operator), basic auth with the password in a
-//! file, and extra headers (the tenant header of Thanos, Cortex or Mimir).
+//! aws-lc-rs, the build's only provider, as kube's client requires; no OpenSSL), a bearer token
+//! read from a file on every request (a projected ServiceAccount token rotates under a running
+//! operator), basic auth with the password in a file, and extra headers (the tenant header of
+//! Thanos, Cortex or Mimir).
 //!
 //! Credentials are only ever named by file: the operator mounts Secrets, nothing is inlined in
 //! flags, values or the CRD.
@@ -168,7 +169,7 @@ impl Connection {
         } else if added == 0 {
             tracing::debug!("no system CA certificates found; https:// needs a CA file");
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ConnectionError::Client(e.to_string()))?

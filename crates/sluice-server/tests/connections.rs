@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{client, sigterm, spawn};
+use common::{client, metric, sigterm, spawn};
 use serde_json::json;
 
 /// How a slow client misbehaves.
@@ -263,18 +263,7 @@ async fn ttft_counts_from_arrival_including_a_slow_body() {
             "{key} = {secs} s leaves out the {BODY_DELAY:?} the body took: {v}"
         );
     }
-    let sum = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("llm_ttft_seconds_sum "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .expect("llm_ttft_seconds_sum is exported");
+    let sum = metric(&url, "llm_ttft_seconds_sum").await;
     assert!(
         sum >= BODY_DELAY.as_secs_f64(),
         "llm_ttft_seconds_sum = {sum}"

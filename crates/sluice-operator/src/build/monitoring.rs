@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
@@ -21,6 +22,16 @@ pub fn service_monitor_resource() -> ApiResource {
     )
 }
 
+/// A child's metadata plus the labels a Prometheus selects its ServiceMonitors and
+/// PrometheusRules by (`--service-monitor-label`).
+fn monitoring_meta(v: &Validated, extra_labels: &BTreeMap<String, String>) -> ObjectMeta {
+    let mut metadata = child_meta(v);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.extend(extra_labels.iter().map(|(k, val)| (k.clone(), val.clone())));
+    }
+    metadata
+}
+
 /// API resource of `monitoring.coreos.com/v1` PrometheusRule.
 pub fn prometheus_rule_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -36,10 +47,6 @@ pub fn build_prometheus_rule(
     v: &Validated,
     extra_labels: &BTreeMap<String, String>,
 ) -> DynamicObject {
-    let mut metadata = child_meta(v);
-    if let Some(labels) = metadata.labels.as_mut() {
-        labels.extend(extra_labels.iter().map(|(k, val)| (k.clone(), val.clone())));
-    }
     let selector = mapping::selector(v);
     let group = selector.as_ref().ok().map(|selector| {
         service_rules(
@@ -52,7 +59,7 @@ pub fn build_prometheus_rule(
         )
     });
     let mut obj = DynamicObject::new(&v.name, &prometheus_rule_resource());
-    obj.metadata = metadata;
+    obj.metadata = monitoring_meta(v, extra_labels);
     // A validated name and namespace always make a selector; an empty rule list is the safe
     // answer if one ever did not.
     obj.data = json!({ "spec": { "groups": group.into_iter().collect::<Vec<_>>() } });
@@ -64,12 +71,8 @@ pub fn build_service_monitor(
     v: &Validated,
     extra_labels: &BTreeMap<String, String>,
 ) -> DynamicObject {
-    let mut metadata = child_meta(v);
-    if let Some(labels) = metadata.labels.as_mut() {
-        labels.extend(extra_labels.iter().map(|(k, val)| (k.clone(), val.clone())));
-    }
     let mut obj = DynamicObject::new(&v.name, &service_monitor_resource());
-    obj.metadata = metadata;
+    obj.metadata = monitoring_meta(v, extra_labels);
     obj.data = json!({
         "spec": {
             "selector": { "matchLabels": selector_labels(v) },

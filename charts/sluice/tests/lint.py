@@ -35,13 +35,16 @@ SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
 VARIANTS = [
     ("defaults", []),
     (
-        "namespace-scoped, ServiceMonitor and PrometheusRule, no alert rules per service, no leader election",
+        "namespace-scoped, ServiceMonitor, PrometheusRule and Grafana dashboard, no alert rules per service, no leader election",
         [
             ('watchNamespace: ""', "watchNamespace: ml-serving"),
             ("serviceMonitorLabels: {}", "serviceMonitorLabels:\n  release: kube-prometheus-stack"),
             ("  enabled: true\n  # -- Seconds", "  enabled: false\n  # -- Seconds"),
             ("    enabled: false\n    # -- Extra labels on that ServiceMonitor", "    enabled: true\n    # -- Extra labels on that ServiceMonitor"),
             ("    enabled: false\n    # -- Extra labels on that PrometheusRule", "    enabled: true\n    # -- Extra labels on that PrometheusRule"),
+            ("    enabled: false\n    # -- Labels the sidecar selects on", "    enabled: true\n    # -- Labels the sidecar selects on"),
+            ("    annotations: {}\n    # -- Namespace of the ConfigMap", "    annotations:\n      grafana_folder: Sluice\n    # -- Namespace of the ConfigMap"),
+            ('    namespace: ""\n', "    namespace: monitoring\n"),
             ("alertRules: true", "alertRules: false"),
             ('    caSecret:\n      name: ""', "    caSecret:\n      name: thanos-ca"),
             ('      user: ""', "      user: sluice"),

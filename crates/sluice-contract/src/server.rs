@@ -15,6 +15,8 @@ pub const ADMIN_KEY_ENV: &str = "SLUICE_ADMIN_KEY";
 
 /// The port the server listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8000;
+/// Name of the inference port on the operator's pods (`kubectl sluice bench` forwards to it).
+pub const HTTP_PORT_NAME: &str = "http";
 
 /// Compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr)]

@@ -22,6 +22,8 @@ pub enum Command {
     /// Print alerting rules: an InferenceService's SLO alerts, as the operator creates them,
     /// or the operator's own alerts.
     Rules(RulesArgs),
+    /// Print the Grafana dashboard (JSON) the chart ships: import it, or diff it against yours.
+    Dashboard,
 }
 
 /// Flags of `sluice-operator rules`.

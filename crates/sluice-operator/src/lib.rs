@@ -7,6 +7,7 @@ pub mod admin_key;
 pub mod apply;
 pub mod build;
 pub mod cli;
+pub mod dashboard;
 pub mod diff;
 pub mod effective;
 pub mod error;

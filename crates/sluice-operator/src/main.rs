@@ -11,6 +11,10 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", sluice_api::crd_yaml()?);
             Ok(())
         }
+        Command::Dashboard => {
+            print!("{}", sluice_operator::dashboard::json());
+            Ok(())
+        }
         Command::Rules(args) => {
             print!("{}", sluice_operator::rules::print(&args)?);
             Ok(())

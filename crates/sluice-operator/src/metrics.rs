@@ -3,10 +3,11 @@
 //! bounded (fixed sets), units are in the names, histogram buckets are explicit.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use sluice_contract::{ACTION_LABELS, BottleneckClass, ObjectiveState};
+use sluice_slo::SloTargets;
 
 use crate::error::CATEGORIES;
 
@@ -37,6 +38,49 @@ pub const WRITE_KINDS: &[&str] = &[
     "PrometheusRule",
     "Status",
 ];
+
+/// `sluice_operator_slo_bottleneck{namespace, name, class}`.
+pub const SLO_BOTTLENECK_METRIC: &str = "sluice_operator_slo_bottleneck";
+/// `sluice_operator_slo_actions_total{namespace, name, action}`: knob moves per service (the
+/// dashboard's decision annotations).
+pub const SLO_ACTIONS_METRIC: &str = "sluice_operator_slo_actions_total";
+/// An objective of a service, exported as its own gauge so the unit is in the name: the
+/// dashboard draws each as the line its SLI must stay under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    TtftP95,
+    Tpot,
+    ErrorRatio,
+    MemoryRatio,
+}
+
+impl Objective {
+    pub const ALL: [Objective; 4] = [
+        Objective::TtftP95,
+        Objective::Tpot,
+        Objective::ErrorRatio,
+        Objective::MemoryRatio,
+    ];
+
+    /// The gauge's name (labels `namespace`, `name`).
+    pub const fn metric(self) -> &'static str {
+        match self {
+            Objective::TtftP95 => "sluice_operator_slo_ttft_p95_objective_seconds",
+            Objective::Tpot => "sluice_operator_slo_tpot_objective_seconds",
+            Objective::ErrorRatio => "sluice_operator_slo_error_ratio_objective",
+            Objective::MemoryRatio => "sluice_operator_slo_memory_ratio_objective",
+        }
+    }
+
+    fn value(self, t: &SloTargets) -> Option<f64> {
+        match self {
+            Objective::TtftP95 => t.ttft_p95_seconds,
+            Objective::Tpot => t.tpot_seconds,
+            Objective::ErrorRatio => t.error_ratio,
+            Objective::MemoryRatio => Some(t.memory_ratio),
+        }
+    }
+}
 
 /// Reconcile durations span a cache-hit no-op (milliseconds) to slow API servers (seconds).
 const DURATION_BUCKETS: &[f64] = &[
@@ -71,6 +115,10 @@ pub struct Metrics {
     /// `sluice_operator_settings_pushes_total{outcome="success"|"error"}`: per-pod run-time
     /// settings updates (`max_tokens`, quantization).
     pub settings_pushes: IntCounterVec,
+    /// [`SLO_ACTIONS_METRIC`]: knob moves per service.
+    pub slo_actions: IntCounterVec,
+    /// The gauge of each of [`Objective::ALL`], in that order.
+    pub slo_objectives: Vec<GaugeVec>,
 }
 
 impl Metrics {
@@ -122,7 +170,7 @@ impl Metrics {
         )?;
         let slo_bottleneck = IntGaugeVec::new(
             Opts::new(
-                "sluice_operator_slo_bottleneck",
+                SLO_BOTTLENECK_METRIC,
                 "1 for each InferenceService's current bottleneck class.",
             ),
             &["namespace", "name", "class"],
@@ -141,6 +189,29 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let slo_actions = IntCounterVec::new(
+            Opts::new(
+                SLO_ACTIONS_METRIC,
+                "Knob moves (scale, quantization, max_tokens) per InferenceService.",
+            ),
+            &["namespace", "name", "action"],
+        )?;
+        let slo_objectives = Objective::ALL
+            .iter()
+            .map(|o| {
+                GaugeVec::new(
+                    Opts::new(
+                        o.metric(),
+                        "Each InferenceService's objective for this SLI.",
+                    ),
+                    &["namespace", "name"],
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for g in &slo_objectives {
+            registry.register(Box::new(g.clone()))?;
+        }
+        registry.register(Box::new(slo_actions.clone()))?;
         registry.register(Box::new(slo_decisions.clone()))?;
         registry.register(Box::new(slo_state.clone()))?;
         registry.register(Box::new(slo_bottleneck.clone()))?;
@@ -180,7 +251,36 @@ impl Metrics {
             slo_bottleneck,
             slo_degraded,
             settings_pushes,
+            slo_actions,
+            slo_objectives,
         })
+    }
+
+    /// Sets a service's objective gauges, and creates its action counters at 0 so the first
+    /// move is an increase Prometheus can see.
+    pub fn set_objectives(&self, namespace: &str, name: &str, targets: &SloTargets) {
+        for (objective, gauge) in Objective::ALL.iter().zip(&self.slo_objectives) {
+            match objective.value(targets) {
+                Some(v) => gauge.with_label_values(&[namespace, name]).set(v),
+                None => {
+                    let _ = gauge.remove_label_values(&[namespace, name]);
+                }
+            }
+        }
+        for a in ACTION_LABELS.iter().filter(|a| **a != "hold") {
+            self.slo_actions.with_label_values(&[namespace, name, a]);
+        }
+    }
+
+    /// Counts one SLO-loop decision: fleet-wide by action and class, and per service when it
+    /// moved a knob.
+    pub fn count_decision(&self, namespace: &str, name: &str, action: &str, class: &str) {
+        self.slo_decisions.with_label_values(&[action, class]).inc();
+        if action != "hold" {
+            self.slo_actions
+                .with_label_values(&[namespace, name, action])
+                .inc();
+        }
     }
 
     /// Sets the one-hot SLO state and bottleneck gauges of a service, and whether it is degraded.
@@ -203,6 +303,12 @@ impl Metrics {
     /// Drops a deleted service's SLO series so the registry does not grow without bound.
     pub fn forget_slo(&self, namespace: &str, name: &str) {
         let _ = self.slo_degraded.remove_label_values(&[namespace, name]);
+        for g in &self.slo_objectives {
+            let _ = g.remove_label_values(&[namespace, name]);
+        }
+        for a in ACTION_LABELS {
+            let _ = self.slo_actions.remove_label_values(&[namespace, name, a]);
+        }
         for s in ObjectiveState::ALL.iter().map(|s| s.as_str()) {
             let _ = self.slo_state.remove_label_values(&[namespace, name, s]);
         }

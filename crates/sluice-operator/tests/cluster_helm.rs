@@ -60,7 +60,34 @@ fn cluster_helm_installs_upgrades_and_uninstalls_with_live_services() {
                 "concurrency=8",
                 "--set",
                 "slo.interval=30s",
+                "--set",
+                "metrics.grafanaDashboard.enabled=true",
             ]),
+    );
+    // The dashboard ConfigMap carries the sidecar's label and the dashboard the code generates,
+    // byte for byte (Helm's .Files.Get and the apiserver pass it through untouched).
+    let maps: serde_json::Value = serde_json::from_str(&kubectl(
+        &c,
+        &[
+            "-n",
+            ns,
+            "get",
+            "configmap",
+            "-l",
+            "grafana_dashboard=1",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let items = maps["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{maps}");
+    let shipped = items[0]["data"]["sluice-inferenceservice.json"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        shipped.trim_end(),
+        sluice_operator::dashboard::json().trim_end()
     );
     let upgraded = cluster::Chart::read(&c, "sluice", ns);
     assert!(

@@ -36,6 +36,10 @@ pub struct ScrapeTarget {
     pub job: String,
     pub address: String,
     pub labels: Vec<(String, String)>,
+    /// Keep the scraped series' own labels where they clash with the target's (Prometheus's
+    /// `honor_labels`, the ServiceMonitor's `honorLabels`): the operator's SLO series carry the
+    /// namespace of the service they describe.
+    pub honor_labels: bool,
 }
 
 impl ScrapeTarget {
@@ -49,6 +53,16 @@ impl ScrapeTarget {
                 ("namespace".into(), namespace.to_owned()),
                 ("pod".into(), pod.to_owned()),
             ],
+            honor_labels: false,
+        }
+    }
+
+    /// The operator's own metrics endpoint, scraped as the chart's ServiceMonitor does it: as a
+    /// pod of `namespace`, with `honor_labels`.
+    pub fn operator(address: String, namespace: &str, pod: &str) -> Self {
+        Self {
+            honor_labels: true,
+            ..Self::pod(address, namespace, pod)
         }
     }
 }
@@ -90,8 +104,8 @@ impl Prometheus {
         );
         for t in targets {
             cfg.push_str(&format!(
-                "  - job_name: {}\n    static_configs:\n      - targets: ['{}']\n        labels:\n",
-                t.job, t.address
+                "  - job_name: {}\n    honor_labels: {}\n    static_configs:\n      - targets: ['{}']\n        labels:\n",
+                t.job, t.honor_labels, t.address
             ));
             for (k, v) in &t.labels {
                 cfg.push_str(&format!("          {k}: {v}\n"));

@@ -299,7 +299,7 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         args: Some(server.to_args()),
         ports: Some(vec![
             ContainerPort {
-                name: Some("http".into()),
+                name: Some(sluice_contract::server::HTTP_PORT_NAME.into()),
                 container_port: SERVER_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()

@@ -245,6 +245,22 @@ pub fn decide(
     })
 }
 
+/// Sets the SLO metrics from a tick: state, bottleneck and objective gauges when it evaluated,
+/// a count per decision. With `tick` None (mode Off) it clears the service's SLO series.
+pub fn record(metrics: &Metrics, v: &Validated, tick: Option<&Tick>) {
+    let Some(tick) = tick else {
+        metrics.forget_slo(&v.namespace, &v.name);
+        return;
+    };
+    if let Some((state, class, degraded)) = tick.gauges {
+        metrics.set_slo(&v.namespace, &v.name, state, class, degraded);
+        metrics.set_objectives(&v.namespace, &v.name, &mapping::targets(v));
+    }
+    for (action, class) in &tick.decisions {
+        metrics.count_decision(&v.namespace, &v.name, action, class);
+    }
+}
+
 /// Carries out what [`decide`] chose once status has recorded it (the act stage's SLO part):
 /// pushes the run-time settings to the ready pods and sets the SLO metrics. Returns Events to
 /// publish about the push. With `tick` None (mode Off) it clears the service's SLO gauges.
@@ -256,19 +272,10 @@ pub async fn act(
     tick: Option<&Tick>,
     admin_key: Option<&str>,
 ) -> Vec<PendingEvent> {
+    record(metrics, v, tick);
     let Some(tick) = tick else {
-        metrics.forget_slo(&v.namespace, &v.name);
         return Vec::new();
     };
-    if let Some((state, class, degraded)) = tick.gauges {
-        metrics.set_slo(&v.namespace, &v.name, state, class, degraded);
-    }
-    for (action, class) in &tick.decisions {
-        metrics
-            .slo_decisions
-            .with_label_values(&[action, class])
-            .inc();
-    }
     let Some(settings) = tick.push_settings else {
         return Vec::new();
     };

@@ -346,6 +346,24 @@ pub fn request_rate(sel: &Selector, w: Window) -> String {
     sum_rate(sel, names::REQUESTS_TOTAL, "", w)
 }
 
+/// Requests finished per second by `status`.
+pub fn requests_by_status(sel: &Selector, w: Window) -> String {
+    sel.agg(
+        "sum",
+        &[names::STATUS_LABEL],
+        &rate(sel, names::REQUESTS_TOTAL, "", w),
+    )
+}
+
+/// Failed requests per second by `reason`.
+pub fn errors_by_reason(sel: &Selector, w: Window) -> String {
+    sel.agg(
+        "sum",
+        &[names::REASON_LABEL],
+        &rate(sel, names::ERRORS_TOTAL, "", w),
+    )
+}
+
 /// Fraction of finished requests whose `status` is one of `statuses`.
 pub fn status_ratio(statuses: &[RequestStatus], sel: &Selector, w: Window) -> String {
     let alternatives: Vec<String> = statuses.iter().map(|s| regex_escape(s.as_str())).collect();
@@ -374,6 +392,11 @@ pub fn queue_depth(sel: &Selector) -> String {
 /// Sequences being decoded, summed over pods.
 pub fn running_sequences(sel: &Selector) -> String {
     sel.agg("sum", &[], &sel.series(names::RUNNING_SEQUENCES, ""))
+}
+
+/// Requests admitted and not yet answered, summed over pods.
+pub fn in_flight(sel: &Selector) -> String {
+    sel.agg("sum", &[], &sel.series(names::IN_FLIGHT_REQUESTS, ""))
 }
 
 /// Generated tokens per second, summed over pods.

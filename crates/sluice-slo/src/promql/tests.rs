@@ -69,6 +69,14 @@ fn rates_and_ratios() {
         r#"sum(rate(llm_requests_total{namespace="prod",service="chat",status=~"error|timeout|rejected"}[60s])) / sum(rate(llm_requests_total{namespace="prod",service="chat"}[60s]))"#
     );
     assert_eq!(
+        requests_by_status(&sel(), W),
+        r#"sum by (status) (rate(llm_requests_total{namespace="prod",service="chat"}[60s]))"#
+    );
+    assert_eq!(
+        errors_by_reason(&sel(), W),
+        r#"sum by (reason) (rate(llm_errors_total{namespace="prod",service="chat"}[60s]))"#
+    );
+    assert_eq!(
         tokens_per_second(&sel(), W),
         r#"sum(rate(llm_generated_tokens_total{namespace="prod",service="chat"}[60s]))"#
     );
@@ -79,6 +87,10 @@ fn gauges() {
     assert_eq!(
         queue_depth(&sel()),
         r#"sum(llm_queue_depth{namespace="prod",service="chat"})"#
+    );
+    assert_eq!(
+        in_flight(&sel()),
+        r#"sum(llm_in_flight_requests{namespace="prod",service="chat"})"#
     );
     assert_eq!(
         running_sequences(&sel()),

@@ -26,6 +26,10 @@ pub enum Command {
     Simulate(Box<crate::simulate::SimulateArgs>),
     /// Measure a sluice-server (prefill, decode by batch, memory, limits, start-up) into a profile.
     Profile(Box<crate::profile::ProfileArgs>),
+    /// Show an InferenceService: objectives vs SLIs, bottleneck, decisions, what the operator waits for.
+    Status(Box<crate::cluster::StatusArgs>),
+    /// Explain an InferenceService's latest decision (or `--decision ID`) with its evidence.
+    Explain(Box<crate::cluster::ExplainArgs>),
 }
 
 /// Which HTTP API the bench calls.
@@ -73,9 +77,23 @@ impl Endpoint {
 /// Locust semantics), open-loop Poisson arrivals (`--rate`) or trace replay (`--trace`).
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// InferenceService to load instead of a URL (`kubectl sluice bench NAME`): reached through
+    /// a port-forward to one of its Ready pods, or its in-cluster URL with --in-cluster.
+    #[arg(conflicts_with = "url")]
+    pub service: Option<String>,
+
     /// Base URL of the inference server, e.g. http://127.0.0.1:8000.
-    #[arg(long, env = "SLUICE_URL", value_parser = parse_base_url)]
-    pub url: reqwest::Url,
+    #[arg(long, env = "SLUICE_URL", value_parser = parse_base_url, required_unless_present = "service")]
+    pub url: Option<reqwest::Url>,
+
+    /// How to reach the cluster when a service is named.
+    #[command(flatten)]
+    pub kube: crate::cluster::KubeArgs,
+
+    /// With a service: call its in-cluster URL (`status.endpoint`) instead of port-forwarding,
+    /// for a bench run inside the cluster.
+    #[arg(long, env = "SLUICE_BENCH_IN_CLUSTER", requires = "service")]
+    pub in_cluster: bool,
 
     /// Closed-loop concurrent users (Locust `--users`); each sends its next request when the previous one ends.
     #[arg(long, env = "SLUICE_BENCH_USERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod profile;
 pub mod render;
@@ -44,9 +45,27 @@ pub fn main_entry() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Bench(args) => {
+        Command::Bench(mut args) => {
+            // Held for the whole run: dropping it closes the port-forward.
+            let _forward = match &args.service {
+                Some(name) => {
+                    let (url, forward) =
+                        cluster::bench_target(name, &args.kube, args.in_cluster).await?;
+                    args.url = Some(url);
+                    forward
+                }
+                None => None,
+            };
             let report = bench::run(&args, true).await?;
             Ok(bench::output::emit(&report, &args)?)
+        }
+        Command::Status(args) => {
+            cluster::run_status(&args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(args) => {
+            cluster::run_explain(&args).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Analyze(args) => analyze::run(&args).await,
         Command::Demo(args) => demo::run(&args).await,

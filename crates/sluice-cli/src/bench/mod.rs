@@ -42,6 +42,8 @@ pub enum BenchError {
     Trace(#[from] TraceError),
     #[error("failed to build the HTTP client: {0}")]
     Client(String),
+    #[error("no server to bench: give --url, or an InferenceService name")]
+    NoTarget,
 }
 
 impl BenchError {
@@ -51,6 +53,7 @@ impl BenchError {
             BenchError::Unreachable { .. } => "unreachable",
             BenchError::Trace(_) => "trace",
             BenchError::Client(_) => "client",
+            BenchError::NoTarget => "usage",
         }
     }
 }
@@ -58,16 +61,18 @@ impl BenchError {
 /// Runs a whole bench. `interactive` allows the progress bar (still only on a terminal).
 pub async fn run(args: &BenchArgs, interactive: bool) -> Result<BenchReport, BenchError> {
     let (plan, load) = plan_load(args)?;
+    // A named service was resolved to a URL before this point (lib.rs dispatch).
+    let base = args.url.as_ref().ok_or(BenchError::NoTarget)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .connect_timeout(args.timeout.min(Duration::from_secs(10)))
         .tcp_nodelay(true)
         .build()
         .map_err(|e| BenchError::Client(error_chain(&e)))?;
-    let model = preflight(&client, args).await?;
+    let model = preflight(&client, base, args).await?;
     let target = Arc::new(Target::new(
         client.clone(),
-        &args.url,
+        base,
         args.endpoint,
         model,
         args.api_key.clone(),
@@ -79,7 +84,7 @@ pub async fn run(args: &BenchArgs, interactive: bool) -> Result<BenchReport, Ben
     let metrics_url = args
         .metrics_url
         .clone()
-        .unwrap_or_else(|| join(&args.url, "/metrics"));
+        .unwrap_or_else(|| join(base, "/metrics"));
     let sampler = tokio::spawn(resources::sample_periodically(
         client.clone(),
         metrics_url.clone(),
@@ -166,7 +171,7 @@ pub async fn run(args: &BenchArgs, interactive: bool) -> Result<BenchReport, Ben
     let resources = usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(BenchReport {
         date: chrono::Local::now().format("%Y-%m-%d").to_string(),
-        url: args.url.to_string(),
+        url: base.to_string(),
         endpoint: args.endpoint,
         load,
         summary,
@@ -242,6 +247,7 @@ fn plan_load(args: &BenchArgs) -> Result<(LoadPlan, LoadDescription), BenchError
 /// Fails fast when nothing listens at the URL, and finds the model name for `/v1/*`.
 async fn preflight(
     client: &reqwest::Client,
+    base: &reqwest::Url,
     args: &BenchArgs,
 ) -> Result<Option<String>, BenchError> {
     let probe = if args.endpoint.is_openai() {
@@ -249,14 +255,14 @@ async fn preflight(
     } else {
         "/health"
     };
-    let url = join(&args.url, probe);
+    let url = join(base, probe);
     let mut req = client.get(url.clone()).timeout(Duration::from_secs(10));
     if let Some(key) = &args.api_key {
         req = req.bearer_auth(key);
     }
     // Any HTTP answer (even 404 from a server without /health) proves the server is there.
     let resp = req.send().await.map_err(|e| BenchError::Unreachable {
-        url: args.url.to_string(),
+        url: base.to_string(),
         reason: error_chain(&e),
     })?;
     if !args.endpoint.is_openai() || args.model.is_some() {

@@ -71,7 +71,7 @@ fn service() -> sluice_operator::validate::Validated {
         "spec": {
             "model": {"builtin": "tiny"},
             "replicas": {"min": 1, "max": 6},
-            "serving": {"quantization": "f32"},
+            "serving": {"quantization": "f32", "quantizationLadder": ["f32", "q8_0", "q4_0"]},
             "slo": {"ttftP95": "250ms", "tpotAvg": "1s", "errorRateMax": 0.05, "window": "30s"},
             "remediation": {"mode": "Auto"},
         },

@@ -2,8 +2,9 @@
 # Installs what the test suite drives for real: Prometheus (Debian), the openai client and
 # Locust (PyPI), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
 # --ignore-requires-python) and lupa for the Argo CD Lua health-check tests; then builds the
-# Kubernetes control plane of the cluster tests from Go modules (scripts/build-control-plane.sh:
-# cached in /var/tmp/sluice-k8s, so only the first run on a machine compiles it).
+# Kubernetes control plane of the cluster tests and Jaeger from Go modules
+# (scripts/build-control-plane.sh, scripts/build-jaeger.sh: cached in /var/tmp, so only the first
+# run on a machine compiles them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -45,3 +46,6 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 bash scripts/build-control-plane.sh >/dev/null
+# Jaeger all-in-one for the tracing tests (real OTLP ingest and query API), from its Go module;
+# cached outside the clone like the control plane.
+bash scripts/build-jaeger.sh >/dev/null

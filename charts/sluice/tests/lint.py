@@ -59,6 +59,9 @@ VARIANTS = [
             ("  allowedPrometheusUrls: []", "  allowedPrometheusUrls:\n    - http://prometheus.team-a:9090\n    - https://thanos.example"),
             ('  existingSecret: ""', "  existingSecret: sluice-admin-seed"),
             ("  inferenceFromNamespaces: []", "  inferenceFromNamespaces: [apps, monitoring]"),
+            ('  otlpEndpoint: ""', "  otlpEndpoint: https://otel-collector.tracing:4318"),
+            ("  samplingRatio: 1", "  samplingRatio: 0.1"),
+            ('  caSecret:\n    name: ""', "  caSecret:\n    name: otel-ca"),
         ],
     ),
     (

@@ -8,11 +8,12 @@ pub mod model;
 pub mod remediation;
 pub mod spec;
 pub mod status;
+pub mod tracing;
 
 pub use model::{
     BuiltinModel, HuggingFaceCache, HuggingFaceModel, ImageModel, ModelFormat, ModelSpec, PvcModel,
 };
-pub use remediation::{Cooldowns, RemediationSpec};
+pub use remediation::{CapacitySpec, Cooldowns, RemediationSpec};
 pub use spec::{
     API_KEY_SECRET_CEL, API_KEY_SECRET_PREFIX, ApiKeySecretRef, InferenceService,
     InferenceServiceSpec, MaxTokensSpec, ReplicaBounds, ResourcesSpec, ServingSpec, SloSpec,
@@ -21,6 +22,7 @@ pub use status::{
     Bottleneck, Decision, InferenceServiceStatus, ObjectiveStatus, SliSnapshot, SloStatus,
     condition,
 };
+pub use tracing::{ConfigMapKeyRef, TracingSpec};
 // The vocabulary the spec and status are written in is the contract crate's; re-exported so a
 // user of the CRD types needs one import.
 pub use sluice_contract::{

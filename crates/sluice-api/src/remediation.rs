@@ -22,6 +22,22 @@ pub struct RemediationSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[schemars(length(max = 3))]
     pub knobs: Vec<Knob>,
+    /// What one replica carries (`sluice profile`, or a load test). Set, the operator sizes a
+    /// scale-out from the request rate in one step, scales ahead of a breach and keeps the
+    /// replicas the recent peak needs; unset, it sizes from the latency overshoot alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacitySpec>,
+}
+
+/// One replica's capacity, for model-based sizing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacitySpec {
+    /// Requests per second one replica serves at saturation on `serving.quantization` and
+    /// `serving.maxTokens.default`; the operator sizes for 70 % of it.
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1000000.0")
+        .message("remediation.capacity.requestsPerSecondPerReplica must be above 0"))]
+    pub requests_per_second_per_replica: f64,
 }
 
 impl Default for RemediationSpec {
@@ -30,6 +46,7 @@ impl Default for RemediationSpec {
             mode: Mode::default(),
             cooldowns: Cooldowns::default(),
             knobs: all_knobs(),
+            capacity: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use sluice_contract::Quantization;
 use crate::model::ModelSpec;
 use crate::remediation::RemediationSpec;
 use crate::status::InferenceServiceStatus;
+use crate::tracing::TracingSpec;
 
 // The operator turns an InferenceService into pods of `sluice-server`, watches its SLIs and
 // remediates by moving replicas, quantization and the `max_tokens` cap within these bounds.
@@ -100,6 +101,9 @@ pub struct InferenceServiceSpec {
     /// Whether and how the operator acts when an objective is violated.
     #[serde(default)]
     pub remediation: RemediationSpec,
+    /// Where the pods send their traces; unset takes the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
 }
 
 /// How the server runs.

@@ -147,6 +147,16 @@ pub struct BenchArgs {
     #[arg(long, env = "SLUICE_BENCH_TEMPERATURE", default_value_t = 0.0)]
     pub temperature: f64,
 
+    /// Generate every request's full `max_tokens`, past the end-of-sequence token (`ignore_eos`),
+    /// so a trace replay reproduces each row's GeneratedTokens whatever the model says.
+    #[arg(long, env = "SLUICE_BENCH_IGNORE_EOS")]
+    pub ignore_eos: bool,
+
+    /// With --trace, do not calibrate prompts: write one word per trace token instead of
+    /// measuring the model's tokens per word with two probe requests first.
+    #[arg(long, env = "SLUICE_BENCH_NO_PROMPT_CALIBRATION")]
+    pub no_prompt_calibration: bool,
+
     /// Model name for the OpenAI-compatible endpoints (default: the first of GET /v1/models).
     #[arg(long, env = "SLUICE_BENCH_MODEL")]
     pub model: Option<String>,
@@ -234,6 +244,11 @@ pub struct AnalyzeArgs {
     #[arg(long, env = "SLUICE_JAEGER_URL", value_parser = parse_base_url)]
     pub jaeger: Option<reqwest::Url>,
 
+    /// How to reach Jaeger's query API: TLS trust, credentials, headers (its own, never
+    /// Prometheus').
+    #[command(flatten)]
+    pub jaeger_connection: JaegerConnectionArgs,
+
     /// Look-back window for rates, quantiles and traces, e.g. 5m, 1h.
     #[arg(long, allow_hyphen_values = true, env = "SLUICE_ANALYZE_WINDOW", default_value = "1h", value_parser = parse_positive_duration)]
     pub window: Duration,
@@ -302,6 +317,58 @@ pub struct AnalyzeArgs {
     /// Timeout for each Prometheus or Jaeger request.
     #[arg(long, env = "SLUICE_ANALYZE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
+}
+
+/// TLS trust, credentials and headers for Jaeger's query API (behind an ingress with a private
+/// CA, an OAuth proxy's bearer token, a multi-tenant gateway). Credentials are files, never values.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JaegerConnectionArgs {
+    /// PEM bundle of CA certificates trusted for an `https://` Jaeger, besides the system's.
+    #[arg(long, env = "SLUICE_JAEGER_CA_FILE")]
+    pub jaeger_ca_file: Option<std::path::PathBuf>,
+    /// File holding a bearer token for Jaeger.
+    #[arg(
+        long,
+        env = "SLUICE_JAEGER_BEARER_TOKEN_FILE",
+        conflicts_with = "jaeger_basic_auth_user"
+    )]
+    pub jaeger_bearer_token_file: Option<std::path::PathBuf>,
+    /// Basic-auth user for Jaeger; the password is read from `--jaeger-basic-auth-password-file`.
+    #[arg(
+        long,
+        env = "SLUICE_JAEGER_BASIC_AUTH_USER",
+        requires = "jaeger_basic_auth_password_file"
+    )]
+    pub jaeger_basic_auth_user: Option<String>,
+    /// File holding Jaeger's basic-auth password.
+    #[arg(
+        long,
+        env = "SLUICE_JAEGER_BASIC_AUTH_PASSWORD_FILE",
+        requires = "jaeger_basic_auth_user"
+    )]
+    pub jaeger_basic_auth_password_file: Option<std::path::PathBuf>,
+    /// Extra header on every Jaeger query, `Name=value` (repeatable), e.g. a tenant header.
+    #[arg(long = "jaeger-header", env = "SLUICE_JAEGER_HEADERS", value_delimiter = ',', value_parser = sluice_slo::source::parse_header)]
+    pub jaeger_headers: Vec<(String, String)>,
+}
+
+impl JaegerConnectionArgs {
+    /// The connection these flags describe.
+    pub fn connection(&self) -> sluice_slo::source::Connection {
+        sluice_slo::source::Connection {
+            ca_file: self.jaeger_ca_file.clone(),
+            bearer_token_file: self.jaeger_bearer_token_file.clone(),
+            basic_auth: self
+                .jaeger_basic_auth_user
+                .clone()
+                .zip(self.jaeger_basic_auth_password_file.clone())
+                .map(|(username, password_file)| sluice_slo::source::BasicAuth {
+                    username,
+                    password_file,
+                }),
+            headers: self.jaeger_headers.clone(),
+        }
+    }
 }
 
 /// Arguments of `sluice demo`.

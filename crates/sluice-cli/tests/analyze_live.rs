@@ -1,67 +1,56 @@
-//! `sluice analyze` against real parts: a tiny-model `sluice-server` on loopback, a real
-//! Prometheus scraping it every second under the labels a Deployment's pod gets in a cluster
-//! (`namespace`, `pod=<name>-<hash>-<suffix>`), load from `sluice bench`, and a Jaeger query
-//! API stand-in that answers `/api/traces` with a fixed set of spans (Jaeger is not packaged
-//! for Debian; the breakdown arithmetic itself is unit-tested in `analyze::jaeger`).
+//! `sluice analyze` against real parts: a tiny-model `sluice-server` on loopback exporting its
+//! spans over OTLP to a real Jaeger (v2 all-in-one, `scripts/build-jaeger.sh`), a real Prometheus
+//! scraping it every second under the labels a Deployment's pod gets in a cluster (`namespace`,
+//! `pod=<name>-<hash>-<suffix>`), load from `sluice bench`, and the span breakdown read back
+//! through Jaeger's query API. The breakdown arithmetic itself is unit-tested in
+//! `analyze::jaeger`.
 //!
 //! Needs `prometheus` on PATH (Debian package; `scripts/install-deps.sh`) or in
-//! `SLUICE_PROMETHEUS_BIN`, and `cargo build -p sluice-server`. Every process is killed when
-//! the test ends, pass or fail.
+//! `SLUICE_PROMETHEUS_BIN`, Jaeger (built by `scripts/install-deps.sh`, or `SLUICE_JAEGER_BIN`),
+//! and `cargo build -p sluice-server`. Every process is killed when the test ends, pass or fail.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use assert_cmd::Command as BinCommand;
 use serde_json::Value;
-use sluice_testkit::{Prometheus, ScrapeTarget};
+use sluice_testkit::{Jaeger, Prometheus, ScrapeTarget};
 
 const NAMESPACE: &str = "ml";
+/// The serving path's spans (`request` → `tokenize_input`, `queue_wait`, `model_generate` →
+/// `prefill`; `decode_output`).
+const SERVER_OPERATIONS: &[&str] = &[
+    "request",
+    "tokenize_input",
+    "queue_wait",
+    "model_generate",
+    "prefill",
+];
 const POD: &str = "chat-5f7d8b9c4-x2x7q";
+/// The servers' `OTEL_SERVICE_NAME`, apart from `--service` to exercise `--jaeger-service`.
+const TRACE_SERVICE: &str = "chat-traces";
+/// A caller's W3C trace context: the server's request span must join this trace.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
 
-/// Two traces shaped like the server's spans: 1000 µs and 3000 µs requests.
-const TRACES: &str = r#"{"data":[
- {"traceID":"a","spans":[
-  {"traceID":"a","spanID":"1","operationName":"POST /generate","references":[],"startTime":0,"duration":1000},
-  {"traceID":"a","spanID":"2","operationName":"queue_wait","references":[{"refType":"CHILD_OF","traceID":"a","spanID":"1"}],"startTime":0,"duration":100},
-  {"traceID":"a","spanID":"3","operationName":"model_generate","references":[{"refType":"CHILD_OF","traceID":"a","spanID":"1"}],"startTime":100,"duration":850}]},
- {"traceID":"b","spans":[
-  {"traceID":"b","spanID":"1","operationName":"POST /generate","references":[],"startTime":0,"duration":3000},
-  {"traceID":"b","spanID":"2","operationName":"queue_wait","references":[{"refType":"CHILD_OF","traceID":"b","spanID":"1"}],"startTime":0,"duration":1900},
-  {"traceID":"b","spanID":"3","operationName":"model_generate","references":[{"refType":"CHILD_OF","traceID":"b","spanID":"1"}],"startTime":1900,"duration":1000}]}
-]}"#;
-
-/// Answers every request with [`TRACES`] and records the request lines.
-fn jaeger_stub() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            // Drain the headers.
-            let mut h = String::new();
-            while reader.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
-                h.clear();
-            }
-            log.lock().unwrap().push(line.trim().to_string());
-            let mut out = &stream;
-            let _ = write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{TRACES}",
-                TRACES.len()
-            );
-        }
-    });
-    (port, seen)
+/// POSTs a small completion carrying `traceparent` and returns the status line.
+fn traced_completion(port: u16) -> String {
+    let body = r#"{"model":"sluice-tiny","prompt":"The queue grows","max_tokens":4}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         traceparent: 00-{TRACE_ID}-{PARENT_SPAN}-01\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
 }
 
 fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
@@ -92,14 +81,24 @@ fn analyze(prom: &Prometheus, extra: &[&str]) -> std::process::Output {
 #[ignore = "live tier: needs the prometheus binary; scripts/test.sh runs it"]
 #[test]
 fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
-    let server = common::Server::start(&["--max-tokens", "64"]);
+    let jaeger = Jaeger::start();
+    // RUST_LOG quiets the log; the spans are exported all the same (their own filter).
+    let server = common::Server::start_with_env(
+        &["--max-tokens", "64"],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                jaeger.otlp_endpoint().as_str(),
+            ),
+            ("OTEL_SERVICE_NAME", TRACE_SERVICE),
+        ],
+    );
     // Job `sluice`: the --selector case below reaches the same series by it.
     let prom = Prometheus::start(&[ScrapeTarget {
         job: "sluice".into(),
         ..ScrapeTarget::pod(format!("127.0.0.1:{}", server.port), NAMESPACE, POD)
     }]);
-    let (jaeger_port, jaeger_seen) = jaeger_stub();
-    let jaeger = format!("http://127.0.0.1:{jaeger_port}");
+    let jaeger_url = jaeger.query_url();
 
     // A gentle load: the service meets its (loose) objectives.
     let bench = BinCommand::cargo_bin("sluice")
@@ -135,6 +134,26 @@ fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
         POD,
         Duration::from_secs(30),
     );
+    // The SDK exports in batches (every 5 s): wait until Jaeger holds the load's traces.
+    let traces_path = format!("/api/traces?service={TRACE_SERVICE}&limit=1000&lookback=1h");
+    jaeger.wait_for(&traces_path, Duration::from_secs(60), |body| {
+        body.matches(r#""operationName":"model_generate""#).count() >= 10
+    });
+    // A caller's traceparent: the request span is a child of the caller's span, in its trace.
+    assert!(traced_completion(server.port).contains(" 200 "));
+    let trace = jaeger.wait_for(
+        &format!("/api/traces/{TRACE_ID}"),
+        Duration::from_secs(60),
+        |body| body.contains(r#""operationName":"model_generate""#),
+    );
+    let t: Value = serde_json::from_str(&trace).unwrap();
+    let spans = t["data"][0]["spans"].as_array().unwrap();
+    let request = spans
+        .iter()
+        .find(|s| s["operationName"] == "request")
+        .unwrap_or_else(|| panic!("no request span in {trace}"));
+    assert_eq!(request["references"][0]["spanID"], PARENT_SPAN, "{trace}");
+    assert_eq!(request["references"][0]["traceID"], TRACE_ID, "{trace}");
     // Let a few more scrapes land after the load so rates cover it.
     std::thread::sleep(Duration::from_secs(3));
 
@@ -144,9 +163,9 @@ fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
             "--service",
             "chat",
             "--jaeger",
-            &jaeger,
+            &jaeger_url,
             "--jaeger-service",
-            "chat-traces",
+            TRACE_SERVICE,
             "--json",
         ],
     );
@@ -184,19 +203,21 @@ fn analyze_reads_real_prometheus_and_names_the_bottleneck() {
         "no GPU series selected (pass --gpu-selector)"
     );
 
-    // Span breakdown from the Jaeger API: 4000 µs traced, queue_wait 2000 µs of own time.
+    // The spans the server exported, read back through Jaeger's query API by analyze: every
+    // stage of the serving path is there, and the exclusive shares add up to the whole.
     let spans = &a["spans"];
-    assert_eq!(spans["traces"], 2);
-    assert_eq!(spans["total_ms"].as_f64(), Some(4.0));
+    assert!(spans["traces"].as_u64().unwrap() >= 10, "{stdout}");
+    assert!(spans["total_ms"].as_f64().unwrap() > 0.0, "{stdout}");
     let ops = spans["operations"].as_array().unwrap();
-    assert_eq!(ops[0]["operation"], "queue_wait");
-    assert!((ops[0]["share"].as_f64().unwrap() - 0.5).abs() < 1e-9);
-    let seen = jaeger_seen.lock().unwrap().clone();
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("GET /api/traces?service=chat-traces&")),
-        "{seen:?}"
-    );
+    let names: Vec<&str> = ops
+        .iter()
+        .map(|o| o["operation"].as_str().unwrap())
+        .collect();
+    for op in SERVER_OPERATIONS {
+        assert!(names.contains(op), "{op} missing from {names:?}");
+    }
+    let shares: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "shares add up to {shares}");
 
     // The text form carries the same verdict.
     let text = analyze(&prom, &["--service", "chat"]);

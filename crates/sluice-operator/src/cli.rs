@@ -166,6 +166,13 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_SLO_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub slo_interval: std::time::Duration,
 
+    /// OTLP/HTTP endpoint the server pods export spans to (e.g.
+    /// `http://jaeger-collector.tracing:4318`), unless a service's `spec.tracing.otlpEndpoint`
+    /// says otherwise. The operator's own spans follow the standard `OTEL_EXPORTER_OTLP_*`
+    /// environment instead.
+    #[arg(long, env = "SLUICE_POD_OTLP_ENDPOINT", value_parser = parse_http_url)]
+    pub pod_otlp_endpoint: Option<String>,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SLUICE_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            sluice_operator::run::init_tracing(args.log_json);
+            let _telemetry = sluice_operator::run::init_tracing(args.log_json);
             sluice_operator::run::run(*args).await
         }
     }

@@ -175,6 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         network_policy_for: args.network_policy.then(|| args.lease_namespace.clone()),
         inference_namespaces: args.network_policy_inference_namespaces.clone(),
         admin_key_id: admin_keys.as_ref().map(|k| k.id()),
+        pod_otlp_endpoint: args.pod_otlp_endpoint.clone(),
     };
     health.set_ready(true);
 
@@ -349,14 +350,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
-pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// Installs logging (`RUST_LOG` filters; default `info`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is set, exports the reconcile and SLO spans over OTLP. Keep the guard until exit: dropping it
+/// flushes the last spans.
+pub fn init_tracing(json: bool) -> sluice_telemetry::TelemetryGuard {
+    sluice_telemetry::init("sluice-operator", json)
 }

@@ -25,6 +25,7 @@ fn opts(monitoring: Monitoring) -> BuildOptions {
         network_policy_for: None,
         inference_namespaces: Vec::new(),
         admin_key_id: None,
+        pod_otlp_endpoint: None,
     }
 }
 
@@ -644,6 +645,7 @@ fn admin_credentials_reach_the_pods_from_their_own_secret() {
     let env_of = |admin_key_id: Option<&str>| {
         let o = BuildOptions {
             admin_key_id: admin_key_id.map(str::to_owned),
+            pod_otlp_endpoint: None,
             ..opts(Monitoring::Annotations)
         };
         let c = build::build(&v, &eff, &o);

@@ -23,7 +23,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice_api::InferenceService;
-use sluice_testkit::Cluster;
+use sluice_testkit::{Cluster, Jaeger};
 
 /// Tests that run an operator hold this, one at a time.
 static OPERATORS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -173,8 +173,12 @@ async fn cluster_operator_with_the_charts_rbac_reconciles_rolls_out_and_collects
     let _turn = OPERATORS.lock().await;
     let c = cluster();
     let client = admin_client(c).await;
-    // The chart's defaults: cluster-wide ClusterRole, leader election, NetworkPolicy on.
-    let chart = Chart::install(c, "sluice", "sluice-system", &[]);
+    // The chart's defaults (cluster-wide ClusterRole, leader election, NetworkPolicy on), with
+    // tracing to a real Jaeger: the operator exports its reconcile spans, and the pods are told
+    // to export theirs.
+    let jaeger = Jaeger::start();
+    let otlp = format!("tracing.otlpEndpoint={}", jaeger.otlp_endpoint());
+    let chart = Chart::install(c, "sluice", "sluice-system", &[&otlp]);
     let pod = chart.operator_pods(c, 1).remove(0);
     let audit = AuditCursor::now(c);
     let mut operator = Operator::start(c, &chart, &pod, &[]);
@@ -215,6 +219,44 @@ async fn cluster_operator_with_the_charts_rbac_reconciles_rolls_out_and_collects
             "{kind} written by sluice-operator other than by apply: {m:?}"
         );
     }
+
+    // The pods export to the chart's endpoint as the service they serve.
+    let container = &dep.spec.template.spec.as_ref().unwrap().containers[0];
+    let env = |name: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some(jaeger.otlp_endpoint())
+    );
+    assert_eq!(env("OTEL_SERVICE_NAME").as_deref(), Some("tiny"));
+    // The operator's reconcile of this service reached Jaeger as one trace per pass, a child
+    // span per stage.
+    let traces = jaeger.wait_for(
+        "/api/traces?service=sluice-operator&operation=reconcile&limit=50&lookback=1h",
+        Duration::from_secs(60),
+        |body| body.contains(r#""value":"apps-rbac""#) && body.contains(r#""operationName":"act""#),
+    );
+    let traces: Value = serde_json::from_str(&traces).unwrap();
+    let stages = ["observe", "decide", "apply", "status", "act"];
+    let whole = traces["data"].as_array().unwrap().iter().find(|t| {
+        let ops: Vec<&str> = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["operationName"].as_str())
+            .collect();
+        stages.iter().all(|s| ops.contains(s))
+    });
+    assert!(
+        whole.is_some(),
+        "no reconcile trace with all of {stages:?}: {traces}"
+    );
 
     // A spec change rolls out: a new pod template, rolled to Ready by the real Deployment
     // controller and kwok.

@@ -48,6 +48,7 @@ fn context(api: &FakeApi, monitoring: Monitoring) -> Arc<Context> {
             network_policy_for: None,
             inference_namespaces: Vec::new(),
             admin_key_id: None,
+            pod_otlp_endpoint: None,
         },
     ))
 }

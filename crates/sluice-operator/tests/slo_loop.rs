@@ -170,6 +170,7 @@ fn harness(sli: fn(f64) -> Sli, default_url: Option<&str>) -> Harness {
                 network_policy_for: None,
                 inference_namespaces: Vec::new(),
                 admin_key_id: None,
+                pod_otlp_endpoint: None,
             },
             recorder,
             Metrics::new().unwrap(),

@@ -133,7 +133,8 @@ fn device(kind: DeviceKind) -> anyhow::Result<candle_core::Device> {
 }
 
 fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
-    let _telemetry = crate::telemetry::init(matches!(args.log_format, LogFormat::Json));
+    let _telemetry =
+        sluice_telemetry::init("sluice-server", matches!(args.log_format, LogFormat::Json));
     if let Some(path) = &args.settings_file {
         let s = settings::read_file(path).map_err(anyhow::Error::msg)?;
         args.max_tokens = s.max_tokens;

@@ -10,5 +10,4 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod settings;
-pub mod telemetry;
 pub mod validate;

@@ -76,6 +76,7 @@ pub fn operator_spec(objectives: &Objectives, knobs: &ServiceKnobs) -> SloSpec {
         },
         tuning,
         thresholds: Default::default(),
+        capacity: None,
     }
 }
 

@@ -45,20 +45,28 @@ pub trait Policy {
 #[derive(Debug)]
 pub struct Sluice {
     lp: ControlLoop,
+    /// `sluice`, or `sluice-model` when the spec carries a capacity model (model-based sizing).
+    name: &'static str,
 }
 
 impl Sluice {
     /// The loop over `spec` with SLI windows of `window_seconds`.
     pub fn new(spec: sluice_slo::SloSpec, window_seconds: u64) -> Self {
+        let name = if spec.capacity.is_some() {
+            "sluice-model"
+        } else {
+            "sluice"
+        };
         Self {
             lp: ControlLoop::new(spec, window_seconds),
+            name,
         }
     }
 }
 
 impl Policy for Sluice {
     fn name(&self) -> String {
-        "sluice".into()
+        self.name.into()
     }
 
     fn tick(&mut self, fleet: &mut SimFleet, now: f64) -> (Vec<(f64, Next)>, Vec<Taken>) {

@@ -259,6 +259,7 @@ mod tests {
             },
             tuning: Tuning::default(),
             thresholds: Default::default(),
+            capacity: None,
         };
         let mut fleet = Toy {
             settings: Settings {

@@ -33,4 +33,4 @@ pub use source::{
     FleetSnapshot, MetricsSource, PrometheusFleet, PrometheusSource, PrometheusSourceError,
     ScrapeSource,
 };
-pub use spec::{Knobs, Settings, SloSpec, SloTargets, SpecError, Tuning};
+pub use spec::{CapacityModel, Knobs, Settings, SloSpec, SloTargets, SpecError, Tuning};

@@ -120,6 +120,17 @@ impl Default for Tuning {
     }
 }
 
+/// What one replica carries, for model-based sizing: measured with `sluice profile` (the
+/// profile's performance model) or a load test. Without one the planner sizes reactively, from
+/// the latency overshoot alone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityModel {
+    /// Requests per second one replica serves at saturation, at the first rung of the ladder
+    /// and the spec's `max_tokens`. The planner sizes for this times `headroomRatio`.
+    pub requests_per_second_per_replica: f64,
+}
+
 /// Everything the planner takes from the user's spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -138,6 +149,10 @@ pub struct SloSpec {
     /// Classifier thresholds.
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// One replica's capacity: when set, scale-out is sized in one step from the request rate
+    /// (and ahead of a breach), and scale-in keeps what the recent peak needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityModel>,
 }
 
 fn advise() -> Mode {
@@ -202,6 +217,10 @@ impl SloSpec {
         for (field, v) in [
             ("ttftP95Seconds", t.ttft_p95_seconds),
             ("tpotSeconds", t.tpot_seconds),
+            (
+                "requestsPerSecondPerReplica",
+                self.capacity.map(|c| c.requests_per_second_per_replica),
+            ),
         ] {
             if let Some(v) = v
                 && !(v.is_finite() && v > 0.0)

@@ -1,14 +1,16 @@
 //! Test-only helpers shared by the tests and benchmarks of several crates: child processes that
 //! are always killed (and whose log is shown when a test fails), loopback ports and plain HTTP
-//! probes, a real Prometheus scraping given targets, and deterministic test data. Synchronous on purpose: async tests
+//! probes, a real Prometheus scraping given targets, a real Jaeger receiving OTLP, and deterministic test data. Synchronous on purpose: async tests
 //! call them too, and a few seconds of blocking while a process starts harms nothing there.
 
 pub mod cluster;
+pub mod jaeger;
 pub mod net;
 pub mod proc;
 pub mod prometheus;
 
 pub use cluster::Cluster;
+pub use jaeger::{Jaeger, jaeger_binary};
 pub use net::{free_port, http_get_body, http_get_status};
 pub use proc::Proc;
 pub use prometheus::{Prometheus, ScrapeTarget, prometheus_binary};

@@ -108,11 +108,12 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         Some(j) => {
             let service = args.jaeger_service.as_deref().unwrap_or(&args.service);
             // Its own client: Prometheus credentials are not Jaeger's to see.
-            let plain = reqwest::Client::builder()
-                .timeout(args.timeout)
-                .build()
-                .context("failed to build the HTTP client")?;
-            match jaeger::fetch(&plain, j, service, args.window, args.jaeger_limit).await {
+            let client = args
+                .jaeger_connection
+                .connection()
+                .client_with_token(args.timeout)
+                .context("failed to build the jaeger client")?;
+            match jaeger::fetch(&client, j, service, args.window, args.jaeger_limit).await {
                 Ok(traces) => (Some(jaeger::breakdown(&traces)), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -141,6 +142,7 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
             ..Tuning::default()
         },
         thresholds: Default::default(),
+        capacity: None,
     };
     spec.validate().context("invalid objectives or knobs")?;
     let classification = sluice_slo::classify(&sli, &[], &spec.targets, &spec.thresholds);

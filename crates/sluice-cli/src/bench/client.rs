@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::sample::{ErrorKind, Sample, TimingSource, tpot_of};
 use super::stream::{EventKind, StreamFormat, StreamState};
-use super::workload::{RequestSpec, request_body};
+use super::workload::{RequestSpec, Sampling, request_body};
 use crate::cli::Endpoint;
 
 /// A configured endpoint to send requests to.
@@ -23,7 +23,7 @@ pub struct Target {
     endpoint: Endpoint,
     model: Option<String>,
     api_key: Option<String>,
-    temperature: f64,
+    sampling: Sampling,
     timeout: Duration,
 }
 
@@ -45,7 +45,7 @@ impl Target {
         endpoint: Endpoint,
         model: Option<String>,
         api_key: Option<String>,
-        temperature: f64,
+        sampling: Sampling,
         timeout: Duration,
     ) -> Self {
         Target {
@@ -54,7 +54,7 @@ impl Target {
             endpoint,
             model,
             api_key,
-            temperature,
+            sampling,
             timeout,
         }
     }
@@ -92,7 +92,7 @@ impl Target {
     }
 
     async fn exchange(&self, spec: &RequestSpec, sent: Instant) -> Result<Measured, Failure> {
-        let body = request_body(self.endpoint, spec, self.model.as_deref(), self.temperature);
+        let body = request_body(self.endpoint, spec, self.model.as_deref(), self.sampling);
         let mut req = self.client.post(self.url.clone()).json(&body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);

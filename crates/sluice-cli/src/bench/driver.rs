@@ -41,6 +41,8 @@ pub enum LoadPlan {
     Trace {
         requests: Arc<Vec<TraceRequest>>,
         max_in_flight: u32,
+        /// Prompt words per trace token ([`super::calibrate`]; 1 when not calibrated).
+        words_per_token: f64,
     },
 }
 
@@ -109,12 +111,16 @@ pub async fn drive(plan: LoadPlan, ctx: RunContext) {
         LoadPlan::Trace {
             requests,
             max_in_flight,
+            words_per_token,
         } => {
             let mut rng = StdRng::seed_from_u64(ctx.seed);
             let schedule: Vec<_> = requests
                 .iter()
                 .map(|r| {
-                    let spec = RequestSpec::synthetic(&mut rng, r.prompt_tokens, r.max_tokens);
+                    let words = (f64::from(r.prompt_tokens) * words_per_token)
+                        .round()
+                        .max(1.0) as u32;
+                    let spec = RequestSpec::synthetic(&mut rng, words, r.max_tokens);
                     (r.at, spec)
                 })
                 .collect();

@@ -1,6 +1,7 @@
 //! `sluice bench`: checks the target is reachable, generates load with one of the load models,
 //! stops on the deadline or Ctrl-C, and turns the samples into a [`BenchReport`].
 
+pub mod calibrate;
 pub mod client;
 pub mod driver;
 pub mod output;
@@ -70,13 +71,42 @@ pub async fn run(args: &BenchArgs, interactive: bool) -> Result<BenchReport, Ben
         .build()
         .map_err(|e| BenchError::Client(error_chain(&e)))?;
     let model = preflight(&client, base, args).await?;
+    let mut plan = plan;
+    if let LoadPlan::Trace {
+        words_per_token, ..
+    } = &mut plan
+        && !args.no_prompt_calibration
+    {
+        let probe = calibrate::Probe {
+            client: &client,
+            base,
+            endpoint: args.endpoint,
+            model: model.as_deref(),
+            api_key: args.api_key.as_deref(),
+        };
+        match probe.words_per_token().await {
+            Ok(w) => {
+                eprintln!(
+                    "prompts calibrated: {:.2} tokens per word on this model",
+                    1.0 / w
+                );
+                *words_per_token = w;
+            }
+            Err(e) => eprintln!(
+                "warning: failed to calibrate prompts ({e}); writing one word per trace token"
+            ),
+        }
+    }
     let target = Arc::new(Target::new(
         client.clone(),
         base,
         args.endpoint,
         model,
         args.api_key.clone(),
-        args.temperature,
+        workload::Sampling {
+            temperature: args.temperature,
+            ignore_eos: args.ignore_eos,
+        },
         args.timeout,
     ));
 
@@ -210,6 +240,7 @@ fn plan_load(args: &BenchArgs) -> Result<(LoadPlan, LoadDescription), BenchError
         let plan = LoadPlan::Trace {
             requests: Arc::new(requests),
             max_in_flight: args.max_in_flight,
+            words_per_token: 1.0,
         };
         return Ok((plan, load));
     }

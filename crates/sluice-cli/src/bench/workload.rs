@@ -40,13 +40,22 @@ impl RequestSpec {
     }
 }
 
+/// How every request samples: the temperature, and whether generation runs to `max_tokens`
+/// past the end-of-sequence token (a trace replay reproduces each row's generated length).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub ignore_eos: bool,
+}
+
 /// The JSON body for `endpoint`.
 pub fn request_body(
     endpoint: Endpoint,
     spec: &RequestSpec,
     model: Option<&str>,
-    temperature: f64,
+    sampling: Sampling,
 ) -> Value {
+    let temperature = sampling.temperature;
     let mut body = match endpoint {
         Endpoint::Generate | Endpoint::GenerateStream => json!({
             "prompt": spec.prompt,
@@ -74,6 +83,9 @@ pub fn request_body(
     if let (true, Some(model)) = (endpoint.is_openai(), model) {
         body["model"] = json!(model);
     }
+    if sampling.ignore_eos {
+        body["ignore_eos"] = json!(true);
+    }
     body
 }
 
@@ -98,18 +110,38 @@ mod tests {
             prompt: "hi there".into(),
             max_tokens: 8,
         };
+        let greedy = Sampling {
+            temperature: 0.0,
+            ignore_eos: false,
+        };
         assert_eq!(
-            request_body(Endpoint::GenerateStream, &spec, Some("m"), 0.0),
+            request_body(Endpoint::GenerateStream, &spec, Some("m"), greedy),
             json!({"prompt": "hi there", "max_tokens": 8, "temperature": 0.0})
         );
         assert_eq!(
-            request_body(Endpoint::CompletionsStream, &spec, Some("m"), 0.5),
+            request_body(
+                Endpoint::CompletionsStream,
+                &spec,
+                Some("m"),
+                Sampling {
+                    temperature: 0.5,
+                    ignore_eos: false
+                }
+            ),
             json!({"model": "m", "prompt": "hi there", "max_tokens": 8, "temperature": 0.5, "stream": true,
                    "stream_options": {"include_usage": true}})
         );
         assert_eq!(
-            request_body(Endpoint::Chat, &spec, None, 0.0),
+            request_body(Endpoint::Chat, &spec, None, greedy),
             json!({"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8, "temperature": 0.0, "stream": false})
+        );
+        let to_the_end = Sampling {
+            temperature: 0.0,
+            ignore_eos: true,
+        };
+        assert_eq!(
+            request_body(Endpoint::Completions, &spec, None, to_the_end),
+            json!({"prompt": "hi there", "max_tokens": 8, "temperature": 0.0, "stream": false, "ignore_eos": true})
         );
     }
 }

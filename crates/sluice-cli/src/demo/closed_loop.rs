@@ -103,6 +103,7 @@ pub fn scenarios() -> Vec<Scenario> {
         knobs,
         tuning: demo_tuning(),
         thresholds: Default::default(),
+        capacity: None,
     };
     let initial = |max_tokens| AppliedSettings {
         replicas: 1,

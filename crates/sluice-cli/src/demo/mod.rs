@@ -60,6 +60,7 @@ pub fn demo_spec() -> SloSpec {
         },
         tuning: Tuning::default(),
         thresholds: Default::default(),
+        capacity: None,
     }
 }
 

@@ -67,6 +67,11 @@ pub struct ProfileArgs {
     )]
     pub batch_sizes: Vec<u32>,
 
+    /// Prompt tokens of each sequence in the decode measurements: decode steps read the whole
+    /// context, so measure at the workload's typical prompt length.
+    #[arg(long, env = "SLUICE_PROFILE_DECODE_PROMPT_TOKENS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub decode_prompt_tokens: u32,
+
     /// Tokens each decode measurement generates.
     #[arg(long, env = "SLUICE_PROFILE_DECODE_TOKENS", default_value_t = 32)]
     pub decode_tokens: u32,

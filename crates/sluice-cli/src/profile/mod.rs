@@ -230,7 +230,11 @@ async fn measure(
         );
     }
     let mut decode = Vec::new();
-    let short = RequestSpec::synthetic(&mut rng, 8, 1).prompt;
+    let decode_prompt = args
+        .decode_prompt_tokens
+        .min(context.saturating_sub(args.decode_tokens as usize + 2) as u32)
+        .max(1);
+    let short = prompt_of(t, &mut rng, decode_prompt).await?;
     for &b in &args.batch_sizes {
         let b = (b as usize).clamp(1, max_batch);
         if decode.last().is_some_and(|p: &Point| p.x >= b as f64) {

@@ -14,6 +14,9 @@ use crate::cli::parse_positive_duration;
 pub enum PolicyName {
     /// The operator's SLO loop and planner, with the operator's defaults.
     Sluice,
+    /// The same loop with model-based sizing: the profile's capacity at the workload's mean
+    /// token mix as the spec's capacity model.
+    SluiceModel,
     /// The Kubernetes HPA on `--hpa-metric` at `--hpa-target`.
     Hpa,
     /// KEDA: queue length per replica at `--keda-target`, through the HPA algorithm.
@@ -66,6 +69,11 @@ pub struct SimulateArgs {
     /// Trace rows replayed at most.
     #[arg(long, env = "SLUICE_SIM_LIMIT")]
     pub limit: Option<usize>,
+
+    /// Cap every trace row's prompt at this many tokens (as `sluice bench --max-prompt-tokens`
+    /// does, to replay the same slice against a small model and here).
+    #[arg(long, env = "SLUICE_SIM_MAX_PROMPT_TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_prompt_tokens: Option<u32>,
 
     /// Mean prompt tokens of synthetic requests.
     #[arg(long, env = "SLUICE_SIM_PROMPT_TOKENS", default_value_t = 256)]

@@ -13,6 +13,7 @@ use sluice_sim::{
     Arrival, Hpa, HpaMetric, Objectives, Policy, Profile, RunConfig, RunResult, ServiceKnobs,
     Sluice, Static, TokenMix, markdown, operator_spec, operator_window_seconds, workload,
 };
+use sluice_slo::CapacityModel;
 
 pub use args::{HpaMetricName, PolicyName, SimulateArgs};
 
@@ -77,6 +78,11 @@ pub fn compare(args: &SimulateArgs) -> anyhow::Result<Comparison> {
     for name in &args.policies {
         let mut policy: Box<dyn Policy> = match name {
             PolicyName::Sluice => Box::new(Sluice::new(operator_spec(&objectives, &knobs), window)),
+            PolicyName::SluiceModel => {
+                let mut spec = operator_spec(&objectives, &knobs);
+                spec.capacity = Some(capacity_model(&profile, &arrivals, &knobs));
+                Box::new(Sluice::new(spec, window))
+            }
             PolicyName::Hpa => Box::new(Hpa::new(
                 match args.hpa_metric {
                     HpaMetricName::Concurrency => HpaMetric::Concurrency {
@@ -112,13 +118,33 @@ pub fn compare(args: &SimulateArgs) -> anyhow::Result<Comparison> {
     })
 }
 
+/// The capacity model a user would declare from this profile: one replica's saturation rate at
+/// the workload's mean prompt and output lengths, on the first rung and the spec's `max_tokens`.
+fn capacity_model(profile: &Profile, arrivals: &[Arrival], knobs: &ServiceKnobs) -> CapacityModel {
+    let n = arrivals.len().max(1) as f64;
+    let prompt = arrivals
+        .iter()
+        .map(|a| f64::from(a.prompt_tokens))
+        .sum::<f64>()
+        / n;
+    let output = arrivals
+        .iter()
+        .map(|a| f64::from(a.output_tokens))
+        .sum::<f64>()
+        / n;
+    let c = profile.capacity(knobs.ladder[0], prompt, output, knobs.max_tokens);
+    CapacityModel {
+        requests_per_second_per_replica: c.requests_per_second,
+    }
+}
+
 fn arrivals(args: &SimulateArgs) -> anyhow::Result<(Vec<Arrival>, f64)> {
     let base = if let Some(path) = &args.trace {
         let opts = TraceOptions {
             time_scale: 1.0,
             skip: args.skip,
             limit: args.limit,
-            max_prompt_tokens: None,
+            max_prompt_tokens: args.max_prompt_tokens,
             max_tokens: u32::MAX,
         };
         load_trace(path, &opts)?

@@ -39,12 +39,18 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables (e.g. `OTEL_*`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let child = Command::new(server_bin())
             .args(["--model", "builtin:tiny", "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -141,6 +141,7 @@ fn env(v: &Validated, opts: &BuildOptions) -> Vec<EnvVar> {
             ..EnvVar::default()
         });
     }
+    env.extend(super::otlp::env(v, opts));
     env
 }
 
@@ -282,7 +283,11 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
             opts.server_image.clone()
         }
     });
-    let (volumes, volume_mounts) = volumes(v);
+    let (mut volumes, mut volume_mounts) = volumes(v);
+    if let Some((volume, mount)) = super::otlp::ca_volume(v, opts) {
+        volumes.push(volume);
+        volume_mounts.push(mount);
+    }
     let env = env(v, opts);
     let server = server_settings(v);
     let annotations = match opts.monitoring {

@@ -7,6 +7,7 @@ mod admin_secret;
 mod deployment;
 mod monitoring;
 mod network_policy;
+mod otlp;
 mod service;
 mod settings;
 
@@ -60,6 +61,9 @@ pub struct BuildOptions {
     /// their per-service admin key (`SLUICE_ADMIN_KEY`, from the Secret [`admin_secret_name`])
     /// on their admin API.
     pub admin_key_id: Option<String>,
+    /// OTLP/HTTP endpoint pods export spans to unless their `spec.tracing` says otherwise
+    /// (`--pod-otlp-endpoint`).
+    pub pod_otlp_endpoint: Option<String>,
 }
 
 /// How Prometheus discovers the server pods.

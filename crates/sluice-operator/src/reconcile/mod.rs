@@ -24,7 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use sluice_api::InferenceService;
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
 use crate::admin_key::AdminKeys;
 use crate::build::{self, BuildOptions};
@@ -217,6 +217,13 @@ async fn publish(
     }
 }
 
+/// One pass through the stages, traced as a `reconcile` span with a child per stage (exported
+/// over OTLP when the operator has an endpoint), so a slow apiserver or Prometheus shows where.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(namespace = %isvc.namespace().unwrap_or_default(), name = %isvc.name_any())
+)]
 async fn reconcile_service(
     isvc: &InferenceService,
     ctx: &Context,
@@ -243,12 +250,15 @@ async fn reconcile_service(
         &ctx.build,
         now_s,
     )
+    .instrument(info_span!("observe"))
     .await?;
-    let decided = decide::decide(&valid, &observed, old, ctx.slo.interval, now_s);
+    let decided = info_span!("decide")
+        .in_scope(|| decide::decide(&valid, &observed, old, ctx.slo.interval, now_s));
     let children = build::build(&valid, &decided.effective, &ctx.build);
     let admin_keys = ctx.admin_keys.as_deref();
     let applied =
         match apply::apply_children(&apis, &valid, children, observed, admin_keys, &ctx.metrics)
+            .instrument(info_span!("apply"))
             .await
         {
             Ok(a) => a,
@@ -267,8 +277,12 @@ async fn reconcile_service(
         &rollout,
         &now,
     );
-    record::write_status(isvc, &apis, old, new, &ctx.metrics).await?;
-    act::act(ctx, &isvc.object_ref(&()), &valid, &applied, &decided).await;
+    record::write_status(isvc, &apis, old, new, &ctx.metrics)
+        .instrument(info_span!("status"))
+        .await?;
+    act::act(ctx, &isvc.object_ref(&()), &valid, &applied, &decided)
+        .instrument(info_span!("act"))
+        .await;
     Ok(Action::requeue(decided.requeue()))
 }
 

@@ -59,6 +59,12 @@ pub fn slo_spec(v: &Validated, eff: &AppliedSettings) -> SloSpec {
         },
         tuning,
         thresholds: Default::default(),
+        capacity: v
+            .remediation
+            .capacity_rps
+            .map(|r| sluice_slo::CapacityModel {
+                requests_per_second_per_replica: r,
+            }),
     }
 }
 

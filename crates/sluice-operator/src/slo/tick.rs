@@ -72,6 +72,7 @@ pub enum Observation {
 
 /// Reads the SLIs if a tick is due (the observe stage's SLO part). `eff` sizes the history
 /// the planner needs.
+#[tracing::instrument(name = "slo_read", skip_all)]
 pub async fn observe(lp: &SloLoop, v: &Validated, eff: &AppliedSettings, now: f64) -> Observation {
     if v.remediation.mode == Mode::Off {
         lp.forget(&v.uid);
@@ -264,6 +265,7 @@ pub fn record(metrics: &Metrics, v: &Validated, tick: Option<&Tick>) {
 /// Carries out what [`decide`] chose once status has recorded it (the act stage's SLO part):
 /// pushes the run-time settings to the ready pods and sets the SLO metrics. Returns Events to
 /// publish about the push. With `tick` None (mode Off) it clears the service's SLO gauges.
+#[tracing::instrument(name = "slo_push", skip_all)]
 pub async fn act(
     lp: &SloLoop,
     client: &Client,

@@ -131,6 +131,6 @@ pub fn stream(
 /// The span every request runs in, joined to the caller's trace when `traceparent` is sent.
 pub fn request_span(route: &'static str, headers: &axum::http::HeaderMap) -> tracing::Span {
     let span = tracing::info_span!("request", route, otel.kind = "server");
-    crate::telemetry::adopt_remote_parent(&span, headers);
+    sluice_telemetry::adopt_remote_parent(&span, headers);
     span
 }

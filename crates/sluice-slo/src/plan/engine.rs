@@ -243,7 +243,22 @@ fn decide_class(ctx: &Ctx<'_>) -> Choice {
         BottleneckClass::QueueBound
         | BottleneckClass::MemoryBound
         | BottleneckClass::ComputeBound => remediate(ctx),
-        BottleneckClass::Healthy => step_back(ctx),
+        BottleneckClass::Healthy => match remedy::presize(ctx) {
+            Some(candidate) => match pick(ctx, vec![candidate]) {
+                Ok(action) => Choice::change(
+                    DecisionKind::Remediate,
+                    action.clone(),
+                    format!(
+                        "{}: the request rate needs more replicas than run (capacity model), \
+                         scaling ahead of a breach: {}",
+                        why_class(ctx.classification),
+                        action.describe()
+                    ),
+                ),
+                Err(_) => step_back(ctx),
+            },
+            None => step_back(ctx),
+        },
     }
 }
 

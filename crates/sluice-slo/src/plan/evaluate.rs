@@ -153,6 +153,15 @@ pub(super) fn evaluate(d: &Decision, ctx: &Ctx<'_>) -> Evaluation {
     }
     match d.kind {
         DecisionKind::StepBack => judge_step_back(d, ctx, settled_at),
+        // A scale-out ahead of a breach (capacity model) had nothing to fix yet: it is kept,
+        // never reverted for "no effect"; a later breach is remedied on its own.
+        DecisionKind::Remediate if d.class == BottleneckClass::Healthy => {
+            let detail = format!(
+                "scaled ahead of a breach to {} replicas; class now {}",
+                ctx.settings.applied.replicas, ctx.classification.class
+            );
+            judged(d, settled_at, Outcome::Kept { detail }, Verdict::Judged)
+        }
         // Reverts were settled above; holds and degradations change nothing and are never
         // pending. Listed, not wildcarded, so a new kind must say how it is judged.
         DecisionKind::Remediate

@@ -45,20 +45,43 @@ pub(super) fn remedies(ctx: &Ctx<'_>) -> Vec<Candidate> {
     }
 }
 
+/// Replicas the capacity model says carry `rate` req/s: the rate over one replica's capacity
+/// times `headroomRatio` (the share of saturation a replica is sized to run at), rounded up.
+/// None without a model.
+pub(super) fn model_replicas(ctx: &Ctx<'_>, rate: f64) -> Option<u32> {
+    let per_replica =
+        ctx.spec.capacity?.requests_per_second_per_replica * ctx.spec.tuning.headroom_ratio;
+    (per_replica > 0.0 && rate.is_finite() && rate >= 0.0)
+        .then(|| (rate / per_replica).ceil().min(f64::from(u32::MAX)) as u32)
+}
+
+/// What the capacity model asks for at the current request rate, when that is more than runs.
+fn model_shortfall(ctx: &Ctx<'_>) -> Option<u32> {
+    let rate = ctx.current.request_rate_per_second.value()?;
+    let need = model_replicas(ctx, rate)?;
+    need.checked_sub(ctx.settings.applied.replicas)
+        .filter(|&n| n > 0)
+}
+
 fn scale_out(ctx: &Ctx<'_>) -> Candidate {
     let (s, k, t) = (ctx.settings, &ctx.spec.knobs, &ctx.spec.tuning);
     let action = if s.applied.replicas >= k.max_replicas {
         Err(format!("at maxReplicas {}", k.max_replicas))
     } else {
         // Grow in proportion to the worst latency overshoot (value / target, at most double;
-        // by half when only rejections show the queue), at least one and at most
-        // maxScaleOutStep pods. Pods still starting are capacity the SLIs do not show yet, so
-        // they count against the step.
+        // by half when only rejections show the queue), or — with a capacity model — to what
+        // the request rate needs, whichever is more; at least one and at most maxScaleOutStep
+        // pods. Pods still starting are capacity the SLIs do not show yet, so they count
+        // against the step.
+        let max_step = t.max_scale_out_step.max(1);
         let factor = latency_overshoot(ctx).map_or(1.5, |r| r.min(2.0));
-        let step = ((f64::from(s.applied.replicas) * (factor - 1.0)).ceil() as u32)
-            .clamp(1, t.max_scale_out_step.max(1));
+        let reactive =
+            ((f64::from(s.applied.replicas) * (factor - 1.0)).ceil() as u32).clamp(1, max_step);
         let starting = s.starting();
-        match step.saturating_sub(starting) {
+        // The model's shortfall is counted from every replica asked for, starting ones
+        // included, so they are not subtracted again.
+        let sized = model_shortfall(ctx).unwrap_or(0).min(max_step);
+        match reactive.saturating_sub(starting).max(sized) {
             0 => Err(format!(
                 "{starting} pod(s) still starting already cover the next step"
             )),
@@ -265,11 +288,30 @@ pub(super) fn step_backs(ctx: &Ctx<'_>) -> StepBack {
     }
 }
 
+/// Scale-out ahead of a breach: with a capacity model, a healthy service whose request rate
+/// already needs more replicas than run (and start) gets them now, before its queue shows it.
+pub(super) fn presize(ctx: &Ctx<'_>) -> Option<Candidate> {
+    model_shortfall(ctx)?;
+    let mut c = scale_out(ctx);
+    c.label = "scale out ahead";
+    Some(c)
+}
+
 /// One replica fewer, unless the recent peak load would then reach the per-pod rate that last
-/// needed a scale-out (less the headroom): that is what stops an oscillating load from flapping.
+/// needed a scale-out (less the headroom), or exceed what the capacity model says the fewer
+/// replicas carry: that is what stops an oscillating load from flapping.
 fn scale_in(ctx: &Ctx<'_>) -> Result<Action, String> {
     let s = ctx.settings;
     let to = s.applied.replicas - 1;
+    if let Some(peak) = recent_peak_rate(ctx)
+        && let Some(need) = model_replicas(ctx, peak)
+        && need > to
+    {
+        return Err(format!(
+            "the capacity model needs {need} replica(s) for the peak of the last {} s ({peak:.2} req/s)",
+            ctx.spec.tuning.reversal_cooldown_seconds
+        ));
+    }
     if let (Some((violating, id)), Some(peak)) = (
         ledger::violating_rate_per_pod(ctx.decisions),
         recent_peak_rate(ctx),

@@ -239,8 +239,9 @@ impl ConnectionArgs {
     }
 }
 
+/// Parses a `Name=value` header flag (the Prometheus and Jaeger header flags share it).
 #[cfg(feature = "clap")]
-fn parse_header(s: &str) -> Result<(String, String), String> {
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected Name=value, got {s:?}")),

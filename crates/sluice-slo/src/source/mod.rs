@@ -14,9 +14,9 @@ mod prometheus;
 mod quantile;
 mod scrape;
 
-#[cfg(feature = "clap")]
-pub use connection::ConnectionArgs;
 pub use connection::{BasicAuth, Connection, ConnectionError};
+#[cfg(feature = "clap")]
+pub use connection::{ConnectionArgs, parse_header};
 pub use exposition::{ExpositionError, ExpositionSample, parse_exposition};
 pub use fleet::{FleetSnapshot, PrometheusFleet, SharedFleetSnapshot};
 pub use prometheus::{PrometheusSource, PrometheusSourceError};

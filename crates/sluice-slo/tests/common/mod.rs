@@ -88,6 +88,7 @@ pub fn spec(mode: Mode) -> SloSpec {
         },
         tuning: Tuning::default(),
         thresholds: Default::default(),
+        capacity: None,
     }
 }
 

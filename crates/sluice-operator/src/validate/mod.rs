@@ -12,6 +12,9 @@ use sluice_api::{BuiltinModel, InferenceService, ModelFormat, Quantization, SloS
 use crate::error::ValidationError;
 use sluice_contract::{Knob, Mode};
 
+pub mod otlp;
+pub use otlp::Tracing;
+
 /// Where the server finds its weights, after validation (exactly one source).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
@@ -47,6 +50,8 @@ pub struct Validated {
     pub replica_count: Option<u32>,
     pub slo: Objectives,
     pub remediation: Remediation,
+    /// `spec.tracing`.
+    pub tracing: Tracing,
 }
 
 /// `spec.serving`, checked: what the build stage and the SLO loop read.
@@ -118,6 +123,8 @@ pub struct Remediation {
     pub scale_down_cooldown_secs: u64,
     pub quantization_cooldown_secs: u64,
     pub max_tokens_cooldown_secs: u64,
+    /// `capacity.requestsPerSecondPerReplica`: positive and finite when set.
+    pub capacity_rps: Option<f64>,
 }
 
 /// A duration in whole seconds, rounded up.
@@ -327,6 +334,8 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
         }
     }
     check_slo(&spec.slo, &invalid)?;
+    let tracing =
+        otlp::check(spec.tracing.as_ref()).map_err(|(field, reason)| invalid(field, reason))?;
     let c = &spec.remediation.cooldowns;
     for (field, d) in [
         ("spec.remediation.cooldowns.scaleUp", c.scale_up),
@@ -340,6 +349,15 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
     }
 
     let r = &spec.remediation;
+    if let Some(c) = &r.capacity {
+        let v = c.requests_per_second_per_replica;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(invalid(
+                "spec.remediation.capacity.requestsPerSecondPerReplica",
+                format!("{v} is not above 0"),
+            ));
+        }
+    }
     Ok(Validated {
         served_name: spec
             .model
@@ -389,7 +407,12 @@ pub fn validate(isvc: &InferenceService) -> Result<Validated, ValidationError> {
             scale_down_cooldown_secs: ceil_secs(c.scale_down),
             quantization_cooldown_secs: ceil_secs(c.quantization),
             max_tokens_cooldown_secs: ceil_secs(c.max_tokens),
+            capacity_rps: r
+                .capacity
+                .as_ref()
+                .map(|c| c.requests_per_second_per_replica),
         },
+        tracing,
     })
 }
 

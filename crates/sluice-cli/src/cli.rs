@@ -478,6 +478,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn jaeger_has_its_own_connection_flags() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "analyze",
+            "--prometheus",
+            "https://thanos.example",
+            "--prometheus-bearer-token-file",
+            "/var/run/prom-token",
+            "--service",
+            "chat",
+            "--jaeger",
+            "https://jaeger.example",
+            "--jaeger-ca-file",
+            "/etc/ca.pem",
+            "--jaeger-basic-auth-user",
+            "ops",
+            "--jaeger-basic-auth-password-file",
+            "/etc/jaeger-password",
+            "--jaeger-header",
+            "X-Scope-OrgID=team-a",
+        ])
+        .unwrap();
+        let Command::Analyze(a) = cli.command else {
+            panic!("not analyze");
+        };
+        let j = a.jaeger_connection.connection();
+        assert_eq!(
+            j.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(j.basic_auth.as_ref().unwrap().username, "ops");
+        assert_eq!(
+            j.bearer_token_file, None,
+            "Prometheus' token is not Jaeger's"
+        );
+        assert_eq!(
+            j.headers,
+            [("X-Scope-OrgID".to_owned(), "team-a".to_owned())]
+        );
+        // A password file without a user, or both credentials, is refused at parse time.
+        for bad in [
+            vec!["--jaeger-basic-auth-password-file", "/p"],
+            vec![
+                "--jaeger-bearer-token-file",
+                "/t",
+                "--jaeger-basic-auth-user",
+                "u",
+                "--jaeger-basic-auth-password-file",
+                "/p",
+            ],
+        ] {
+            let mut args = vec![
+                "sluice",
+                "analyze",
+                "--prometheus",
+                "http://p",
+                "--service",
+                "c",
+            ];
+            args.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn durations_reject_zero_and_garbage() {
         assert_eq!(
             parse_positive_duration("5m").unwrap(),

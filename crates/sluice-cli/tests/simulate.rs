@@ -64,7 +64,17 @@ fn a_step_is_compared_across_every_policy_deterministically() {
     ];
     let (v, table) = simulate(&args);
     assert!(table.contains("| policy | SLO windows met |"), "{table}");
-    for p in ["sluice", "hpa", "keda", "static"] {
+    assert!(
+        table.contains("remediation.capacity.requestsPerSecondPerReplica: "),
+        "{table}"
+    );
+    assert!(
+        v["capacityModel"]["requestsPerSecondPerReplica"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    for p in ["sluice", "sluice-model", "hpa", "keda", "static"] {
         assert!(table.contains(&format!("| {p}")), "{table}");
         let r = run(&v, p);
         assert_eq!(r["windows"].as_array().unwrap().len(), 8, "{p}");
@@ -130,7 +140,7 @@ fn on_the_azure_trace_sluice_holds_the_slo_at_least_as_often_as_hpa() {
         "--rate-scale",
         "3",
         "--policies",
-        "sluice,hpa",
+        "sluice,sluice-model,hpa",
         "--max-replicas",
         "16",
         "--window",
@@ -141,4 +151,15 @@ fn on_the_azure_trace_sluice_holds_the_slo_at_least_as_often_as_hpa() {
     let sluice = run(&v, "sluice")["attainment"].as_f64().unwrap();
     let hpa = run(&v, "hpa")["attainment"].as_f64().unwrap();
     assert!(sluice >= hpa, "sluice {sluice} < hpa {hpa}\n{table}");
+    // Model-based sizing: at least the HPA's attainment on fewer replica-hours.
+    let model = run(&v, "sluice-model");
+    let hpa_run = run(&v, "hpa");
+    assert!(
+        model["attainment"].as_f64().unwrap() >= hpa,
+        "sluice-model below hpa\n{table}"
+    );
+    assert!(
+        model["replicaHours"].as_f64().unwrap() < hpa_run["replicaHours"].as_f64().unwrap(),
+        "sluice-model used more replica-hours than hpa\n{table}"
+    );
 }

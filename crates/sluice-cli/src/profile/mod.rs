@@ -187,13 +187,10 @@ impl Target {
 }
 
 /// A prompt of about `tokens` tokens, corrected once by what the server counted.
-async fn prompt_of(t: &Target, rng: &mut ChaCha8Rng, tokens: u32) -> anyhow::Result<String> {
-    let first = RequestSpec::synthetic(rng, tokens, 1).prompt;
-    let got = t.generate(&first, 1).await?.prompt_tokens.max(1) as f64;
-    let words = (f64::from(tokens) * f64::from(tokens) / got)
-        .round()
-        .max(1.0) as u32;
-    Ok(RequestSpec::synthetic(rng, words, 1).prompt)
+/// A prompt of about `tokens` tokens of the served model, `words_per_token` as calibrated.
+fn prompt_of(rng: &mut ChaCha8Rng, tokens: u32, words_per_token: f64) -> String {
+    let words = (f64::from(tokens) * words_per_token).round().max(1.0) as u32;
+    RequestSpec::synthetic(rng, words, 1).prompt
 }
 
 async fn measure(
@@ -206,10 +203,22 @@ async fn measure(
 ) -> anyhow::Result<Variant> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let card = t.card().await?;
+    // Prompt lengths are the model's tokens: calibrate words per token once (bench's probes).
+    let words_per_token = crate::bench::calibrate::Probe {
+        client: &t.client,
+        base: &t.url,
+        endpoint: crate::cli::Endpoint::Generate,
+        model: None,
+        api_key: t.key.as_deref(),
+    }
+    .words_per_token()
+    .await
+    .map_err(|e| anyhow::anyhow!("failed to calibrate prompts: {e}"))?;
     let mut prefill = Vec::new();
     for &len in &args.prompt_lengths {
-        let len = len.min(context.saturating_sub(2) as u32).max(1);
-        let prompt = prompt_of(t, &mut rng, len).await?;
+        // Random words vary in tokens: keep a tenth of the context spare.
+        let len = len.min((context * 9 / 10).saturating_sub(2) as u32).max(1);
+        let prompt = prompt_of(&mut rng, len, words_per_token);
         let mut xs = Vec::new();
         let mut ys = Vec::new();
         for _ in 0..args.repeats {
@@ -234,7 +243,7 @@ async fn measure(
         .decode_prompt_tokens
         .min(context.saturating_sub(args.decode_tokens as usize + 2) as u32)
         .max(1);
-    let short = prompt_of(t, &mut rng, decode_prompt).await?;
+    let short = prompt_of(&mut rng, decode_prompt, words_per_token);
     for &b in &args.batch_sizes {
         let b = (b as usize).clamp(1, max_batch);
         if decode.last().is_some_and(|p: &Point| p.x >= b as f64) {

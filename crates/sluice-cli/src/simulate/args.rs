@@ -92,7 +92,7 @@ pub struct SimulateArgs {
         long,
         env = "SLUICE_SIM_POLICIES",
         value_delimiter = ',',
-        default_value = "sluice,hpa,keda,static"
+        default_value = "sluice,sluice-model,hpa,keda,static"
     )]
     pub policies: Vec<PolicyName>,
 

@@ -31,6 +31,9 @@ pub struct Comparison {
     pub duration_seconds: f64,
     /// Objectives judged.
     pub objectives: Objectives,
+    /// The capacity model `sluice-model` ran with: what to declare as the InferenceService's
+    /// `remediation.capacity` for the same sizing in the operator.
+    pub capacity_model: CapacityModel,
     /// One run per policy.
     pub runs: Vec<RunResult>,
 }
@@ -74,13 +77,14 @@ pub fn compare(args: &SimulateArgs) -> anyhow::Result<Comparison> {
             max_tokens: knobs.max_tokens,
         },
     };
+    let capacity = capacity_model(&profile, &arrivals, &knobs);
     let mut runs = Vec::new();
     for name in &args.policies {
         let mut policy: Box<dyn Policy> = match name {
             PolicyName::Sluice => Box::new(Sluice::new(operator_spec(&objectives, &knobs), window)),
             PolicyName::SluiceModel => {
                 let mut spec = operator_spec(&objectives, &knobs);
-                spec.capacity = Some(capacity_model(&profile, &arrivals, &knobs));
+                spec.capacity = Some(capacity);
                 Box::new(Sluice::new(spec, window))
             }
             PolicyName::Hpa => Box::new(Hpa::new(
@@ -114,6 +118,7 @@ pub fn compare(args: &SimulateArgs) -> anyhow::Result<Comparison> {
         requests: arrivals.len(),
         duration_seconds: duration,
         objectives,
+        capacity_model: capacity,
         runs,
     })
 }
@@ -183,6 +188,11 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         c.profile, c.requests, c.duration_seconds
     );
     table.push_str(&markdown(&c.runs, &c.objectives));
+    table.push_str(&format!(
+        "\nCapacity model (sluice-model, and what to declare for the operator): \
+         remediation.capacity.requestsPerSecondPerReplica: {:.2}\n",
+        c.capacity_model.requests_per_second_per_replica
+    ));
     print!("{table}");
     if let Some(path) = &args.report {
         std::fs::write(path, &table)

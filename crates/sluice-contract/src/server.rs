@@ -110,6 +110,25 @@ pub struct ServerArgs {
         arg(long, env = ADMIN_KEY_ENV, hide_env_values = true)
     )]
     pub admin_key: Option<String>,
+    /// PEM certificate chain the admin port serves TLS with (with --admin-tls-key-file; needs
+    /// --admin-port). Re-read when the file changes, so a rotated certificate (a renewed
+    /// Secret) takes effect without a restart. The operator gives every service its own.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_ADMIN_TLS_CERT_FILE", requires_all = ["admin_tls_key_file", "admin_port"])
+    )]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519) of
+    /// --admin-tls-cert-file.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            env = "SLUICE_ADMIN_TLS_KEY_FILE",
+            requires = "admin_tls_cert_file"
+        )
+    )]
+    pub admin_tls_key_file: Option<PathBuf>,
     /// Requests admitted at once (queued + running); more get 429 (changeable at run time).
     #[cfg_attr(
         feature = "clap",
@@ -202,6 +221,8 @@ impl Default for ServerArgs {
             settings_file: None,
             api_key: None,
             admin_key: None,
+            admin_tls_cert_file: None,
+            admin_tls_key_file: None,
             max_concurrent_requests: 64,
             max_batch_size: 16,
             memory_budget_mb: None,
@@ -246,6 +267,8 @@ impl ServerArgs {
             settings_file,
             api_key: _,
             admin_key: _,
+            admin_tls_cert_file,
+            admin_tls_key_file,
             max_concurrent_requests,
             max_batch_size,
             memory_budget_mb,
@@ -264,7 +287,8 @@ impl ServerArgs {
         // With a settings file, the file alone says the cap and the precision: the command line
         // carries no stale copy of them (and a pod template no value that moves at run time).
         let unless_file = |v: String| settings_file.is_none().then_some(v);
-        let flags: [(&str, Option<String>); 22] = [
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let flags: [(&str, Option<String>); 24] = [
             ("model", Some(model.to_string())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
@@ -272,10 +296,9 @@ impl ServerArgs {
             ("threads", threads.map(|n| n.to_string())),
             ("quantization", unless_file(quantization.to_string())),
             ("max-tokens", unless_file(max_tokens.to_string())),
-            (
-                "settings-file",
-                settings_file.as_ref().map(|p| p.display().to_string()),
-            ),
+            ("settings-file", path(settings_file)),
+            ("admin-tls-cert-file", path(admin_tls_cert_file)),
+            ("admin-tls-key-file", path(admin_tls_key_file)),
             (
                 "max-concurrent-requests",
                 Some(max_concurrent_requests.to_string()),
@@ -290,11 +313,8 @@ impl ServerArgs {
             ("max-connections", Some(max_connections.to_string())),
             ("served-model-name", served_model_name.clone()),
             ("device", Some(<&str>::from(*device).to_owned())),
-            (
-                "model-root",
-                model_root.as_ref().map(|p| p.display().to_string()),
-            ),
-            ("hf-home", hf_home.as_ref().map(|p| p.display().to_string())),
+            ("model-root", path(model_root)),
+            ("hf-home", path(hf_home)),
             ("log-format", Some(<&str>::from(*log_format).to_owned())),
         ];
         flags
@@ -340,6 +360,8 @@ mod tests {
             settings_file: None,
             api_key: None,
             admin_key: None,
+            admin_tls_cert_file: Some("/tls/tls.crt".into()),
+            admin_tls_key_file: Some("/tls/tls.key".into()),
             max_concurrent_requests: 5,
             max_batch_size: 2,
             memory_budget_mb: Some(2048),
@@ -360,6 +382,35 @@ mod tests {
             parse(&ServerArgs::default().to_args()),
             ServerArgs::default()
         );
+    }
+
+    #[test]
+    fn admin_tls_needs_both_files_and_the_admin_port() {
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("sluice-server").chain(args.iter().copied()))
+                .is_err()
+        };
+        assert!(refused(&[
+            "--admin-tls-cert-file",
+            "c",
+            "--admin-tls-key-file",
+            "k"
+        ]));
+        assert!(refused(&[
+            "--admin-port",
+            "1",
+            "--admin-tls-cert-file",
+            "c"
+        ]));
+        assert!(refused(&["--admin-port", "1", "--admin-tls-key-file", "k"]));
+        assert!(!refused(&[
+            "--admin-port",
+            "1",
+            "--admin-tls-cert-file",
+            "c",
+            "--admin-tls-key-file",
+            "k"
+        ]));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! recomputed whenever the operator pushes settings. A restarted operator derives the same key.
 //! The Secret's name carries the seed's [`AdminKeys::id`], so a new seed (a rotation, or a
 //! chart re-render that made one) names new Secrets and rolls the pods onto them, instead of
-//! leaving them on keys the operator no longer derives.
+//! leaving them on keys the operator no longer derives. The same seed derives each service's
+//! admin TLS identity, which the operator pins ([`crate::admin_tls`]).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,6 +20,7 @@ use kube::Api;
 use kube::api::PostParams;
 use sha2::{Digest, Sha256};
 
+use crate::admin_tls::{self, AdminIdentity, IdentityError};
 use crate::build;
 use crate::diff::hex;
 use crate::error::ApplyError;
@@ -41,6 +43,22 @@ impl fmt::Debug for AdminKeys {
     /// Never prints the seed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminKeys").finish_non_exhaustive()
+    }
+}
+
+/// How the operator reaches one service's admin API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminCredentials {
+    /// The bearer token.
+    pub key: String,
+    /// DER SubjectPublicKeyInfo the pods' admin certificate must carry (the TLS pin).
+    pub tls_spki: Vec<u8>,
+}
+
+impl fmt::Debug for AdminCredentials {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminCredentials").finish_non_exhaustive()
     }
 }
 
@@ -97,34 +115,73 @@ impl AdminKeys {
         hex(&mac.finalize().into_bytes())
     }
 
-    /// Creates the service's admin Secret unless this process already knows it exists and
-    /// `recheck` is false (the caller rechecks while pods may be waiting for it: someone may
-    /// have deleted it, or a new service reuses a name). Only ever creates: an existing Secret
-    /// of that name is left alone (never read, patched or adopted), so a CR cannot make the
-    /// operator touch a Secret it did not create. Returns whether it created one.
+    /// The Ed25519 seed of service `namespace/name`'s admin TLS key: HMAC-SHA256 under the
+    /// seed, in a domain of its own so it never equals the admin key.
+    fn tls_key_seed(&self, namespace: &str, name: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.seed)
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"sluice admin tls\0");
+        mac.update(namespace.as_bytes());
+        mac.update(b"/");
+        mac.update(name.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The admin TLS identity of service `namespace/name` (see [`crate::admin_tls`]). Pure.
+    pub fn identity(&self, namespace: &str, name: &str) -> Result<AdminIdentity, IdentityError> {
+        admin_tls::derive_identity(&self.tls_key_seed(namespace, name), namespace, name)
+    }
+
+    /// What the operator needs to reach service `namespace/name`'s admin API: its key and its
+    /// pinned TLS public key.
+    pub fn credentials(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AdminCredentials, IdentityError> {
+        Ok(AdminCredentials {
+            key: self.key(namespace, name),
+            tls_spki: self.identity(namespace, name)?.spki,
+        })
+    }
+
+    /// Creates the service's admin Secrets (the key, the TLS identity) unless this process
+    /// already knows they exist and `recheck` is false (the caller rechecks while pods may be
+    /// waiting for them: someone may have deleted one, or a new service reuses a name). Only
+    /// ever creates: an existing Secret of that name is left alone (never read, patched or
+    /// adopted), so a CR cannot make the operator touch a Secret it did not create. Returns the
+    /// names of the Secrets it created.
     pub async fn ensure_secret(
         &self,
         api: &Api<Secret>,
         v: &Validated,
         recheck: bool,
-    ) -> Result<bool, ApplyError> {
+    ) -> Result<Vec<String>, ApplyError> {
         let id = format!("{}/{}", v.namespace, v.name);
         if !recheck && self.ensured().contains(&id) {
-            return Ok(false);
+            return Ok(Vec::new());
         }
-        let secret = build::build_admin_secret(v, &self.id(), &self.key(&v.namespace, &v.name));
-        let created = match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(s)) if s.code == 409 => false,
-            Err(e) => {
-                return Err(ApplyError::Api {
-                    kind: "Secret",
-                    namespace: v.namespace.clone(),
-                    name: build::admin_secret_name(v, &self.id()),
-                    source: e,
-                });
+        let identity = self.identity(&v.namespace, &v.name)?;
+        let secrets = [
+            build::build_admin_secret(v, &self.id(), &self.key(&v.namespace, &v.name)),
+            build::build_admin_tls_secret(v, &self.id(), &identity),
+        ];
+        let mut created = Vec::new();
+        for secret in secrets {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => created.push(name),
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(ApplyError::Api {
+                        kind: "Secret",
+                        namespace: v.namespace.clone(),
+                        name,
+                        source: e,
+                    });
+                }
             }
-        };
+        }
         self.ensured().insert(id);
         Ok(created)
     }

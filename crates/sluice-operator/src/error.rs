@@ -85,6 +85,10 @@ pub enum ApplyError {
         #[source]
         source: serde_json::Error,
     },
+    /// Deriving an object's content failed (the admin TLS identity: a crypto library fault,
+    /// retried).
+    #[error(transparent)]
+    Identity(#[from] crate::admin_tls::IdentityError),
 }
 
 impl ApplyError {
@@ -139,7 +143,9 @@ impl ReconcileError {
             Self::Fetch(_) => "FetchFailed",
             Self::Apply(ApplyError::Rejected { .. }) => "ApplyRejected",
             Self::Apply(ApplyError::NotOwned { .. }) => "NotOwned",
-            Self::Apply(ApplyError::Api { .. } | ApplyError::Serialize { .. }) => "ApplyFailed",
+            Self::Apply(
+                ApplyError::Api { .. } | ApplyError::Serialize { .. } | ApplyError::Identity(_),
+            ) => "ApplyFailed",
             Self::Status(_) => "StatusUpdateFailed",
             Self::Malformed { .. } => "MalformedObject",
         }

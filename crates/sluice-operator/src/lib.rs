@@ -4,6 +4,7 @@
 //! status write in [`reconcile`] are thin — so decisions are tested without a cluster.
 
 pub mod admin_key;
+pub mod admin_tls;
 pub mod apply;
 pub mod build;
 pub mod cli;

@@ -642,14 +642,21 @@ fn pods_pause_in_pre_stop_before_sigterm() {
 fn admin_credentials_reach_the_pods_from_their_own_secret() {
     let v = valid("tiny-cpu.yaml");
     let eff = effective::derive(&v, &Running::default());
-    let env_of = |admin_key_id: Option<&str>| {
+    let pod_of = |admin_key_id: Option<&str>| {
         let o = BuildOptions {
             admin_key_id: admin_key_id.map(str::to_owned),
             pod_otlp_endpoint: None,
             ..opts(Monitoring::Annotations)
         };
-        let c = build::build(&v, &eff, &o);
-        c.deployment.spec.template.spec.unwrap().containers[0]
+        build::build(&v, &eff, &o)
+            .deployment
+            .spec
+            .template
+            .spec
+            .unwrap()
+    };
+    let env_of = |admin_key_id: Option<&str>| {
+        pod_of(admin_key_id).containers[0]
             .env
             .clone()
             .unwrap_or_default()
@@ -681,6 +688,72 @@ fn admin_credentials_reach_the_pods_from_their_own_secret() {
         "garbage-collected with the service"
     );
     assert_eq!(secret.immutable, Some(true));
+
+    // With the seed, the admin port serves TLS from the service's own identity Secret; without
+    // it, plain HTTP as before (and no volume that would wait for a Secret nobody creates).
+    let plain = pod_of(None);
+    assert!(
+        plain.containers[0]
+            .args
+            .iter()
+            .flatten()
+            .all(|a| !a.starts_with("--admin-tls"))
+    );
+    assert!(
+        plain
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "admin-tls")
+    );
+    let tls = pod_of(Some("0a1b2c3d"));
+    let volume = tls
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "admin-tls")
+        .expect("the admin TLS volume");
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("tiny-sluice-admin-tls-0a1b2c3d")
+    );
+    let args = tls.containers[0].args.clone().unwrap();
+    let parsed = {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: sluice_contract::server::ServerArgs,
+        }
+        Cli::try_parse_from(std::iter::once("sluice-server".to_owned()).chain(args.clone()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .args
+    };
+    let mount = tls.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "admin-tls")
+        .expect("mounted");
+    assert_eq!(
+        parsed.admin_tls_cert_file,
+        Some(std::path::Path::new(&mount.mount_path).join("tls.crt"))
+    );
+    assert_eq!(
+        parsed.admin_tls_key_file,
+        Some(std::path::Path::new(&mount.mount_path).join("tls.key"))
+    );
+    let identity = sluice_operator::admin_key::AdminKeys::new(b"0123456789abcdef")
+        .unwrap()
+        .identity(&v.namespace, &v.name)
+        .unwrap();
+    let tls_secret = build::build_admin_tls_secret(&v, "0a1b2c3d", &identity);
+    assert_eq!(
+        tls_secret.metadata.name,
+        volume.secret.as_ref().unwrap().secret_name
+    );
+    assert_eq!(tls_secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(tls_secret.immutable, Some(true));
 }
 
 /// Hardening: the inference port can be limited to the namespaces the install names (the

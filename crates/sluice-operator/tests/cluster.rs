@@ -17,7 +17,7 @@ use cluster_support::{
     ready, rolled_out, tiny,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -220,6 +220,36 @@ async fn cluster_operator_with_the_charts_rbac_reconciles_rolls_out_and_collects
         );
     }
 
+    // The pods' admin TLS identity: a kubernetes.io/tls Secret the operator created (the
+    // apiserver checks such a Secret holds tls.crt and tls.key), owned by the service and
+    // mounted by its pods.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let tls_name = dep
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "admin-tls")
+        .and_then(|v| v.secret.as_ref()?.secret_name.clone())
+        .expect("the pods mount their admin TLS Secret");
+    let tls = secrets.get(&tls_name).await.unwrap();
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = tls.data.clone().unwrap_or_default();
+    assert!(
+        data["tls.crt"]
+            .0
+            .starts_with(b"-----BEGIN CERTIFICATE-----")
+    );
+    assert!(data.contains_key("tls.key"));
+    assert_eq!(
+        tls.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "InferenceService"
+    );
+
     // The pods export to the chart's endpoint as the service they serve.
     let container = &dep.spec.template.spec.as_ref().unwrap().containers[0];
     let env = |name: &str| {
@@ -302,10 +332,12 @@ async fn cluster_operator_with_the_charts_rbac_reconciles_rolls_out_and_collects
         Duration::from_secs(120),
         || {
             let (d, s, p) = (deployments.clone(), services.clone(), policies.clone());
+            let (secrets, tls_name) = (secrets.clone(), tls_name.clone());
             async move {
                 (d.get_opt("tiny").await.ok()?.is_none()
                     && s.get_opt("tiny").await.ok()?.is_none()
-                    && p.get_opt("tiny").await.ok()?.is_none())
+                    && p.get_opt("tiny").await.ok()?.is_none()
+                    && secrets.get_opt(&tls_name).await.ok()?.is_none())
                 .then_some(())
             }
         },

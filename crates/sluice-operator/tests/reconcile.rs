@@ -509,6 +509,41 @@ async fn admin_keys_are_created_once_and_no_secret_is_ever_read() {
         "the inference key stays the user's"
     );
 
+    // The admin TLS identity: its own create-only Secret, mounted where the server's flags
+    // point, holding exactly what the operator derives (and so pins).
+    let tls_name = format!("tiny-sluice-admin-tls-{}", keys.id());
+    let tls = api
+        .get(&format!("/api/v1/namespaces/demo/secrets/{tls_name}"))
+        .expect("the admin TLS Secret is created");
+    let identity = keys.identity(NS, "tiny").unwrap();
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(tls["stringData"]["tls.crt"], identity.cert_pem.as_str());
+    assert_eq!(tls["stringData"]["tls.key"], identity.key_pem.as_str());
+    let pod = api.get(DEPLOY).unwrap()["spec"]["template"]["spec"].clone();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "admin-tls")
+        .cloned()
+        .expect("an admin-tls volume");
+    assert_eq!(volume["secret"]["secretName"], tls_name.as_str());
+    let args: Vec<String> = serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+    };
+    assert_eq!(
+        arg("--admin-tls-cert-file"),
+        "/var/run/sluice/admin-tls/tls.crt"
+    );
+    assert_eq!(
+        arg("--admin-tls-key-file"),
+        "/var/run/sluice/admin-tls/tls.key"
+    );
+
     // A foreign Secret of that name (here: after the service's own was replaced) is left as
     // it is: the operator only ever creates.
     api.remove(secret_path);

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sluice_api::InferenceService;
 use sluice_contract::Quantization;
 use sluice_contract::admin::RuntimeSettings;
+use sluice_operator::admin_key::AdminCredentials;
 use sluice_operator::build::{BuildOptions, Monitoring};
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::{Context, reconcile};
@@ -74,7 +75,7 @@ impl SettingsClient for FakeSettings {
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
-        _api_key: Option<&str>,
+        _admin: Option<&AdminCredentials>,
     ) -> Result<(), SettingsPushError> {
         self.calls
             .lock()

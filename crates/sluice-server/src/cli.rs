@@ -11,6 +11,7 @@ use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
 use crate::engine::{Engine, EngineModel, Limits};
 use crate::http::listen::{self, ListenConfig};
+use crate::http::tls::{self, TlsFiles};
 use crate::http::{AppState, HttpConfig, router, routers};
 use crate::metrics::Metrics;
 use crate::model::quant::Quantization;
@@ -215,15 +216,27 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         drain_delay: args.drain_delay,
         drain_timeout: args.drain_timeout,
     };
-    runtime.block_on(run_http(state, addr, args.admin_port, listen))
+    let admin_tls = match (args.admin_tls_cert_file, args.admin_tls_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => anyhow::bail!("--admin-tls-cert-file and --admin-tls-key-file go together"),
+    };
+    if admin_tls.is_some() && args.admin_port.is_none() {
+        anyhow::bail!("--admin-tls-cert-file needs --admin-port: TLS is served on the admin port");
+    }
+    runtime.block_on(run_http(state, addr, args.admin_port, admin_tls, listen))
 }
 
 async fn run_http(
     state: AppState,
     addr: SocketAddr,
     admin_port: Option<u16>,
+    admin_tls: Option<TlsFiles>,
     listen: ListenConfig,
 ) -> anyhow::Result<()> {
+    let admin_tls = admin_tls
+        .map(|files| tls::acceptor(files, tls::TLS_FILE_POLL))
+        .transpose()?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -253,6 +266,7 @@ async fn run_http(
             listener,
             router(state),
             &listen,
+            None,
             stopped(stop_rx),
             on_shutdown,
         )
@@ -262,7 +276,7 @@ async fn run_http(
     };
     let admin_addr = SocketAddr::new(addr.ip(), port);
     let admin_listener = bind(admin_addr).await?;
-    tracing::info!(%admin_addr, "admin API listening");
+    tracing::info!(%admin_addr, tls = admin_tls.is_some(), "admin API listening");
     let (inference, admin) = routers(state);
     // The admin port has nobody to drain for: it stops with the delay's end like the rest.
     tokio::join!(
@@ -270,10 +284,18 @@ async fn run_http(
             listener,
             inference,
             &listen,
+            None,
             stopped(stop_rx.clone()),
             on_shutdown
         ),
-        listen::serve(admin_listener, admin, &listen, stopped(stop_rx), || {}),
+        listen::serve(
+            admin_listener,
+            admin,
+            &listen,
+            admin_tls,
+            stopped(stop_rx),
+            || {}
+        ),
     );
     tracing::info!("stopped");
     Ok(())

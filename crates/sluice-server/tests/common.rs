@@ -86,7 +86,7 @@ pub async fn start(opts: Opts) -> Server {
         drain_timeout: Duration::from_secs(30),
     };
     tokio::spawn(async move {
-        listen::serve(listener, app, &config, std::future::pending(), || {}).await
+        listen::serve(listener, app, &config, None, std::future::pending(), || {}).await
     });
     Server { url, state }
 }

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
-    Toleration, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    SleepAction, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::{SETTINGS_MOUNT, settings_name, settings_path};
 use super::{
-    ADMIN_KEY_SECRET_KEY, BuildOptions, Monitoring, admin_secret_name, child_meta, labels,
-    selector_labels,
+    ADMIN_KEY_SECRET_KEY, BuildOptions, Monitoring, admin_secret_name, admin_tls_secret_name,
+    child_meta, labels, selector_labels,
 };
 use crate::validate::{ModelSource, Validated};
 use sluice_contract::ModelRef;
@@ -33,6 +33,8 @@ pub const SERVER_PORT: i32 = 8000;
 /// Container port of the server's admin API (named `admin`): reached by the operator on the
 /// pod IP, never exposed by the Service.
 pub const ADMIN_PORT: i32 = 8001;
+/// Where the admin TLS Secret is mounted.
+pub const ADMIN_TLS_MOUNT: &str = "/var/run/sluice/admin-tls";
 /// Where a model PVC is mounted.
 pub const MODEL_MOUNT: &str = "/models";
 /// Where a Hugging Face cache PVC is mounted (also `HF_HOME`).
@@ -197,6 +199,28 @@ fn volumes(v: &Validated) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
+/// The service's admin TLS Secret, mounted read-only where the server's
+/// `--admin-tls-cert-file`/`--admin-tls-key-file` point (see [`crate::admin_tls`]).
+fn admin_tls_volume(v: &Validated, key_id: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "admin-tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(admin_tls_secret_name(v, key_id)),
+            // Readable by owner and group only: fsGroup makes the server's group the files' group.
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "admin-tls".into(),
+        mount_path: ADMIN_TLS_MOUNT.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
 fn resources(v: &Validated) -> Option<ResourceRequirements> {
     let r = &v.serving.resources;
     let mut requests = BTreeMap::new();
@@ -289,7 +313,14 @@ pub fn build_deployment(v: &Validated, opts: &BuildOptions) -> Deployment {
         volume_mounts.push(mount);
     }
     let env = env(v, opts);
-    let server = server_settings(v);
+    let mut server = server_settings(v);
+    if let Some(key_id) = &opts.admin_key_id {
+        let (volume, mount) = admin_tls_volume(v, key_id);
+        volumes.push(volume);
+        volume_mounts.push(mount);
+        server.admin_tls_cert_file = Some(format!("{ADMIN_TLS_MOUNT}/tls.crt").into());
+        server.admin_tls_key_file = Some(format!("{ADMIN_TLS_MOUNT}/tls.key").into());
+    }
     let annotations = match opts.monitoring {
         Monitoring::Annotations => Some(BTreeMap::from([
             ("prometheus.io/scrape".to_owned(), "true".to_owned()),

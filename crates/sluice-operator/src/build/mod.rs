@@ -20,7 +20,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::DynamicObject;
 
-pub use admin_secret::{ADMIN_KEY_SECRET_KEY, admin_secret_name, build_admin_secret};
+pub use admin_secret::{
+    ADMIN_KEY_SECRET_KEY, admin_secret_name, admin_tls_secret_name, build_admin_secret,
+    build_admin_tls_secret,
+};
 pub use deployment::{
     ADMIN_PORT, HF_CACHE_MOUNT, MODEL_MOUNT, PRE_STOP_SLEEP_SECS, SERVER_PORT, build_deployment,
     server_args, server_settings,
@@ -59,7 +62,8 @@ pub struct BuildOptions {
     pub inference_namespaces: Vec<String>,
     /// The fingerprint of the operator's admin key seed, when it has one: pods then require
     /// their per-service admin key (`SLUICE_ADMIN_KEY`, from the Secret [`admin_secret_name`])
-    /// on their admin API.
+    /// on their admin API, and serve it over TLS with their derived identity (the Secret
+    /// [`admin_tls_secret_name`]).
     pub admin_key_id: Option<String>,
     /// OTLP/HTTP endpoint pods export spans to unless their `spec.tracing` says otherwise
     /// (`--pod-otlp-endpoint`).

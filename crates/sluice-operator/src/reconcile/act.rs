@@ -25,17 +25,25 @@ pub async fn act(
         info!(isvc = %v.name, namespace = %v.namespace, "{note}");
         publish(ctx, reference, EventType::Normal, "Applied", "Apply", note).await;
     }
-    let admin_key = ctx
+    // Deriving can only fail in the crypto library; then the push goes without credentials
+    // (and is refused, reported as such) while the settings ConfigMap still carries the change.
+    let admin = ctx
         .admin_keys
         .as_ref()
-        .map(|k| k.key(&v.namespace, &v.name));
+        .and_then(|k| match k.credentials(&v.namespace, &v.name) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "pushing settings without admin credentials");
+                None
+            }
+        });
     let pushed = tick::act(
         &ctx.slo,
         &ctx.client,
         &ctx.metrics,
         v,
         decided.tick.as_ref(),
-        admin_key.as_deref(),
+        admin.as_ref(),
     )
     .await;
     let decided_events = decided.tick.iter().flat_map(|t| t.events.iter().cloned());

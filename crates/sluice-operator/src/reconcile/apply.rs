@@ -83,9 +83,8 @@ pub async fn apply_children(
             .rollout
             .as_ref()
             .is_some_and(|r| r.available >= r.desired);
-        if keys.ensure_secret(&apis.secrets, v, !settled).await? {
-            let change = format!("created Secret {}", build::admin_secret_name(v, &keys.id()));
-            w.wrote("Secret", change);
+        for name in keys.ensure_secret(&apis.secrets, v, !settled).await? {
+            w.wrote("Secret", format!("created Secret {name}"));
         }
     }
     w.apply(

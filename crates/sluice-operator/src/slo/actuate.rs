@@ -6,7 +6,10 @@
 //!
 //! The HTTP call sits behind [`SettingsClient`] so the SLO loop is tested with a fake; pod
 //! discovery uses the kube client. The push authenticates with the service's admin key
-//! ([`crate::admin_key`]), never with its inference key: the operator reads no Secret.
+//! ([`crate::admin_key`]), never with its inference key: the operator reads no Secret. With
+//! admin keys, pods serve their admin API over TLS and the push goes over TLS 1.3 to the
+//! service's pinned key ([`crate::admin_tls`]), so neither the key nor the settings cross the
+//! pod network in the clear, and nothing else can pose as the pod.
 
 use sluice_contract::admin::{self, RuntimeSettings};
 use std::time::Duration;
@@ -16,6 +19,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use crate::admin_key::AdminCredentials;
+use crate::admin_tls::pinned_client_config;
 use crate::build::{ADMIN_PORT, INSTANCE_LABEL};
 use crate::validate::Validated;
 
@@ -24,7 +29,7 @@ use crate::validate::Validated;
 pub struct PodTarget {
     /// Pod name, for messages.
     pub name: String,
-    /// `http://IP:PORT`.
+    /// `http://IP:PORT`, or `https://IP:PORT` when pods serve their admin API over TLS.
     pub base_url: String,
 }
 
@@ -41,16 +46,20 @@ pub struct SettingsPushError {
 /// Sets a server's run-time settings.
 #[async_trait]
 pub trait SettingsClient: Send + Sync {
-    /// `PUT {base_url}/admin/settings` with `settings`, with `admin_key` as the bearer token.
+    /// `PUT {base_url}/admin/settings` with `settings`, with `admin`'s key as the bearer token
+    /// and, over https, its pinned TLS key as the only server it trusts.
     async fn set_settings(
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
-        admin_key: Option<&str>,
+        admin: Option<&AdminCredentials>,
     ) -> Result<(), SettingsPushError>;
 }
 
-/// [`SettingsClient`] over HTTP with a short timeout (a hung pod must not stall the loop).
+/// A hung pod must not stall the loop.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`SettingsClient`] over HTTP(S) with a short timeout.
 #[derive(Debug, Clone)]
 pub struct HttpSettingsClient {
     http: reqwest::Client,
@@ -60,12 +69,33 @@ impl Default for HttpSettingsClient {
     /// A client with a 5 s request timeout.
     fn default() -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .timeout(PUSH_TIMEOUT)
             .build()
             // Building only fails when no TLS backend initialises; plain HTTP to pod IPs
             // needs none, so the unconfigured client is an equivalent fallback.
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { http }
+    }
+}
+
+impl HttpSettingsClient {
+    /// The client for one push: the shared plain one, or one that trusts only `admin`'s
+    /// pinned key (a pin is per service, so a TLS client is per call; pushes are rare).
+    fn client_for(
+        &self,
+        pod: &PodTarget,
+        admin: Option<&AdminCredentials>,
+    ) -> Result<reqwest::Client, String> {
+        if !pod.base_url.starts_with("https://") {
+            return Ok(self.http.clone());
+        }
+        let admin = admin.ok_or("an https admin API needs the service's pinned TLS key")?;
+        let tls = pinned_client_config(&admin.tls_spki).map_err(|e| e.to_string())?;
+        reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| format!("failed to build the admin TLS client: {e}"))
     }
 }
 
@@ -75,20 +105,22 @@ impl SettingsClient for HttpSettingsClient {
         &self,
         pod: &PodTarget,
         settings: RuntimeSettings,
-        admin_key: Option<&str>,
+        admin: Option<&AdminCredentials>,
     ) -> Result<(), SettingsPushError> {
         let err = |message: String| SettingsPushError {
             pod: pod.name.clone(),
             message,
         };
         let mut req = self
-            .http
+            .client_for(pod, admin)
+            .map_err(err)?
             .put(format!("{}{}", pod.base_url, admin::SETTINGS_PATH))
             .json(&settings);
-        if let Some(key) = admin_key {
-            req = req.bearer_auth(key);
+        if let Some(admin) = admin {
+            req = req.bearer_auth(&admin.key);
         }
-        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+        // The error's source chain says why (a TLS pin mismatch, a refused connection).
+        let resp = req.send().await.map_err(|e| err(chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -101,8 +133,21 @@ impl SettingsClient for HttpSettingsClient {
     }
 }
 
-/// Ready, running, not terminating server pods of the service. Pure.
-pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Ready, running, not terminating server pods of the service, reached over https when `tls`.
+/// Pure.
+pub fn ready_targets(pods: &[Pod], tls: bool) -> Vec<PodTarget> {
+    let scheme = if tls { "https" } else { "http" };
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
@@ -116,9 +161,9 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
             ready.then(|| PodTarget {
                 name: p.metadata.name.clone().unwrap_or_default(),
                 base_url: if ip.contains(':') {
-                    format!("http://[{ip}]:{ADMIN_PORT}")
+                    format!("{scheme}://[{ip}]:{ADMIN_PORT}")
                 } else {
-                    format!("http://{ip}:{ADMIN_PORT}")
+                    format!("{scheme}://{ip}:{ADMIN_PORT}")
                 },
             })
         })
@@ -153,16 +198,17 @@ impl PushReport {
     }
 }
 
-/// Sets `settings` on every ready pod of `v`, authenticating with `admin_key`. Never fails as
-/// a whole: the settings ConfigMap carries them to every pod anyway, so this is the fast path
-/// and failures are reported. (Without an admin key, a server that requires its inference key
-/// refuses the push: the operator does not read that key.)
+/// Sets `settings` on every ready pod of `v`, authenticating with `admin` (over TLS to its
+/// pinned key). Never fails as a whole: the settings ConfigMap carries them to every pod
+/// anyway, so this is the fast path and failures are reported. (Without admin credentials, a
+/// server that requires its inference key refuses the push: the operator does not read that
+/// key.)
 pub async fn push_settings(
     client: &Client,
     admin_api: &dyn SettingsClient,
     v: &Validated,
     settings: RuntimeSettings,
-    admin_key: Option<&str>,
+    admin: Option<&AdminCredentials>,
 ) -> PushReport {
     let mut report = PushReport::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
@@ -179,8 +225,9 @@ pub async fn push_settings(
             return report;
         }
     };
-    for target in ready_targets(&list) {
-        match admin_api.set_settings(&target, settings, admin_key).await {
+    // Pods built with admin credentials serve their admin API over TLS (build::deployment).
+    for target in ready_targets(&list, admin.is_some()) {
+        match admin_api.set_settings(&target, settings, admin).await {
             Ok(()) => report.updated.push(target.name),
             Err(e) => report.failed.push(e.to_string()),
         }
@@ -217,7 +264,7 @@ mod tests {
             pod("e", "True", Some("fd00::5"), false),
         ];
         assert_eq!(
-            ready_targets(&pods),
+            ready_targets(&pods, false),
             vec![
                 PodTarget {
                     name: "a".into(),
@@ -229,5 +276,10 @@ mod tests {
                 },
             ]
         );
+        let tls: Vec<String> = ready_targets(&pods, true)
+            .into_iter()
+            .map(|t| t.base_url)
+            .collect();
+        assert_eq!(tls, ["https://10.0.0.1:8001", "https://[fd00::5]:8001"]);
     }
 }

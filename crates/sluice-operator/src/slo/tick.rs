@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::evaluate::{due_in, evaluate, history_seconds, is_due};
 use super::{SloLoop, actuate, mapping};
+use crate::admin_key::AdminCredentials;
 use crate::metrics::{Metrics, Outcome};
 use crate::status::Rollout;
 use crate::validate::Validated;
@@ -272,7 +273,7 @@ pub async fn act(
     metrics: &Metrics,
     v: &Validated,
     tick: Option<&Tick>,
-    admin_key: Option<&str>,
+    admin: Option<&AdminCredentials>,
 ) -> Vec<PendingEvent> {
     record(metrics, v, tick);
     let Some(tick) = tick else {
@@ -281,7 +282,7 @@ pub async fn act(
     let Some(settings) = tick.push_settings else {
         return Vec::new();
     };
-    let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings, admin_key).await;
+    let report = actuate::push_settings(client, lp.settings.as_ref(), v, settings, admin).await;
     metrics
         .settings_pushes
         .with_label_values(&[Outcome::Success.as_str()])

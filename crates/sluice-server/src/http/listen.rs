@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Limits and shutdown timing of the listener.
 #[derive(Debug, Clone)]
@@ -39,11 +40,13 @@ pub struct ListenConfig {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves and the drain completes. `on_shutdown`
-/// runs when the signal arrives (it marks the server not ready).
+/// runs when the signal arrives (it marks the server not ready). With `tls`, every connection
+/// must complete a TLS handshake within the header read timeout first.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: &ListenConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl FnOnce(),
 ) {
@@ -87,11 +90,33 @@ pub async fn serve(
             () = &mut stop_accepting => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), service.clone());
-        let conn = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let conn = http.serve_connection(TokioIo::new(stream), service.clone());
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // A client that vanishes or times out ends its own connection; nothing to report.
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow client delays only itself.
+        let (tls, http, service, watcher) = (
+            tls.clone(),
+            http.clone(),
+            service.clone(),
+            graceful.watcher(),
+        );
+        let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            // A client that vanishes or times out ends its own connection; nothing to report.
-            let _ = conn.await;
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
             drop(permit);
         });
     }

@@ -8,6 +8,7 @@ mod driver;
 pub mod listen;
 pub mod native;
 pub mod openai;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,7 @@ use sluice_contract::{Builtin, ModelRef};
 use tokenizers::Tokenizer;
 
 use chat::ChatTemplate;
-use config::HfConfig;
+use config::{HfConfig, ModelConfig};
 use llama::Llama;
 use quant::{Quantization, QuantizationFlag};
 use tiny::TinyShape;
@@ -298,7 +298,7 @@ fn load_dir(dir: &Path, spec: &LoadSpec, auto_full: Quantization) -> Result<Part
     let model = weights::load_hf(cfg, &st, q, &spec.device)
         .map_err(|e| ModelError::load(dir.display().to_string(), e))?;
     let tok = tokenizer::load_file(&dir.join("tokenizer.json"))?;
-    let chat = chat_for(dir, &tok)?;
+    let chat = chat_for(dir, &tok, None, model.config())?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -318,7 +318,14 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
         tokenizer::load_file(&beside)?
     } else {
         let mut tok = tokenizer::from_gguf(&gguf.content, path)?;
-        if let Some(bos) = model.config().bos_token_id {
+        // llama.cpp's rule: BOS unless the file says not to.
+        let add_bos = gguf
+            .content
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(true);
+        if let Some(bos) = model.config().bos_token_id.filter(|_| add_bos) {
             let bos_str = tok.id_to_token(bos).unwrap_or_default();
             let post = tokenizers::processors::template::TemplateProcessing::builder()
                 .try_single(format!("{bos_str} $A"))
@@ -333,7 +340,19 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
         tok
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let chat = chat_for(dir, &tok)?;
+    // The template most GGUF files carry, as llama.cpp and Ollama use it.
+    let embedded = gguf
+        .content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .map(|src| {
+            (
+                src.clone(),
+                format!("{} (tokenizer.chat_template)", path.display()),
+            )
+        });
+    let chat = chat_for(dir, &tok, embedded, model.config())?;
     let q = match spec.quantization.level() {
         None => stored,
         Some(level) => level.to_string(),
@@ -345,7 +364,15 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
     Ok((model, tok, chat, q, name))
 }
 
-fn chat_for(dir: &Path, tok: &Tokenizer) -> Result<ChatTemplate, ModelError> {
+/// The chat template: a `tokenizer_config.json` beside the model wins, then a template
+/// embedded in the model file (`embedded`: source and origin), then the default. The BOS/EOS
+/// strings templates refer to come from the model's configured ids.
+fn chat_for(
+    dir: &Path,
+    tok: &Tokenizer,
+    embedded: Option<(String, String)>,
+    cfg: &ModelConfig,
+) -> Result<ChatTemplate, ModelError> {
     let tc = dir.join("tokenizer_config.json");
     if tc.exists()
         && let Some(t) =
@@ -353,8 +380,16 @@ fn chat_for(dir: &Path, tok: &Tokenizer) -> Result<ChatTemplate, ModelError> {
     {
         return Ok(t);
     }
-    let bos = tok.id_to_token(0).unwrap_or_default();
-    let eos = tok.id_to_token(1).unwrap_or_default();
+    let bos = tok
+        .id_to_token(cfg.bos_token_id.unwrap_or(0))
+        .unwrap_or_default();
+    let eos = tok
+        .id_to_token(cfg.eos_token_ids.first().copied().unwrap_or(1))
+        .unwrap_or_default();
+    if let Some((source, origin)) = embedded {
+        return ChatTemplate::new(&source, &bos, &eos, &origin)
+            .map_err(|e| ModelError::invalid(dir, e));
+    }
     Ok(ChatTemplate::default_template(&bos, &eos))
 }
 

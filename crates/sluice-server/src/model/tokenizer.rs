@@ -1,5 +1,6 @@
-//! Tokenizers: loading `tokenizer.json`, rebuilding a byte-level BPE tokenizer from GGUF
-//! metadata (and writing that metadata), and incremental detokenization for streaming.
+//! Tokenizers: loading `tokenizer.json`, rebuilding a byte-level BPE or SentencePiece tokenizer
+//! from GGUF metadata (and writing the byte-level one's), and incremental detokenization for
+//! streaming.
 
 use std::path::Path;
 
@@ -9,14 +10,14 @@ use tokenizers::models::bpe::BPE;
 
 use super::ModelError;
 
+mod spm;
+
 pub fn load_file(path: &Path) -> Result<Tokenizer, ModelError> {
     Tokenizer::from_file(path).map_err(|e| ModelError::invalid(path, e))
 }
 
-/// Rebuilds a `gpt2`-style (byte-level BPE) tokenizer from `tokenizer.ggml.*` metadata.
-///
-/// SentencePiece (`llama`) vocabularies carry scores rather than merges and cannot be rebuilt
-/// exactly; those files need a `tokenizer.json` beside them.
+/// Rebuilds the tokenizer from `tokenizer.ggml.*` metadata, as llama.cpp reads it: `gpt2`
+/// (byte-level BPE with merges) or `llama` (SentencePiece BPE with scores, see [`spm`]).
 pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer, ModelError> {
     let md = &content.metadata;
     let model = md
@@ -28,27 +29,18 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
                 "no tokenizer.json beside it and no tokenizer.ggml.model metadata",
             )
         })?;
+    if model == "llama" {
+        return spm::from_gguf(content, path);
+    }
     if model != "gpt2" {
         return Err(ModelError::invalid(
             path,
             format!(
-                "GGUF tokenizer model {model:?} cannot be rebuilt from metadata; put its tokenizer.json beside the file"
+                "GGUF tokenizer model {model:?} cannot be rebuilt from metadata (gpt2 and llama can); put its tokenizer.json beside the file"
             ),
         ));
     }
-    let strings = |key: &str| -> Result<Vec<String>, ModelError> {
-        md.get(key)
-            .ok_or_else(|| ModelError::invalid(path, format!("missing metadata {key}")))?
-            .to_vec()
-            .map_err(|e| ModelError::invalid(path, e))?
-            .iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|e| ModelError::invalid(path, e))
-            })
-            .collect()
-    };
+    let strings = |key: &str| strings(md, key, path);
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
     let token_types: Vec<i32> = md
@@ -95,6 +87,25 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
     tok.add_special_tokens(specials)
         .map_err(|e| ModelError::invalid(path, e))?;
     Ok(tok)
+}
+
+/// A string array from the metadata, with a clear error when it is missing or not strings.
+fn strings(
+    md: &std::collections::HashMap<String, Value>,
+    key: &str,
+    path: &Path,
+) -> Result<Vec<String>, ModelError> {
+    md.get(key)
+        .ok_or_else(|| ModelError::invalid(path, format!("missing metadata {key}")))?
+        .to_vec()
+        .map_err(|e| ModelError::invalid(path, format!("{key}: {e}")))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| ModelError::invalid(path, format!("{key}: {e}")))
+        })
+        .collect()
 }
 
 /// Byte-level pre-tokenizer and decoder, as GPT-2 and llama 3 use.

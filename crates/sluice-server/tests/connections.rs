@@ -224,11 +224,15 @@ async fn the_admin_api_lives_only_on_its_own_port() {
     );
 }
 
-/// TTFT counts from arrival, as the client's clock does: a body that takes 800 ms to arrive is
-/// in the request's TTFT and queue time (it used to start after tokenization).
+/// TTFT counts from arrival, as the client's clock does: a body that takes 2 s to arrive is in
+/// the request's TTFT and queue time (it used to start after tokenization, a few milliseconds).
+/// The server stamps arrival when it has parsed the headers, which a loaded machine (the other
+/// tests of this binary flood connections) can delay, so the check allows half the delay for
+/// that and still tells the two behaviours apart by two orders of magnitude.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttft_counts_from_arrival_including_a_slow_body() {
-    const BODY_DELAY: Duration = Duration::from_millis(800);
+    const BODY_DELAY: Duration = Duration::from_secs(2);
+    let counted = BODY_DELAY.as_secs_f64() / 2.0;
     let (_proc, url) = spawn(&["--body-read-timeout", "30s"], &[]).await;
     let addr = url.trim_start_matches("http://").to_string();
     let body = json!({"prompt": "hello", "max_tokens": 2}).to_string();
@@ -259,13 +263,10 @@ async fn ttft_counts_from_arrival_including_a_slow_body() {
     for key in ["queue_seconds", "ttft_seconds", "total_seconds"] {
         let secs = t[key].as_f64().unwrap();
         assert!(
-            secs >= BODY_DELAY.as_secs_f64(),
+            secs >= counted,
             "{key} = {secs} s leaves out the {BODY_DELAY:?} the body took: {v}"
         );
     }
     let sum = metric(&url, "llm_ttft_seconds_sum").await;
-    assert!(
-        sum >= BODY_DELAY.as_secs_f64(),
-        "llm_ttft_seconds_sum = {sum}"
-    );
+    assert!(sum >= counted, "llm_ttft_seconds_sum = {sum}");
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: Prometheus (Debian), the openai client,
-# Locust, sentencepiece and gguf (PyPI: the SentencePiece GGUF tests), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
+# Locust, sentencepiece, gguf, tokenizers and tiktoken (PyPI: the GGUF tokenizer tests), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
 # --ignore-requires-python) and lupa for the Argo CD Lua health-check tests; then builds the
 # Kubernetes control plane of the cluster tests and Jaeger from Go modules
 # (scripts/build-control-plane.sh, scripts/build-jaeger.sh: cached in /var/tmp, so only the first
@@ -32,7 +32,7 @@ fi
 # Debian's own python3 refuses user-level installs (PEP 668) unless told otherwise; a pyenv or
 # venv python ignores this.
 export PIP_BREAK_SYSTEM_PACKAGES=1
-python3 -m pip install -q --disable-pip-version-check openai locust lupa sentencepiece gguf
+python3 -m pip install -q --disable-pip-version-check openai locust lupa sentencepiece gguf tokenizers tiktoken
 python3 -m pip install -q --disable-pip-version-check --ignore-requires-python helm-sdkpy
 # cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); built outside any clone's
 # target directory so it is compiled once per machine.

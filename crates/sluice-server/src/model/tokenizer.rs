@@ -76,7 +76,23 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
         .build()
         .map_err(|e| ModelError::invalid(path, e))?;
     let mut tok = Tokenizer::new(bpe);
-    byte_level(&mut tok);
+    let pre = md
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map_or("default", String::as_str);
+    match pre_tokenizer_regex(pre) {
+        Ok(None) => byte_level(&mut tok),
+        Ok(Some(regex)) => split_byte_level(&mut tok, regex)
+            .map_err(|e| ModelError::invalid(path, format!("tokenizer.ggml.pre {pre:?}: {e}")))?,
+        Err(known) => {
+            return Err(ModelError::invalid(
+                path,
+                format!(
+                    "tokenizer.ggml.pre {pre:?} is not a pre-tokenizer this server knows ({known}); put the model's tokenizer.json beside the file"
+                ),
+            ));
+        }
+    }
     // Control tokens (type 3) are matched whole in the input and skipped when decoding.
     let specials: Vec<tokenizers::AddedToken> = tokens
         .iter()
@@ -106,6 +122,45 @@ fn strings(
                 .map_err(|e| ModelError::invalid(path, format!("{key}: {e}")))
         })
         .collect()
+}
+
+/// Llama 3's split (llama.cpp's `llama-bpe`): contractions in any case, a letter run with at
+/// most one leading non-letter, digits in threes, punctuation runs with trailing newlines.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split: Llama 3's with every digit on its own.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split regex of a `tokenizer.ggml.pre` value (llama.cpp's names): `None` for GPT-2's
+/// own (the byte-level pre-tokenizer's built-in regex), `Err` with the known names for one
+/// this server does not know — refused rather than tokenized the wrong way without a word.
+pub fn pre_tokenizer_regex(pre: &str) -> Result<Option<&'static str>, &'static str> {
+    match pre {
+        "default" | "gpt2" | "gpt-2" => Ok(None),
+        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" => Ok(Some(LLAMA3_SPLIT)),
+        "qwen2" => Ok(Some(QWEN2_SPLIT)),
+        _ => Err("default, gpt2, llama-bpe, llama3, smaug-bpe, qwen2"),
+    }
+}
+
+/// A regex split, then byte-level mapping without GPT-2's regex, and the byte-level decoder:
+/// how Llama 3 and Qwen2 tokenizers pre-tokenize.
+fn split_byte_level(tok: &mut Tokenizer, regex: &str) -> tokenizers::Result<()> {
+    use tokenizers::SplitDelimiterBehavior;
+    use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    let split = Split::new(
+        SplitPattern::Regex(regex.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )?;
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, true, false).into(),
+    ])));
+    tok.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(())
 }
 
 /// Byte-level pre-tokenizer and decoder, as GPT-2 and llama 3 use.
@@ -236,6 +291,33 @@ mod tests {
         };
         let err = from_gguf(&content, Path::new("x.gguf")).unwrap_err();
         assert!(err.to_string().contains("merge \"a\" + \"b\""), "{err}");
+    }
+
+    /// A pre-tokenizer the server does not know is refused by name, never silently replaced
+    /// by GPT-2's (which would tokenize Llama 3-style files the wrong way).
+    #[test]
+    fn an_unknown_gguf_pre_tokenizer_is_an_error_naming_it() {
+        let tok = super::super::tiny::tokenizer().unwrap();
+        let mut md = gguf_metadata(&tok).unwrap();
+        md.push((
+            "tokenizer.ggml.pre".into(),
+            Value::String("made-up-pre".into()),
+        ));
+        let content = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: md.into_iter().collect(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        let err = from_gguf(&content, Path::new("x.gguf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"made-up-pre\"") && err.contains("llama-bpe"),
+            "{err}"
+        );
+        assert_eq!(pre_tokenizer_regex("gpt2"), Ok(None));
+        assert!(pre_tokenizer_regex("llama-bpe").unwrap().is_some());
     }
 
     #[test]

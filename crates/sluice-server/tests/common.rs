@@ -176,13 +176,7 @@ pub async fn metric(base: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {series} not found"))
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use sluice_testkit::free_port;
 
 pub struct Proc(pub Child);
 
@@ -211,10 +205,15 @@ pub async fn spawn(extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = Proc(cmd.spawn().unwrap());
+    let mut child = Proc(cmd.spawn().unwrap());
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // A server that could not start (its port taken, a bad flag) must not leave the test
+        // talking to whatever else answers there.
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("sluice-server {extra:?} exited before it was ready: {status}");
+        }
         if let Ok(r) = client().get(format!("{url}/ready")).send().await
             && r.status() == 200
         {

@@ -1,16 +1,30 @@
 //! Loopback ports and minimal HTTP/1.1 GETs over `std::net`, for readiness probes that must not
 //! depend on an async runtime.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out before by this process.
+///
+/// The kernel may give a port it just released to the next `bind(0)`, so two tests of one
+/// binary starting servers at once could both get it: one server then fails to bind, and its
+/// test talks to the other test's server until that one stops (a flaky failure seen in CI).
+/// Remembering the ports given out rules that out within a test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral loopback port")
+            .port();
+        // A poisoned lock only means another test panicked mid-insert; the set is whole.
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A GET with `Connection: close`, the request already sent.

@@ -65,12 +65,22 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ServerError> {
         })
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, never handed out before by this process: the
+/// kernel may give a just-released port to the next `bind(0)`, and two replicas started
+/// together on one port would leave one of them failing to bind while the fleet counts it.
 pub fn free_port() -> Result<u16, ServerError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(ServerError::Port)
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(ServerError::Port)?;
+        // A poisoned lock only means a panic mid-insert; the set is whole.
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// The running server. Dropping it kills the process.

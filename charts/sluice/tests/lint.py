@@ -72,8 +72,8 @@ VARIANTS = [
             ("    serviceAccountToken: false", "    serviceAccountToken: true"),
             ("rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: true",
              "rbac:\n  # -- Create the RBAC objects the operator needs (exact verbs, no wildcards).\n  create: false"),
-            ("  # cannot push settings to servers that have one (the settings ConfigMap still applies them).\n  enabled: true",
-             "  # cannot push settings to servers that have one (the settings ConfigMap still applies them).\n  enabled: false"),
+            ("  # to servers that have one (the settings ConfigMap still applies them).\n  enabled: true",
+             "  # to servers that have one (the settings ConfigMap still applies them).\n  enabled: false"),
         ],
     ),
 ]

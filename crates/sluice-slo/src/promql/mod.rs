@@ -185,6 +185,26 @@ impl Selector {
             .join(",")
     }
 
+    /// The same matchers on the `exported_` names of the labels in [`EXPORTED_LABELS`]: how the
+    /// selector reads an exporter's series scraped without `honor_labels`.
+    fn exported(&self) -> Self {
+        Self {
+            matchers: self
+                .matchers
+                .iter()
+                .map(|m| Matcher {
+                    label: if EXPORTED_LABELS.contains(&m.label.as_str()) {
+                        format!("exported_{}", m.label)
+                    } else {
+                        m.label.clone()
+                    },
+                    ..m.clone()
+                })
+                .collect(),
+            by_service: self.by_service,
+        }
+    }
+
     /// `metric{matchers,extra}` with `extra` already rendered (may be empty).
     fn series(&self, metric: &str, extra: &str) -> String {
         let base = self.render();
@@ -435,14 +455,40 @@ pub fn scrape_age(sel: &Selector) -> String {
     )
 }
 
-/// Mean GPU utilisation as a ratio 0..1 from the DCGM exporter (`DCGM_FI_DEV_GPU_UTIL` is in
-/// percent). Empty when no DCGM exporter covers the pods, e.g. on CPU-only servers.
+/// The DCGM exporter's GPU utilisation series, in percent.
+pub const DCGM_GPU_UTIL: &str = "DCGM_FI_DEV_GPU_UTIL";
+
+/// Mean GPU utilisation as a ratio 0..1 from the DCGM exporter. Empty when no DCGM exporter
+/// covers the pods, e.g. on CPU-only servers.
+///
+/// The exporter labels each GPU's series with the `namespace` and `pod` using it. Scraped with
+/// `honorLabels` those labels stay; scraped without (the dcgm-exporter chart's default), they
+/// clash with the exporter pod's own target labels and Prometheus keeps them as
+/// `exported_namespace`/`exported_pod`. Both are read, the second with its labels put back, so
+/// the selector (and the per-service grouping on `pod`) works either way.
 pub fn gpu_utilization(gpu_sel: &Selector) -> String {
-    format!(
-        "{} / 100",
-        gpu_sel.agg("avg", &[], &gpu_sel.series("DCGM_FI_DEV_GPU_UTIL", ""))
-    )
+    let exported = gpu_sel.exported();
+    // Per-service grouping reads `pod` even when the selector does not name it.
+    let inner = if !gpu_sel.by_service && exported == *gpu_sel {
+        gpu_sel.series(DCGM_GPU_UTIL, "")
+    } else {
+        // Series with the labels kept, and (disjoint from them) series with them renamed,
+        // put back under their own names.
+        let direct = gpu_sel.series(DCGM_GPU_UTIL, r#"exported_pod="""#);
+        let mut renamed = exported.series(DCGM_GPU_UTIL, r#"exported_pod!="""#);
+        for label in EXPORTED_LABELS {
+            renamed = format!(
+                "label_replace({renamed}, \"{label}\", \"$1\", \"exported_{label}\", \"(.+)\")"
+            );
+        }
+        format!("{direct} or {renamed}")
+    };
+    format!("{} / 100", gpu_sel.agg("avg", &[], &inner))
 }
+
+/// Labels an exporter sets that Prometheus renames `exported_<label>` when they clash with the
+/// target's own and the job does not honour the exporter's.
+const EXPORTED_LABELS: [&str; 3] = ["namespace", "pod", "container"];
 
 /// The full set of queries for one service, built once per selector and window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

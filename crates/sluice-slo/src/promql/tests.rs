@@ -127,7 +127,19 @@ fn gpu_utilisation_uses_its_own_selector() {
         .unwrap();
     assert_eq!(
         gpu_utilization(&gpu),
-        r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="prod",pod=~"chat-0|chat-1"}) / 100"#
+        concat!(
+            r#"avg(DCGM_FI_DEV_GPU_UTIL{namespace="prod",pod=~"chat-0|chat-1",exported_pod=""} or "#,
+            r#"label_replace(label_replace(label_replace("#,
+            r#"DCGM_FI_DEV_GPU_UTIL{exported_namespace="prod",exported_pod=~"chat-0|chat-1",exported_pod!=""}, "#,
+            r#""namespace", "$1", "exported_namespace", "(.+)"), "pod", "$1", "exported_pod", "(.+)"), "#,
+            r#""container", "$1", "exported_container", "(.+)")) / 100"#
+        )
+    );
+    // A selector on other labels only has nothing to rename.
+    let node = Selector::new().eq("Hostname", "gpu-node-1").unwrap();
+    assert_eq!(
+        gpu_utilization(&node),
+        r#"avg(DCGM_FI_DEV_GPU_UTIL{Hostname="gpu-node-1"}) / 100"#
     );
 }
 

@@ -96,14 +96,20 @@ async fn cluster_losing_prometheus_after_a_scale_out_holds_replicas_and_says_why
         server: _server,
         chart: _chart,
     } = QueueService::scaled_out(&c, "apps").await;
-    let before = isvcs
-        .get("queue")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .effective
-        .unwrap();
+    // The Deployment's count moves before status records it (status is written by a later
+    // pass); wait until status says the same 2 replicas, so `before` is the settled state.
+    let before = eventually(
+        "status to record the scale-out",
+        Duration::from_secs(60),
+        || {
+            let i = isvcs.clone();
+            async move {
+                let effective = i.get("queue").await.ok()?.status?.effective?;
+                (effective.replicas == 2).then_some(effective)
+            }
+        },
+    )
+    .await;
 
     // Prometheus goes away while the load (and the breach) goes on.
     drop(prometheus);

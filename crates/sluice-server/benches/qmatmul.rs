@@ -1,5 +1,6 @@
-//! The quantized matrix multiply alone: Sluice's weight-stationary integer kernel on each
-//! instruction set this CPU has, against candle's `QMatMul`, on TinyLlama's largest layer shape
+//! The quantized matrix multiply alone: Sluice's weight-stationary integer kernels (q4_0, q8_0
+//! and the K-quants Q4_K, Q5_K, Q6_K) on each instruction set this CPU has, against candle's
+//! `QMatMul`, on TinyLlama's largest layer shape
 //! (the 2048 → 5632 FFN projection) at 1, 4 and 16 rows. Prints a markdown table of
 //! multiply-accumulates per second; the ratio column is relative to one row of the same kernel,
 //! measured in this run — the batching gain a decode step can get from the linear layers.
@@ -10,10 +11,12 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use sluice_server::model::qmm::{BlockMatrix, Format, Isa};
+use sluice_server::model::qmm::{BlockMatrix, Isa, KMatrix};
 
 /// A named kernel under test: multiplies one activation matrix.
 type Kernel<'a> = (String, Box<dyn Fn(&Tensor) + 'a>);
+/// One of our kernels on a chosen instruction set.
+type Multiply = dyn Fn(&Tensor, Isa);
 
 const N: usize = 5632;
 const K: usize = 2048;
@@ -59,13 +62,32 @@ fn main() {
     println!();
     println!("| weights | kernel | rows | GMAC/s | vs 1 row |");
     println!("|---|---|---:|---:|---:|");
-    for format in [Format::Q4_0, Format::Q8_0] {
-        let ggml = match format {
-            Format::Q4_0 => GgmlDType::Q4_0,
-            Format::Q8_0 => GgmlDType::Q8_0,
+    // Each weight type, and whether our K-quant kernel (rather than the q4_0/q8_0 one) runs it.
+    let all = [
+        (GgmlDType::Q4_0, false),
+        (GgmlDType::Q8_0, false),
+        (GgmlDType::Q4K, true),
+        (GgmlDType::Q5K, true),
+        (GgmlDType::Q6K, true),
+    ];
+    for (ggml, k_quant) in all {
+        let format = format!("{ggml:?}");
+        let qt = QTensor::quantize(&w, ggml).unwrap();
+        let ours: Box<Multiply> = match k_quant {
+            false => {
+                let m = BlockMatrix::from_qtensor(&qt).unwrap();
+                Box::new(move |x, isa| {
+                    m.forward_on(x, isa).unwrap();
+                })
+            }
+            true => {
+                let m = KMatrix::from_qtensor(&qt).unwrap();
+                Box::new(move |x, isa| {
+                    m.forward_on(x, isa).unwrap();
+                })
+            }
         };
-        let ours = BlockMatrix::quantize(&w, format).unwrap();
-        let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, ggml).unwrap()).unwrap();
+        let theirs = QMatMul::from_qtensor(qt).unwrap();
         let mut kernels: Vec<Kernel<'_>> = vec![(
             "candle QMatMul".into(),
             Box::new(|x: &Tensor| {
@@ -73,13 +95,12 @@ fn main() {
             }),
         )];
         for isa in [Isa::Scalar, Isa::Avx2, Isa::Vnni] {
-            if isa.supported() {
+            // K-quants have no 512-bit version: VNNI CPUs run their AVX2 one.
+            if isa.supported() && !(k_quant && isa == Isa::Vnni) {
                 let ours = &ours;
                 kernels.push((
                     format!("sluice {isa:?}"),
-                    Box::new(move |x: &Tensor| {
-                        ours.forward_on(x, isa).unwrap();
-                    }),
+                    Box::new(move |x: &Tensor| ours(x, isa)),
                 ));
             }
         }
@@ -95,7 +116,7 @@ fn main() {
                     base = gmacs;
                 }
                 println!(
-                    "| {format:?} | {name} | {rows} | {gmacs:.1} | {:.2}x |",
+                    "| {format} | {name} | {rows} | {gmacs:.1} | {:.2}x |",
                     gmacs / base
                 );
             }

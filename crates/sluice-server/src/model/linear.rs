@@ -4,7 +4,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
-use super::qmm::{BlockMatrix, Isa};
+use super::qmm::{BlockMatrix, Isa, KMatrix};
 use super::quant::{Quantization, QuantizationExt};
 
 /// `y = x · Wᵀ (+ b)` on a stacked batch of rows.
@@ -22,6 +22,8 @@ enum Weight {
     /// q4_0 / q8_0 on an x86 CPU with AVX2: our weight-stationary integer kernel, so a batch
     /// reads each weight block once per tile of rows rather than once per row.
     Block(std::sync::Arc<BlockMatrix>),
+    /// Q4_K / Q5_K / Q6_K likewise (the K-quant member of the same kernel family).
+    KBlock(std::sync::Arc<KMatrix>),
 }
 
 impl Linear {
@@ -72,6 +74,14 @@ impl Linear {
                 bytes = m.bytes();
                 Weight::Block(std::sync::Arc::new(m))
             }
+            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
+                if q.device().is_cpu() && Isa::detect() != Isa::Scalar =>
+            {
+                let m = KMatrix::from_qtensor(&q)?;
+                // f32 super-block scales and byte sub-block scales: a little over ggml's size.
+                bytes = m.bytes();
+                Weight::KBlock(std::sync::Arc::new(m))
+            }
             _ => Weight::Quantized(QMatMul::from_qtensor(q)?),
         };
         let bias_bytes = bias.as_ref().map_or(0, tensor_bytes);
@@ -106,6 +116,7 @@ impl Linear {
                 .to_dtype(DType::F32)?,
             Weight::Quantized(q) => q.forward(x)?,
             Weight::Block(q) => q.forward(x)?,
+            Weight::KBlock(q) => q.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

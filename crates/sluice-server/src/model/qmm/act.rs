@@ -100,7 +100,7 @@ fn quantize_into(x: &[f32], a: &mut Acts, offset: i32) {
 /// keeps finite values in range; a NaN's payload could give any byte, so the result is clamped
 /// to `-127..` as well (never -128, which the AVX2 kernel's sign trick cannot negate).
 #[inline(always)]
-fn round_to_i8(x: f32) -> i8 {
+pub(super) fn round_to_i8(x: f32) -> i8 {
     const MAGIC: f32 = 12_582_912.0;
     ((x.clamp(-127.0, 127.0) + MAGIC).to_bits() as u8 as i8).max(-127)
 }

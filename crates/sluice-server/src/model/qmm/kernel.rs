@@ -92,13 +92,23 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Rows.
+    pub(super) fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns.
+    pub(super) fn n(&self) -> usize {
+        self.n
+    }
+
     /// Stores row `r` of column `col`; columns past `n` (a tile's padding) are dropped.
     ///
     /// # Safety
     /// No other thread may write column `col` at the same time.
     #[allow(unsafe_code)]
     #[inline(always)]
-    unsafe fn write(&self, r: usize, col: usize, v: f32) {
+    pub(super) unsafe fn write(&self, r: usize, col: usize, v: f32) {
         if col < self.n {
             assert!(r < self.m, "row out of range");
             // SAFETY: in bounds (checked above); exclusive per the contract.

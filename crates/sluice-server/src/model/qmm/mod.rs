@@ -18,12 +18,14 @@
 
 mod act;
 mod kernel;
+pub mod kquant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use half::f16;
 
 pub use kernel::Isa;
+pub use kquant::{KFormat, KMatrix};
 
 /// Elements per quantization block (ggml's `QK4_0` = `QK8_0`).
 pub const QK: usize = 32;

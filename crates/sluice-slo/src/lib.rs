@@ -18,6 +18,7 @@ pub mod classify;
 pub mod control;
 pub mod plan;
 pub mod promql;
+pub mod report;
 pub mod sli;
 #[cfg(feature = "sources")]
 pub mod source;
@@ -27,6 +28,7 @@ pub use classify::{Classification, RuleHit, Thresholds, classify};
 pub use control::{ControlLoop, Fleet, Observed, TickReport};
 pub use plan::{Decision, DecisionUpdate, ObjectiveStatus, Plan, apply_plan, plan};
 pub use promql::{QuerySet, Selector, SelectorError, Window};
+pub use report::error_chain;
 pub use sli::{MemorySli, Sli, SliValue, UnixSeconds};
 #[cfg(feature = "sources")]
 pub use source::{

@@ -156,7 +156,7 @@ pub async fn fetch(
         ])
         .send()
         .await
-        .map_err(|e| err(crate::bench::client::error_chain(&e)))?;
+        .map_err(|e| err(sluice_slo::error_chain(&e)))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();

@@ -86,7 +86,7 @@ pub async fn run(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     http.get(probe).send().await.map_err(|e| {
         anyhow::anyhow!(
             "failed to reach prometheus at {prom_url}: {}",
-            crate::bench::client::error_chain(&e)
+            sluice_slo::error_chain(&e)
         )
     })?;
 

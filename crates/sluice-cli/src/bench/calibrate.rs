@@ -10,9 +10,10 @@ use rand::rngs::StdRng;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::client::{error_chain, join};
+use super::client::join;
 use super::workload::{RequestSpec, Sampling, request_body};
 use crate::cli::Endpoint;
+use sluice_slo::error_chain;
 
 const SHORT: u32 = 16;
 const LONG: u32 = 80;

@@ -8,6 +8,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
+use sluice_slo::error_chain;
 use tokio::time::Instant;
 
 use super::sample::{ErrorKind, Sample, TimingSource, tpot_of};
@@ -252,21 +253,6 @@ fn send_failure(e: reqwest::Error) -> Failure {
         ErrorKind::Transport
     };
     (kind, error_chain(&e))
-}
-
-/// reqwest's top-level message hides the cause ("error sending request"); users need the cause.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// The `error.message` of a Sluice/OpenAI error body, else the start of the body.

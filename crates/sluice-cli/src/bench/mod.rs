@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use self::client::{Target, error_chain, join};
+use self::client::{Target, join};
 use self::driver::{LoadPlan, RunContext, drive};
 use self::recorder::Recorder;
 use self::resources::ResourceUsage;
@@ -29,6 +29,7 @@ use crate::cli::BenchArgs;
 use crate::report::{BenchReport, LoadDescription};
 use crate::stats::Summary;
 use crate::trace::{TraceError, TraceOptions, load_trace};
+use sluice_slo::error_chain;
 
 /// Run length when `--run-time` is not given (trace replay defaults to the whole trace).
 pub const DEFAULT_RUN_TIME: Duration = Duration::from_secs(60);

@@ -120,7 +120,10 @@ impl SettingsClient for HttpSettingsClient {
             req = req.bearer_auth(&admin.key);
         }
         // The error's source chain says why (a TLS pin mismatch, a refused connection).
-        let resp = req.send().await.map_err(|e| err(chain(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| err(sluice_slo::error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -131,17 +134,6 @@ impl SettingsClient for HttpSettingsClient {
         }
         Ok(())
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Ready, running, not terminating server pods of the service, reached over https when `tls`.

@@ -152,7 +152,7 @@ impl PrometheusSource {
         request
             .get()
             .await
-            .map_err(|e| format!("prometheus query failed: {}", chain(&e)))
+            .map_err(|e| format!("prometheus query failed: {}", crate::error_chain(&e)))
     }
 
     /// Runs `vector(1)`: whether the API answers through this source's connection (TLS,
@@ -160,22 +160,6 @@ impl PrometheusSource {
     pub async fn ping(&self) -> Result<(), String> {
         self.run("vector(1)").await.map(|_| ())
     }
-}
-
-/// An error with its causes: the HTTP status behind a "invalid media type", the TLS reason
-/// behind a connect error, which is what an on-call engineer needs to see.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// One sample of an instant-query result, with its labels.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives for real: Prometheus (Debian), the openai client,
-# Locust, sentencepiece, gguf, tokenizers and tiktoken (PyPI: the GGUF tokenizer tests), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
+# Installs what the test suite drives for real: Prometheus (Debian), the CUDA toolkit (Debian
+# non-free: the `cuda` feature's build check), the openai client,
+# Locust, sentencepiece, gguf, tokenizers and tiktoken (PyPI: the GGUF tokenizer tests),
+# llama.cpp's prebuilt CPU build (npm: node-llama-cpp), cargo-fuzz (crates.io), Helm's linter via helm-sdkpy (PyPI; it declares Python 3.12, hence
 # --ignore-requires-python) and lupa for the Argo CD Lua health-check tests; then builds the
 # Kubernetes control plane of the cluster tests and Jaeger from Go modules
 # (scripts/build-control-plane.sh, scripts/build-jaeger.sh: cached in /var/tmp, so only the first
@@ -25,6 +27,17 @@ if ! command -v prometheus >/dev/null || ! command -v curl >/dev/null || ! comma
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends prometheus curl ca-certificates openssl >/dev/null
 fi
+# The CUDA toolkit (nvcc), so the `cuda` feature is compiled in CI: no GPU is needed to build.
+# Debian ships it in non-free (bookworm: CUDA 11.8), added here as its own source file.
+if ! command -v nvcc >/dev/null; then
+  if ! apt-cache show nvidia-cuda-toolkit >/dev/null 2>&1; then
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$codename" | $SUDO tee /etc/apt/sources.list.d/sluice-nonfree.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  $SUDO apt-get install -y -qq --no-install-recommends nvidia-cuda-toolkit >/dev/null
+fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
@@ -34,6 +47,20 @@ fi
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check openai locust lupa sentencepiece gguf tokenizers tiktoken
 python3 -m pip install -q --disable-pip-version-check --ignore-requires-python helm-sdkpy
+# llama.cpp as the reference engine (crates/sluice-server/tests/llama_cpp.rs drives it through
+# tests/node/llama_cpp.mjs): the prebuilt CPU build that node-llama-cpp ships on npm, so nothing
+# is compiled. Only the linux-x64 CPU binary: the optional CUDA and Vulkan builds are 600 MB.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+NODE_LLAMA_CPP=3.22.1
+if [ ! -f "/var/tmp/sluice-node/node_modules/@node-llama-cpp/linux-x64/package.json" ] ||
+   ! grep -q "\"version\": \"$NODE_LLAMA_CPP\"" /var/tmp/sluice-node/node_modules/node-llama-cpp/package.json; then
+  mkdir -p /var/tmp/sluice-node
+  npm install -s --prefix /var/tmp/sluice-node --no-audit --no-fund --omit=optional --ignore-scripts \
+    "node-llama-cpp@$NODE_LLAMA_CPP" "@node-llama-cpp/linux-x64@$NODE_LLAMA_CPP" >/dev/null
+fi
 # cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); built outside any clone's
 # target directory so it is compiled once per machine.
 if ! command -v cargo-fuzz >/dev/null; then

@@ -49,7 +49,9 @@ pub struct ExportArgs {
     /// Model shape: the tiny test model, or TinyLlama-1.1B's shape for benchmarks.
     #[arg(long, env = "SLUICE_EXPORT_SHAPE", value_enum, default_value = "tiny")]
     pub shape: TinyShape,
-    /// Precision of the GGUF file's matrices (f32, f16, q8_0, q4_0, q4k).
+    /// Precision of the GGUF file's matrices (f32, f16, q8_0, q4_0, q4k). q4k writes
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output and for attn_v/ffn_down in the
+    /// layers llama.cpp gives more bits.
     #[arg(long, env = "SLUICE_EXPORT_GGUF_QUANTIZATION", default_value = "f32")]
     pub gguf_quantization: Quantization,
     /// Skip the safetensors file (the 1.1B shape is 4.4 GB in f32).

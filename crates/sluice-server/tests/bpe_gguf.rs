@@ -31,7 +31,7 @@ fn byte_level_gguf_tokenizers_split_as_their_pre_tokenizer_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut ids_by_pre = Vec::new();
-    for pre in ["default", "llama-bpe", "qwen2"] {
+    for pre in ["gpt-2", "llama-bpe", "qwen2"] {
         let path = dir.path().join(format!("{pre}.gguf"));
         let mut file = std::fs::File::open(&path).unwrap();
         let content = gguf_file::Content::read(&mut file).expect("a GGUF file");

@@ -318,13 +318,20 @@ fn load_gguf(path: &Path, spec: &LoadSpec) -> Result<Parts, ModelError> {
         tokenizer::load_file(&beside)?
     } else {
         let mut tok = tokenizer::from_gguf(&gguf.content, path)?;
-        // llama.cpp's rule: BOS unless the file says not to.
-        let add_bos = gguf
-            .content
-            .metadata
+        // llama.cpp's rule: as the file says, else BOS for a SentencePiece (`llama`) vocabulary
+        // and for Llama 3's byte-level one, none for other byte-level (`gpt2`) ones.
+        let md = &gguf.content.metadata;
+        let text = |key: &str| md.get(key).and_then(|v| v.to_string().ok()).cloned();
+        let add_bos = md
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
-            .unwrap_or(true);
+            .unwrap_or_else(|| {
+                text("tokenizer.ggml.model").as_deref() == Some("llama")
+                    || matches!(
+                        text("tokenizer.ggml.pre").as_deref(),
+                        Some("llama3" | "llama-bpe")
+                    )
+            });
         if let Some(bos) = model.config().bos_token_id.filter(|_| add_bos) {
             let bos_str = tok.id_to_token(bos).unwrap_or_default();
             let post = tokenizers::processors::template::TemplateProcessing::builder()

@@ -202,6 +202,26 @@ fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{idx}.{mapped}"))
 }
 
+/// The tensor type llama.cpp's `Q4_K_M` gives a Hugging Face tensor (`llama_tensor_get_type`):
+/// Q6_K for the output projection, and for `attn_v` and `ffn_down` in the first and last eighth
+/// of the layers and every third one between (its `use_more_bits`); Q4_K for everything else.
+fn q4_k_m_type(hf: &str, layers: usize) -> GgmlDType {
+    if hf == "lm_head.weight" {
+        return GgmlDType::Q6K;
+    }
+    let more_bits = |i: usize| i < layers / 8 || i >= 7 * layers / 8 || (i - layers / 8) % 3 == 2;
+    let layer = hf
+        .strip_prefix("model.layers.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(i, tail)| Some((i.parse::<usize>().ok()?, tail)));
+    match layer {
+        Some((i, "self_attn.v_proj.weight" | "mlp.down_proj.weight")) if more_bits(i) => {
+            GgmlDType::Q6K
+        }
+        _ => GgmlDType::Q4K,
+    }
+}
+
 /// What `export` should write.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -259,7 +279,13 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<Vec<std::path::PathBuf
             } else if hf.ends_with("k_proj.weight") {
                 t = permute_for_interleaved_rope(&t, kv_heads).map_err(|e| e.to_string())?;
             }
-            // Norms stay f32, as llama.cpp stores them; matrices take the requested type.
+            // Norms stay f32, as llama.cpp stores them; matrices take the requested type (or,
+            // for q4k, the type llama.cpp's Q4_K_M gives them).
+            let kind = if q == Quantization::Q4K {
+                q4_k_m_type(hf, cfg.num_hidden_layers)
+            } else {
+                kind
+            };
             let this_kind = if dims.len() == 1 || dims[1] % kind.block_size() != 0 {
                 GgmlDType::F32
             } else {
@@ -305,7 +331,7 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<Vec<std::path::PathBuf
                 Value::U32((cfg.hidden_size / heads) as u32),
             ),
         ];
-        md.extend(gguf_metadata(&tok)?);
+        md.extend(gguf_metadata(&tok, cfg.vocab_size)?);
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let path = dir.join("model.gguf");
@@ -341,6 +367,24 @@ mod tests {
             tok.decode(enc.get_ids(), true).unwrap(),
             "The queue is long."
         );
+    }
+
+    #[test]
+    fn q4k_export_follows_llama_cpp_q4_k_m() {
+        // 22 layers (TinyLlama): the first 2, the last 3, and every third from layer 4.
+        let v = |i: usize| q4_k_m_type(&format!("model.layers.{i}.self_attn.v_proj.weight"), 22);
+        let q6: Vec<usize> = (0..22).filter(|&i| v(i) == GgmlDType::Q6K).collect();
+        assert_eq!(q6, vec![0, 1, 4, 7, 10, 13, 16, 19, 20, 21]);
+        assert_eq!(
+            q4_k_m_type("model.layers.4.mlp.down_proj.weight", 22),
+            GgmlDType::Q6K
+        );
+        assert_eq!(
+            q4_k_m_type("model.layers.4.mlp.up_proj.weight", 22),
+            GgmlDType::Q4K
+        );
+        assert_eq!(q4_k_m_type("lm_head.weight", 22), GgmlDType::Q6K);
+        assert_eq!(q4_k_m_type("model.embed_tokens.weight", 22), GgmlDType::Q4K);
     }
 
     #[test]

@@ -79,10 +79,11 @@ pub fn from_gguf(content: &gguf_file::Content, path: &Path) -> Result<Tokenizer,
     let pre = md
         .get("tokenizer.ggml.pre")
         .and_then(|v| v.to_string().ok())
+        // A file without one is split as llama.cpp splits it (its `default`).
         .map_or("default", String::as_str);
     match pre_tokenizer_regex(pre) {
         Ok(None) => byte_level(&mut tok),
-        Ok(Some(regex)) => split_byte_level(&mut tok, regex)
+        Ok(Some(regexes)) => split_byte_level(&mut tok, regexes)
             .map_err(|e| ModelError::invalid(path, format!("tokenizer.ggml.pre {pre:?}: {e}")))?,
         Err(known) => {
             return Err(ModelError::invalid(
@@ -130,35 +131,49 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's split: Llama 3's with every digit on its own.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The split regex of a `tokenizer.ggml.pre` value (llama.cpp's names): `None` for GPT-2's
-/// own (the byte-level pre-tokenizer's built-in regex), `Err` with the known names for one
-/// this server does not know — refused rather than tokenized the wrong way without a word.
-pub fn pre_tokenizer_regex(pre: &str) -> Result<Option<&'static str>, &'static str> {
+/// llama.cpp's `default` pre-tokenizer: four regexes applied one after another, each splitting
+/// the pieces the one before left (punctuation runs, then GPT-2's split, then digit runs, then
+/// digits in threes).
+const DEFAULT_SPLITS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
+
+/// The split regexes of a `tokenizer.ggml.pre` value (llama.cpp's names), applied in order:
+/// `None` for GPT-2's own (the byte-level pre-tokenizer's built-in regex), `Err` with the known
+/// names for one this server does not know — refused rather than tokenized the wrong way
+/// without a word.
+pub fn pre_tokenizer_regex(pre: &str) -> Result<Option<&'static [&'static str]>, &'static str> {
     match pre {
-        "default" | "gpt2" | "gpt-2" => Ok(None),
-        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" => Ok(Some(LLAMA3_SPLIT)),
-        "qwen2" => Ok(Some(QWEN2_SPLIT)),
-        _ => Err("default, gpt2, llama-bpe, llama3, smaug-bpe, qwen2"),
+        "gpt-2" | "gpt2" => Ok(None),
+        "default" => Ok(Some(DEFAULT_SPLITS)),
+        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" => Ok(Some(&[LLAMA3_SPLIT])),
+        "qwen2" => Ok(Some(&[QWEN2_SPLIT])),
+        _ => Err("default, gpt-2, llama-bpe, llama3, smaug-bpe, qwen2"),
     }
 }
 
-/// A regex split, then byte-level mapping without GPT-2's regex, and the byte-level decoder:
-/// how Llama 3 and Qwen2 tokenizers pre-tokenize.
-fn split_byte_level(tok: &mut Tokenizer, regex: &str) -> tokenizers::Result<()> {
+/// Regex splits in order, then byte-level mapping without GPT-2's regex, and the byte-level
+/// decoder: how Llama 3 and Qwen2 tokenizers (and llama.cpp's `default`) pre-tokenize.
+fn split_byte_level(tok: &mut Tokenizer, regexes: &[&str]) -> tokenizers::Result<()> {
     use tokenizers::SplitDelimiterBehavior;
     use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::sequence::Sequence;
     use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-    let split = Split::new(
-        SplitPattern::Regex(regex.into()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )?;
-    tok.with_pre_tokenizer(Some(Sequence::new(vec![
-        split.into(),
-        ByteLevel::new(false, true, false).into(),
-    ])));
+    let mut steps = Vec::new();
+    for regex in regexes {
+        let split = Split::new(
+            SplitPattern::Regex((*regex).into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, true, false).into());
+    tok.with_pre_tokenizer(Some(Sequence::new(steps)));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(())
 }
@@ -171,8 +186,11 @@ pub fn byte_level(tok: &mut Tokenizer) {
     tok.with_decoder(Some(ByteLevelDecoder::default()));
 }
 
-/// `tokenizer.ggml.*` metadata for a byte-level BPE tokenizer, for writing GGUF files.
-pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
+/// `tokenizer.ggml.*` metadata for a byte-level BPE tokenizer (GPT-2's split, BOS first), for
+/// writing GGUF files. The token list is padded to `vocab_size` with unused tokens (llama.cpp's
+/// type 5) when the model's embedding has more rows than the tokenizer has tokens: llama.cpp
+/// refuses a file whose token list and embedding disagree.
+pub fn gguf_metadata(tok: &Tokenizer, vocab_size: usize) -> Result<Vec<(String, Value)>, String> {
     let json: serde_json::Value =
         serde_json::from_str(&tok.to_string(false).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -210,8 +228,23 @@ pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
             _ => None,
         })
         .collect();
+    let real = tokens.len();
+    if vocab_size < real {
+        return Err(format!(
+            "the tokenizer has {real} tokens, more than the model's {vocab_size}"
+        ));
+    }
+    tokens.extend((real..vocab_size).map(|i| format!("<unused{i}>")));
     let types = (0..tokens.len() as u32)
-        .map(|i| Value::I32(if special.contains(&i) { 3 } else { 1 }))
+        .map(|i| {
+            Value::I32(if special.contains(&i) {
+                3
+            } else if i as usize >= real {
+                5
+            } else {
+                1
+            })
+        })
         .collect();
     let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
     let mut md = vec![
@@ -222,6 +255,18 @@ pub fn gguf_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, String> {
         ("tokenizer.ggml.tokens".to_string(), strs(tokens)),
         ("tokenizer.ggml.merges".to_string(), strs(merges)),
         ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
+        // Our byte-level split is GPT-2's; said explicitly, llama.cpp uses that split rather
+        // than warning about a missing pre-tokenizer and guessing.
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::String("gpt-2".into()),
+        ),
+        // The tiny tokenizer puts BOS first (its post-processor); llama.cpp adds it for a
+        // gpt2-type vocabulary only when told.
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            Value::Bool(true),
+        ),
     ];
     if let Some(id) = tok.token_to_id(super::tiny::BOS) {
         md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(id)));
@@ -298,7 +343,7 @@ mod tests {
     #[test]
     fn an_unknown_gguf_pre_tokenizer_is_an_error_naming_it() {
         let tok = super::super::tiny::tokenizer().unwrap();
-        let mut md = gguf_metadata(&tok).unwrap();
+        let mut md = gguf_metadata(&tok, tok.get_vocab_size(true)).unwrap();
         md.push((
             "tokenizer.ggml.pre".into(),
             Value::String("made-up-pre".into()),
@@ -316,7 +361,7 @@ mod tests {
             err.contains("\"made-up-pre\"") && err.contains("llama-bpe"),
             "{err}"
         );
-        assert_eq!(pre_tokenizer_regex("gpt2"), Ok(None));
+        assert_eq!(pre_tokenizer_regex("gpt-2"), Ok(None));
         assert!(pre_tokenizer_regex("llama-bpe").unwrap().is_some());
     }
 
@@ -334,7 +379,13 @@ mod tests {
     #[test]
     fn gguf_metadata_round_trips_the_tokenizer() {
         let tok = super::super::tiny::tokenizer().unwrap();
-        let md = gguf_metadata(&tok).unwrap();
+        // Padded to a larger embedding, as export-tiny's TinyLlama shape is: the unused tokens
+        // change nothing a text encodes to.
+        let md = gguf_metadata(&tok, 600).unwrap();
+        assert!(
+            gguf_metadata(&tok, 10).is_err(),
+            "a vocab smaller than the tokenizer"
+        );
         let content = gguf_file::Content {
             magic: gguf_file::VersionedMagic::GgufV3,
             metadata: md.into_iter().collect(),
@@ -349,5 +400,7 @@ mod tests {
                 "{text}"
             );
         }
+        assert_eq!(rebuilt.get_vocab_size(true), 600);
+        assert_eq!(rebuilt.id_to_token(599).as_deref(), Some("<unused599>"));
     }
 }

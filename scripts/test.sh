@@ -14,6 +14,11 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "the pure SLO engine builds without an HTTP client"
 cargo check -p sluice-slo --no-default-features --locked
+step "the cuda feature builds (Debian's CUDA toolkit; no GPU is needed to compile)"
+# The server binary, the CPU-vs-CUDA test and the bench's --device cuda: what
+# scripts/gpu-check.sh runs on a GPU machine. Compute capability 8.0 (A100 and later).
+CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}" cargo build -p sluice-server --features cuda --locked \
+  --bin sluice-server --test gpu --bench throughput
 step "cargo test (pure, in-memory and local-process tiers)"
 cargo test --workspace --locked
 # The ignored tiers, with what they need installed above: live (a real Prometheus), data (the

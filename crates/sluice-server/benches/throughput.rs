@@ -3,7 +3,9 @@
 //! TinyLlama-1.1B-shaped random weights in q8_0 and q4_0. Prints a markdown table; the ratio
 //! column is tokens/s relative to one stream of the same model and mode, measured in this run.
 //!
-//! `cargo bench -p sluice-server --bench throughput -- [--models tiny,tinyllama-q8_0,tinyllama-q4_0] [--tokens 32] [--streams 1,4,16] [--modes on,off]`
+//! `cargo bench -p sluice-server --bench throughput -- [--models tiny,tinyllama-q8_0,tinyllama-q4_0] [--tokens 32] [--streams 1,4,16] [--modes on,off] [--device cpu|cuda]`
+//!
+//! `--device cuda` needs `--features cuda` and a GPU (scripts/gpu-check.sh runs it).
 //!
 //! The 1.1B-shaped GGUF files are generated on first use under `target/bench-models/` (never
 //! committed, never downloaded).
@@ -23,6 +25,16 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The device of `--device`: `cpu` (default) or `cuda` (GPU 0).
+fn device() -> candle_core::Device {
+    match arg("--device").as_deref() {
+        None | Some("cpu") => candle_core::Device::Cpu,
+        Some("cuda") => candle_core::Device::new_cuda(0)
+            .expect("--device cuda needs --features cuda and a CUDA GPU"),
+        Some(other) => panic!("unknown --device {other} (cpu or cuda)"),
+    }
 }
 
 fn model_source(name: &str) -> (ModelSource, QuantizationFlag) {
@@ -144,7 +156,7 @@ fn main() {
         let loaded = load(&LoadSpec {
             source,
             quantization,
-            device: candle_core::Device::Cpu,
+            device: device(),
             served_name: None,
             hf_home: None,
         })
@@ -171,8 +183,9 @@ fn main() {
                     base = tps;
                 }
                 println!(
-                    "| {name} ({}) | {mode} | {streams} | {tps:.1} | {:.2}x |",
+                    "| {name} ({}, {}) | {mode} | {streams} | {tps:.1} | {:.2}x |",
                     info.quantization,
+                    info.device,
                     tps / base
                 );
             }
@@ -192,7 +205,7 @@ fn load_again(
     load(&LoadSpec {
         source,
         quantization,
-        device: candle_core::Device::Cpu,
+        device: device(),
         served_name: None,
         hf_home: None,
     })

@@ -1,5 +1,5 @@
-//! Process and machine memory readings for the memory SLIs on CPU: resident set size, the cgroup
-//! limit (what a Kubernetes memory limit becomes) and physical RAM.
+//! Memory readings for the memory SLIs: resident set size, the cgroup limit (what a Kubernetes
+//! memory limit becomes) and physical RAM on the host, and on a GPU the device's own count.
 
 use std::fs;
 
@@ -43,6 +43,25 @@ pub fn total_ram_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Accelerator memory as the device reports it, `(used, total)` bytes: on CUDA the driver's
+/// free/total for the device's context (`cuMemGetInfo`; "used" counts every allocation on the
+/// GPU, ours and other processes', as nvidia-smi does). `None` on CPU, or when the driver
+/// cannot answer.
+pub fn device_memory(device: &candle_core::Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        return match cuda.cuda_stream().context().mem_get_info() {
+            Ok((free, total)) => Some(((total - free) as u64, total as u64)),
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to read the GPU's memory use");
+                None
+            }
+        };
+    }
+    let _ = device;
+    None
+}
+
 /// What the server may use: the cgroup limit when set, else physical RAM.
 pub fn default_budget_bytes() -> u64 {
     cgroup_limit_bytes()
@@ -61,5 +80,11 @@ mod tests {
             assert!(total_ram_bytes().unwrap() > 1 << 28);
             assert!(default_budget_bytes() > 0);
         }
+    }
+
+    #[test]
+    fn a_cpu_has_no_device_memory_to_report() {
+        // The scheduler then reports weights + KV against the budget as "vram".
+        assert_eq!(device_memory(&candle_core::Device::Cpu), None);
     }
 }

@@ -22,6 +22,11 @@ pub trait StepModel: Send {
     fn context_length(&self) -> usize;
     /// KV bytes per token, for admission's memory reservation.
     fn kv_bytes_per_token(&self) -> usize;
+    /// Accelerator memory as the device reports it, `(used, total)` bytes; `None` on CPU,
+    /// where there is no device to ask.
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Runs a [`Llama`] with one cache per live sequence.
@@ -95,5 +100,9 @@ impl StepModel for LlamaRunner {
 
     fn kv_bytes_per_token(&self) -> usize {
         self.model.config().kv_bytes_per_token()
+    }
+
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        crate::memory::device_memory(self.model.device())
     }
 }

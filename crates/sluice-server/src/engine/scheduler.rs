@@ -437,12 +437,23 @@ impl Scheduler {
         m.queue_depth.set(self.waiting.len() as i64);
         m.running.set(self.running.len() as i64);
         let budget = self.shared.memory_budget_bytes as f64;
-        let (weights, kv) = self
+        let (weights, kv, device) = self
             .model
             .as_ref()
-            .map(|m| (m.runner.weight_bytes() as f64, m.runner.kv_bytes() as f64))
-            .unwrap_or((0.0, 0.0));
-        m.set_memory(MemoryType::Vram, weights + kv, budget);
+            .map(|m| {
+                (
+                    m.runner.weight_bytes() as f64,
+                    m.runner.kv_bytes() as f64,
+                    m.runner.device_memory(),
+                )
+            })
+            .unwrap_or((0.0, 0.0, None));
+        // On a GPU the device's own count (everything allocated on it, as nvidia-smi shows);
+        // on CPU what would live there, against the budget.
+        match device {
+            Some((used, total)) => m.set_memory(MemoryType::Vram, used as f64, total as f64),
+            None => m.set_memory(MemoryType::Vram, weights + kv, budget),
+        }
         m.set_memory(MemoryType::KvCache, kv, (budget - weights).max(0.0));
         m.set_memory(
             MemoryType::Ram,

@@ -34,6 +34,8 @@ struct FakeModel {
     kv_per_token: usize,
     weights: usize,
     slow: Duration,
+    /// What a GPU would report, `(used, total)`.
+    device: Option<(u64, u64)>,
 }
 
 impl StepModel for FakeModel {
@@ -73,6 +75,9 @@ impl StepModel for FakeModel {
     fn kv_bytes_per_token(&self) -> usize {
         self.kv_per_token
     }
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        self.device
+    }
 }
 
 fn fake(trace: &Arc<Mutex<Trace>>) -> FakeModel {
@@ -82,6 +87,7 @@ fn fake(trace: &Arc<Mutex<Trace>>) -> FakeModel {
         kv_per_token: 1,
         weights: 0,
         slow: Duration::ZERO,
+        device: None,
     }
 }
 
@@ -295,6 +301,47 @@ fn memory_budget_queues_or_refuses() {
         ),
         "{done:?}"
     );
+}
+
+/// The `vram` gauges' value after one request has run (the scheduler publishes them per step).
+fn vram_after_a_request(model: FakeModel, budget: u64) -> (f64, f64) {
+    let engine = engine_with(model, 2, budget);
+    let rx = engine.submit(
+        request(&engine, vec![1, 2], 2, Duration::from_secs(10)),
+        tracing::Span::none(),
+    );
+    drain(rx);
+    let text = engine.shared().metrics.render();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{memory_type=\"vram\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    (
+        value(sluice_contract::metrics::MEMORY_USAGE_MEGABYTES),
+        value(sluice_contract::metrics::MEMORY_CAPACITY_MEGABYTES),
+    )
+}
+
+#[test]
+fn vram_comes_from_the_device_when_there_is_one() {
+    let trace = Arc::new(Mutex::new(Trace::default()));
+    // A GPU: the device's count, whatever the budget and the weights say.
+    let gpu = FakeModel {
+        device: Some((3 << 30, 80 << 30)),
+        weights: 1 << 20,
+        ..fake(&trace)
+    };
+    assert_eq!(vram_after_a_request(gpu, 1 << 30), (3072.0, 81920.0));
+    // A CPU: weights + KV against the memory budget.
+    let cpu = FakeModel {
+        weights: 1 << 20,
+        ..fake(&trace)
+    };
+    assert_eq!(vram_after_a_request(cpu, 1 << 30), (1.0, 1024.0));
 }
 
 #[test]

@@ -141,6 +141,14 @@ pub struct ServerArgs {
         arg(long, env = "SLUICE_MAX_BATCH_SIZE", default_value_t = 16)
     )]
     pub max_batch_size: usize,
+    /// Prompt tokens prefilled per forward step, across all new requests: a longer prompt is
+    /// prefilled in chunks over several steps, so running streams keep getting a token every
+    /// step while a burst of new prompts is read in.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_MAX_PREFILL_TOKENS", default_value_t = 512)
+    )]
+    pub max_prefill_tokens: usize,
     /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
     #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MEMORY_BUDGET_MB"))]
     pub memory_budget_mb: Option<u64>,
@@ -225,6 +233,7 @@ impl Default for ServerArgs {
             admin_tls_key_file: None,
             max_concurrent_requests: 64,
             max_batch_size: 16,
+            max_prefill_tokens: 512,
             memory_budget_mb: None,
             request_timeout: Duration::from_secs(60),
             drain_delay: Duration::from_secs(5),
@@ -271,6 +280,7 @@ impl ServerArgs {
             admin_tls_key_file,
             max_concurrent_requests,
             max_batch_size,
+            max_prefill_tokens,
             memory_budget_mb,
             request_timeout,
             drain_delay,
@@ -288,7 +298,7 @@ impl ServerArgs {
         // carries no stale copy of them (and a pod template no value that moves at run time).
         let unless_file = |v: String| settings_file.is_none().then_some(v);
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 24] = [
+        let flags: [(&str, Option<String>); 25] = [
             ("model", Some(model.to_string())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
@@ -304,6 +314,7 @@ impl ServerArgs {
                 Some(max_concurrent_requests.to_string()),
             ),
             ("max-batch-size", Some(max_batch_size.to_string())),
+            ("max-prefill-tokens", Some(max_prefill_tokens.to_string())),
             ("memory-budget-mb", memory_budget_mb.map(|n| n.to_string())),
             ("request-timeout", Some(duration(*request_timeout))),
             ("drain-delay", Some(duration(*drain_delay))),
@@ -364,6 +375,7 @@ mod tests {
             admin_tls_key_file: Some("/tls/tls.key".into()),
             max_concurrent_requests: 5,
             max_batch_size: 2,
+            max_prefill_tokens: 64,
             memory_budget_mb: Some(2048),
             request_timeout: Duration::from_secs(120),
             drain_delay: Duration::from_millis(1500),

@@ -143,9 +143,13 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         args.max_tokens = s.max_tokens;
         args.quantization = s.quantization.into();
     }
-    if args.max_tokens == 0 || args.max_concurrent_requests == 0 || args.max_batch_size == 0 {
+    if args.max_tokens == 0
+        || args.max_concurrent_requests == 0
+        || args.max_batch_size == 0
+        || args.max_prefill_tokens == 0
+    {
         anyhow::bail!(
-            "--max-tokens, --max-concurrent-requests and --max-batch-size must be at least 1"
+            "--max-tokens, --max-concurrent-requests, --max-batch-size and --max-prefill-tokens must be at least 1"
         );
     }
     let source = ModelSource::from(args.model.clone());
@@ -174,7 +178,8 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         args.max_tokens,
         args.max_concurrent_requests,
         args.max_batch_size,
-    );
+    )
+    .with_max_prefill_tokens(args.max_prefill_tokens);
     let engine = Engine::start(Some(EngineModel::serve(loaded)), limits, metrics, budget);
     let mut state = AppState::new(
         engine,

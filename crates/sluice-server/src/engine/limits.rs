@@ -5,11 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::metrics::Metrics;
 
+/// The server flag's default (`--max-prefill-tokens`).
+pub const DEFAULT_MAX_PREFILL_TOKENS: usize = 512;
+
 #[derive(Debug)]
 pub struct Limits {
     max_tokens: AtomicUsize,
     max_concurrent_requests: AtomicUsize,
     max_batch_size: AtomicUsize,
+    /// Prompt tokens prefilled per step (set at start; not an operator lever).
+    max_prefill_tokens: AtomicUsize,
 }
 
 /// The limits as JSON (`GET /admin/limits`), and a partial update (`PUT /admin/limits`): the
@@ -22,7 +27,18 @@ impl Limits {
             max_tokens: AtomicUsize::new(max_tokens),
             max_concurrent_requests: AtomicUsize::new(max_concurrent_requests),
             max_batch_size: AtomicUsize::new(max_batch_size),
+            max_prefill_tokens: AtomicUsize::new(DEFAULT_MAX_PREFILL_TOKENS),
         }
+    }
+
+    /// These limits with `n` prompt tokens prefilled per step (at least 1).
+    pub fn with_max_prefill_tokens(self, n: usize) -> Self {
+        self.max_prefill_tokens.store(n.max(1), Ordering::Relaxed);
+        self
+    }
+
+    pub fn max_prefill_tokens(&self) -> usize {
+        self.max_prefill_tokens.load(Ordering::Relaxed)
     }
 
     pub fn max_tokens(&self) -> usize {

@@ -77,6 +77,29 @@ struct Active {
     span: tracing::Span,
 }
 
+impl Active {
+    /// Whether the whole prompt is in the KV cache (the sequence decodes from here on).
+    fn prefill_done(&self) -> bool {
+        let len = self.job.request.prompt_ids.len();
+        len > 0 && self.seq.prefill_pos >= len
+    }
+}
+
+/// How many prompt tokens each prefilling sequence (oldest first, `remaining` tokens each) feeds
+/// this step: the oldest take what they need until `budget` is spent; the rest wait. At least
+/// one token goes in, so a budget of 0 cannot stall prefill. Pure.
+pub(super) fn prefill_chunks(remaining: &[usize], budget: usize) -> Vec<usize> {
+    let mut left = budget.max(1);
+    remaining
+        .iter()
+        .map(|&r| {
+            let n = r.min(left);
+            left -= n;
+            n
+        })
+        .collect()
+}
+
 struct Scheduler {
     rx: mpsc::UnboundedReceiver<Command>,
     shared: Arc<Shared>,
@@ -294,41 +317,74 @@ impl Scheduler {
 
     fn step(&mut self) {
         let Some(model) = &mut self.model else { return };
-        let inputs: Vec<(u64, Vec<u32>)> = self
-            .running
+        // Running streams feed their last token; prompts not yet read in get chunks, oldest
+        // first, within the step's prefill budget — so a burst of new prompts cannot stall the
+        // running streams for longer than one budget's worth of prefill.
+        let mut prefilling: Vec<usize> = (0..self.running.len())
+            .filter(|&i| !self.running[i].prefill_done())
+            .collect();
+        prefilling.sort_by_key(|&i| self.running[i].id);
+        let remaining: Vec<usize> = prefilling
             .iter()
-            .map(|a| {
-                let tokens = if a.seq.prefilled {
-                    vec![
-                        *a.seq
-                            .generated
-                            .last()
-                            .expect("a prefilled sequence has a token"),
-                    ]
-                } else {
-                    a.job.request.prompt_ids.clone()
-                };
-                (a.id, tokens)
+            .map(|&i| {
+                let a = &self.running[i];
+                a.job.request.prompt_ids.len() - a.seq.prefill_pos
             })
             .collect();
-        let prefill_spans: Vec<tracing::Span> = self
-            .running
+        let chunks = prefill_chunks(&remaining, self.shared.limits.max_prefill_tokens());
+        // (index into `running`, sequence id, tokens fed this step)
+        let mut inputs: Vec<(usize, u64, Vec<u32>)> = Vec::new();
+        for (i, a) in self.running.iter().enumerate() {
+            if a.prefill_done() {
+                let last = *a
+                    .seq
+                    .generated
+                    .last()
+                    .expect("a prefilled sequence has a token");
+                inputs.push((i, a.id, vec![last]));
+            }
+        }
+        for ((&i, &n), &left) in prefilling.iter().zip(&chunks).zip(&remaining) {
+            // An empty prompt (validation refuses them) is fed as is, and fails itself.
+            if n > 0 || left == 0 {
+                let a = &self.running[i];
+                let from = a.seq.prefill_pos;
+                inputs.push((i, a.id, a.job.request.prompt_ids[from..from + n].to_vec()));
+            }
+        }
+        let prefill_spans: Vec<tracing::Span> = inputs
             .iter()
-            .filter(|a| !a.seq.prefilled)
-            .map(|a| tracing::info_span!(parent: &a.span, "prefill", tokens = a.job.request.prompt_ids.len(), batch = inputs.len()))
+            .filter(|(i, ..)| !self.running[*i].prefill_done())
+            .map(|(i, _, tokens)| {
+                let a = &self.running[*i];
+                tracing::info_span!(parent: &a.span, "prefill", tokens = tokens.len(), from = a.seq.prefill_pos, batch = inputs.len())
+            })
             .collect();
-        let refs: Vec<(u64, &[u32])> = inputs.iter().map(|(id, t)| (*id, t.as_slice())).collect();
+        let refs: Vec<(u64, &[u32])> = inputs
+            .iter()
+            .map(|(_, id, t)| (*id, t.as_slice()))
+            .collect();
         self.shared.metrics.batch_size.observe(refs.len() as f64);
         let rows = step_isolated(model.runner.as_mut(), &refs);
         drop(prefill_spans);
         let ctx = model.runner.context_length();
         let now = Instant::now();
         let mut finished = Vec::new();
-        for (i, a) in self.running.iter_mut().enumerate() {
-            a.seq.prefilled = true;
+        for ((i, _, fed), row) in inputs.iter().zip(&rows) {
+            let i = *i;
+            let a = &mut self.running[i];
+            if !a.prefill_done() {
+                // A chunk of the prompt: only its last chunk's logits are sampled.
+                if row.is_ok() {
+                    a.seq.prefill_pos += fed.len();
+                }
+                if row.is_ok() && !a.prefill_done() {
+                    continue;
+                }
+            }
             let req = &a.job.request;
             let used = req.prompt_ids.len() + a.seq.generated.len() + 1;
-            let outcome = rows[i].clone().and_then(|row| {
+            let outcome = row.clone().and_then(|row| {
                 contained(|| {
                     a.seq
                         .advance(
@@ -405,7 +461,7 @@ impl Scheduler {
         if failed > 0 {
             self.shared.metrics.engine_failed_steps.inc();
         }
-        if failed == self.running.len() {
+        if failed == inputs.len() {
             self.shared
                 .failed_steps_in_a_row
                 .fetch_add(1, Ordering::SeqCst);

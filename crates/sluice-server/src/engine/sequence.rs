@@ -21,7 +21,8 @@ pub(super) struct Sequence {
     decoder: IncrementalDecoder,
     text: StopText,
     pub generated: Vec<u32>,
-    pub prefilled: bool,
+    /// Prompt tokens already in the KV cache: a prompt is prefilled in chunks.
+    pub prefill_pos: usize,
     pub first_token_at: Option<Instant>,
     pub last_token_at: Option<Instant>,
 }
@@ -60,7 +61,7 @@ impl Sequence {
             decoder: IncrementalDecoder::default(),
             text: StopText::default(),
             generated: Vec::new(),
-            prefilled: false,
+            prefill_pos: 0,
             first_token_at: None,
             last_token_at: None,
         }

@@ -92,6 +92,10 @@ fn fake(trace: &Arc<Mutex<Trace>>) -> FakeModel {
 }
 
 fn engine_with(model: FakeModel, max_batch: usize, budget: u64) -> Engine {
+    engine_with_limits(model, Limits::new(64, 64, max_batch), budget)
+}
+
+fn engine_with_limits(model: FakeModel, limits: Limits, budget: u64) -> Engine {
     let tok = Arc::new(tiny::tokenizer().unwrap());
     let info = crate::model::ModelInfo {
         served_name: "fake".into(),
@@ -112,12 +116,7 @@ fn engine_with(model: FakeModel, max_batch: usize, budget: u64) -> Engine {
         tokenizer: tok,
         eos: vec![],
     };
-    Engine::start(
-        Some((em, info, chat)),
-        Limits::new(64, 64, max_batch),
-        Metrics::new(),
-        budget,
-    )
+    Engine::start(Some((em, info, chat)), limits, Metrics::new(), budget)
 }
 
 fn request(
@@ -464,4 +463,111 @@ fn a_model_failing_every_step_is_reported_unhealthy() {
         .unhealthy()
         .expect("unhealthy after repeated failures");
     assert!(why.contains("failed every sequence"), "{why}");
+}
+
+#[test]
+fn prefill_budgets_go_to_the_oldest_prompts_first() {
+    use super::scheduler::prefill_chunks;
+    let cases: &[(&[usize], usize, &[usize])] = &[
+        (&[3, 5], 512, &[3, 5]),
+        (&[10, 5], 4, &[4, 0]),
+        (&[3, 5, 2], 6, &[3, 3, 0]),
+        (&[0, 7], 4, &[0, 4]),
+        // A budget of 0 still moves the oldest prompt on.
+        (&[7], 0, &[1]),
+        (&[], 8, &[]),
+    ];
+    for (remaining, budget, want) in cases {
+        assert_eq!(
+            prefill_chunks(remaining, *budget),
+            want.to_vec(),
+            "{remaining:?} / {budget}"
+        );
+    }
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_while_running_streams_keep_decoding() {
+    let trace = Arc::new(Mutex::new(Trace::default()));
+    // Slow steps keep the first stream running long after the second arrives (64 steps of
+    // 30 ms against a submit that follows its first token at once).
+    let model = FakeModel {
+        slow: Duration::from_millis(30),
+        ..fake(&trace)
+    };
+    let engine = engine_with_limits(
+        model,
+        Limits::new(64, 64, 4).with_max_prefill_tokens(4),
+        u64::MAX,
+    );
+    let mut first = engine.submit(
+        request(&engine, vec![1], 64, Duration::from_secs(60)),
+        tracing::Span::none(),
+    );
+    assert!(matches!(first.blocking_recv(), Some(Event::Token { .. })));
+    let long: Vec<u32> = (2..22).collect();
+    let second = engine.submit(
+        request(&engine, long, 2, Duration::from_secs(60)),
+        tracing::Span::none(),
+    );
+    let (ids, done) = drain(second);
+    assert!(matches!(done, Some(Event::Done { .. })), "{done:?}");
+    // The fake predicts last + 1: the prompt ended in 21.
+    assert_eq!(ids, vec![22, 23]);
+    drain(first);
+    let trace = trace.lock().unwrap();
+    let chunked: Vec<&Vec<(u64, usize)>> = trace
+        .batches
+        .iter()
+        .filter(|b| b.iter().any(|&(id, n)| id == 2 && n > 1))
+        .collect();
+    assert_eq!(
+        chunked.len(),
+        5,
+        "20 prompt tokens in chunks of 4: {chunked:?}"
+    );
+    for batch in chunked {
+        assert!(
+            batch.contains(&(2, 4)) && batch.contains(&(1, 1)),
+            "each chunk of 4 rides with the running stream's token: {batch:?}"
+        );
+    }
+}
+
+#[test]
+fn chunked_prefill_generates_what_whole_prefill_does() {
+    use crate::model::quant::{Quantization, QuantizationFlag};
+    use crate::model::{LoadSpec, ModelSource, load};
+    let greedy = |budget: usize| {
+        let loaded = load(&LoadSpec {
+            source: ModelSource::Builtin(tiny::TinyShape::Tiny),
+            quantization: QuantizationFlag::Level(Quantization::Q8_0),
+            device: Device::Cpu,
+            served_name: None,
+            hf_home: None,
+        })
+        .unwrap();
+        let prompt = loaded
+            .tokenizer
+            .encode(
+                "The operator reads the queue and names the bottleneck before it scales out.",
+                true,
+            )
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert!(prompt.len() > 12, "the prompt spans several chunks");
+        let engine = Engine::start(
+            Some(EngineModel::serve(loaded)),
+            Limits::new(64, 64, 4).with_max_prefill_tokens(budget),
+            Metrics::new(),
+            u64::MAX,
+        );
+        let rx = engine.submit(
+            request(&engine, prompt, 16, Duration::from_secs(60)),
+            tracing::Span::none(),
+        );
+        drain(rx).0
+    };
+    assert_eq!(greedy(5), greedy(4096));
 }

@@ -143,12 +143,10 @@ pub struct ServerArgs {
     pub max_batch_size: usize,
     /// Prompt tokens prefilled per forward step, across all new requests: a longer prompt is
     /// prefilled in chunks over several steps, so running streams keep getting a token every
-    /// step while a burst of new prompts is read in.
-    #[cfg_attr(
-        feature = "clap",
-        arg(long, env = "SLUICE_MAX_PREFILL_TOKENS", default_value_t = 512)
-    )]
-    pub max_prefill_tokens: usize,
+    /// step while a burst of new prompts is read in. Default: 64 on CPU, 512 on a GPU (about
+    /// what each prefills in well under a second).
+    #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MAX_PREFILL_TOKENS"))]
+    pub max_prefill_tokens: Option<usize>,
     /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
     #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MEMORY_BUDGET_MB"))]
     pub memory_budget_mb: Option<u64>,
@@ -233,7 +231,7 @@ impl Default for ServerArgs {
             admin_tls_key_file: None,
             max_concurrent_requests: 64,
             max_batch_size: 16,
-            max_prefill_tokens: 512,
+            max_prefill_tokens: None,
             memory_budget_mb: None,
             request_timeout: Duration::from_secs(60),
             drain_delay: Duration::from_secs(5),
@@ -314,7 +312,10 @@ impl ServerArgs {
                 Some(max_concurrent_requests.to_string()),
             ),
             ("max-batch-size", Some(max_batch_size.to_string())),
-            ("max-prefill-tokens", Some(max_prefill_tokens.to_string())),
+            (
+                "max-prefill-tokens",
+                max_prefill_tokens.map(|n| n.to_string()),
+            ),
             ("memory-budget-mb", memory_budget_mb.map(|n| n.to_string())),
             ("request-timeout", Some(duration(*request_timeout))),
             ("drain-delay", Some(duration(*drain_delay))),
@@ -375,7 +376,7 @@ mod tests {
             admin_tls_key_file: Some("/tls/tls.key".into()),
             max_concurrent_requests: 5,
             max_batch_size: 2,
-            max_prefill_tokens: 64,
+            max_prefill_tokens: Some(64),
             memory_budget_mb: Some(2048),
             request_timeout: Duration::from_secs(120),
             drain_delay: Duration::from_millis(1500),

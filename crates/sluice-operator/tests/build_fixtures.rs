@@ -84,8 +84,6 @@ fn tiny_cpu_uses_defaults() {
             "64",
             "--max-batch-size",
             "16",
-            "--max-prefill-tokens",
-            "512",
             "--request-timeout",
             "60s",
             "--drain-delay",

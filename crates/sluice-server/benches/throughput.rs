@@ -6,6 +6,11 @@
 //! `cargo bench -p sluice-server --bench throughput -- [--models tiny,tinyllama-q8_0,tinyllama-q4_0] [--tokens 32] [--streams 1,4,16] [--modes on,off] [--device cpu|cuda]`
 //!
 //! `--device cuda` needs `--features cuda` and a GPU (scripts/gpu-check.sh runs it).
+//! `--burst P [--budgets 512,1000000]` instead measures, per prefill budget, how long a burst
+//! of four P-token prompts stalls four running streams (their longest gap between tokens) and
+//! the burst's slowest time to first token.
+//! `--prefill-tokens P` also times one P-token prompt's prefill; `--json` prints one JSON object
+//! per measurement instead of the table (scripts/bench-vs-llama-cpp.sh reads it).
 //!
 //! The 1.1B-shaped GGUF files are generated on first use under `target/bench-models/` (never
 //! committed, never downloaded).
@@ -84,21 +89,22 @@ fn model_source(name: &str) -> (ModelSource, QuantizationFlag) {
     }
 }
 
-/// Runs `streams` concurrent generations of `tokens` tokens each; returns aggregate tokens/s.
-fn run(engine: &Engine, streams: usize, tokens: usize) -> f64 {
+/// One measured run: aggregate generated tokens/s (first submit to last token) and each
+/// stream's time to its first token.
+struct Measured {
+    tokens_per_second: f64,
+    ttft_seconds: Vec<f64>,
+}
+
+/// Runs `streams` concurrent generations of `tokens` tokens each from `prompt`.
+fn run_prompt(engine: &Engine, prompt: &[u32], streams: usize, tokens: usize) -> Measured {
     let view = engine.model().unwrap();
-    let prompt = view
-        .tokenizer
-        .encode("The operator reads the queue and", true)
-        .unwrap()
-        .get_ids()
-        .to_vec();
     let started = Instant::now();
     let rxs: Vec<_> = (0..streams)
         .map(|i| {
             let now = Instant::now();
             let req = ValidRequest {
-                prompt_ids: prompt.clone(),
+                prompt_ids: prompt.to_vec(),
                 params: GenerationParams {
                     max_tokens: tokens,
                     temperature: 0.0,
@@ -116,16 +122,63 @@ fn run(engine: &Engine, streams: usize, tokens: usize) -> f64 {
         })
         .collect();
     let mut total = 0;
+    let mut ttft_seconds = Vec::new();
     for mut rx in rxs {
+        let mut first = true;
         while let Some(ev) = rx.blocking_recv() {
             match ev {
-                Event::Token { .. } => total += 1,
-                Event::Done { .. } => break,
+                Event::Token { .. } => {
+                    total += 1;
+                    if first {
+                        ttft_seconds.push(started.elapsed().as_secs_f64());
+                        first = false;
+                    }
+                }
+                Event::Done { timings, .. } => {
+                    // The engine's own first-token time, from the request's arrival.
+                    if let Some(t) = ttft_seconds.last_mut() {
+                        *t = timings.ttft_seconds;
+                    }
+                    break;
+                }
                 Event::Error(e) => panic!("generation failed: {e}"),
             }
         }
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    Measured {
+        tokens_per_second: total as f64 / started.elapsed().as_secs_f64(),
+        ttft_seconds,
+    }
+}
+
+/// The bench's short prompt, as the model tokenizes it.
+fn short_prompt(engine: &Engine) -> Vec<u32> {
+    engine
+        .model()
+        .unwrap()
+        .tokenizer
+        .encode("The operator reads the queue and", true)
+        .unwrap()
+        .get_ids()
+        .to_vec()
+}
+
+/// Runs `streams` concurrent generations of `tokens` tokens each; returns aggregate tokens/s.
+fn run(engine: &Engine, streams: usize, tokens: usize) -> Measured {
+    run_prompt(engine, &short_prompt(engine), streams, tokens)
+}
+
+/// Seconds to prefill one `tokens`-long prompt (the short prompt repeated): the time to the
+/// first generated token of a one-token generation.
+fn prefill(engine: &Engine, tokens: usize) -> f64 {
+    let short = short_prompt(engine);
+    let mut ids = Vec::new();
+    while ids.len() < tokens {
+        let skip = usize::from(!ids.is_empty());
+        ids.extend_from_slice(&short[skip..]);
+    }
+    ids.truncate(tokens);
+    run_prompt(engine, &ids, 1, 1).ttft_seconds[0]
 }
 
 fn main() {
@@ -142,6 +195,14 @@ fn main() {
         sluice_server::cli::set_compute_threads(None)
     };
     let models = arg("--models").unwrap_or_else(|| "tiny,tinyllama-q8_0,tinyllama-q4_0".into());
+    if let Some(p) = arg("--burst").and_then(|p| p.parse::<usize>().ok()) {
+        let budgets: Vec<usize> = arg("--budgets")
+            .unwrap_or_else(|| "512,1000000".into())
+            .split(',')
+            .map(|b| b.parse().expect("--budgets takes numbers"))
+            .collect();
+        return burst(&models, p, &budgets);
+    }
     let tokens: usize = arg("--tokens").and_then(|t| t.parse().ok()).unwrap_or(32);
     let streams: Vec<usize> = arg("--streams")
         .unwrap_or_else(|| "1,4,16".into())
@@ -149,8 +210,12 @@ fn main() {
         .map(|s| s.parse().expect("--streams takes numbers"))
         .collect();
     let modes = arg("--modes").unwrap_or_else(|| "on,off".into());
-    println!("| model | batching | streams | tokens/s | vs 1 stream |");
-    println!("|---|---|---:|---:|---:|");
+    let prefill_tokens: Option<usize> = arg("--prefill-tokens").and_then(|t| t.parse().ok());
+    let json = std::env::args().any(|a| a == "--json");
+    if !json {
+        println!("| model | batching | streams | tokens/s | vs 1 stream | slowest TTFT s |");
+        println!("|---|---|---:|---:|---:|---:|");
+    }
     for name in models.split(',') {
         let (source, quantization) = model_source(name);
         let loaded = load(&LoadSpec {
@@ -178,17 +243,153 @@ fn main() {
             run(&engine, 1, 4); // warm-up
             let mut base = 0.0;
             for &streams in &streams {
-                let tps = run(&engine, streams, tokens);
+                let m = run(&engine, streams, tokens);
+                let tps = m.tokens_per_second;
                 if base == 0.0 {
                     base = tps;
                 }
-                println!(
-                    "| {name} ({}, {}) | {mode} | {streams} | {tps:.1} | {:.2}x |",
-                    info.quantization,
-                    info.device,
-                    tps / base
-                );
+                let slowest = m.ttft_seconds.iter().copied().fold(0.0, f64::max);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"model": name, "mode": mode, "streams": streams,
+                            "tokens_per_second": tps, "ttft_seconds": m.ttft_seconds})
+                    );
+                } else {
+                    println!(
+                        "| {name} ({}, {}) | {mode} | {streams} | {tps:.1} | {:.2}x | {slowest:.3} |",
+                        info.quantization,
+                        info.device,
+                        tps / base
+                    );
+                }
             }
+            if let Some(p) = prefill_tokens {
+                let seconds = prefill(&engine, p);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"model": name, "prefill_tokens": p, "seconds": seconds})
+                    );
+                } else {
+                    println!(
+                        "| {name} prefill of {p} tokens | {mode} | 1 | {:.1} prompt tokens/s | | {seconds:.3} |",
+                        p as f64 / seconds
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A burst of long prompts into running streams, per prefill budget: 4 streams decode 96
+/// tokens each; once each has 8, 4 requests with `prompt_tokens`-token prompts arrive. Prints
+/// the running streams' longest wait between two tokens (what a burst stalls them by) and the
+/// newcomers' slowest time to first token.
+fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
+    println!(
+        "| model | prefill budget | burst | running streams' longest gap (s) | burst's slowest TTFT (s) |"
+    );
+    println!("|---|---:|---|---:|---:|");
+    for name in models.split(',') {
+        for &budget in budgets {
+            let (source, quantization) = model_source(name);
+            let loaded = load(&LoadSpec {
+                source,
+                quantization,
+                device: device(),
+                served_name: None,
+                hf_home: None,
+            })
+            .unwrap();
+            let served = EngineModel::serve(loaded);
+            let engine = Engine::start(
+                Some(served),
+                Limits::new(128, 1024, 16).with_max_prefill_tokens(budget),
+                Metrics::new(),
+                u64::MAX,
+            );
+            run(&engine, 1, 4); // warm-up
+            let short = short_prompt(&engine);
+            let epoch = engine.model().unwrap().epoch;
+            let request = |prompt: Vec<u32>, max_tokens: usize| {
+                let now = Instant::now();
+                ValidRequest {
+                    prompt_ids: prompt,
+                    params: GenerationParams {
+                        max_tokens,
+                        temperature: 0.0,
+                        top_p: None,
+                        top_k: None,
+                        seed: 1,
+                        stop: vec![],
+                        ignore_eos: true,
+                    },
+                    arrived: now,
+                    deadline: now + Duration::from_secs(3600),
+                    model_epoch: epoch,
+                }
+            };
+            // Each running stream's receiver on its own thread, stamping tokens as they come.
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let running: Vec<_> = (0..4)
+                .map(|_| {
+                    let mut rx = engine.submit(request(short.clone(), 96), tracing::Span::none());
+                    let ready = ready_tx.clone();
+                    std::thread::spawn(move || {
+                        let mut stamps = Vec::new();
+                        while let Some(ev) = rx.blocking_recv() {
+                            match ev {
+                                Event::Token { .. } => {
+                                    stamps.push(Instant::now());
+                                    if stamps.len() == 8 {
+                                        let _ = ready.send(());
+                                    }
+                                }
+                                Event::Done { .. } => break,
+                                Event::Error(e) => panic!("generation failed: {e}"),
+                            }
+                        }
+                        stamps
+                    })
+                })
+                .collect();
+            for _ in 0..4 {
+                ready_rx.recv().unwrap();
+            }
+            let burst_at = Instant::now();
+            let mut long = Vec::new();
+            while long.len() < prompt_tokens {
+                let skip = usize::from(!long.is_empty());
+                long.extend_from_slice(&short[skip..]);
+            }
+            long.truncate(prompt_tokens);
+            let newcomers: Vec<_> = (0..4)
+                .map(|_| engine.submit(request(long.clone(), 1), tracing::Span::none()))
+                .collect();
+            let mut slowest_ttft = 0f64;
+            for mut rx in newcomers {
+                while let Some(ev) = rx.blocking_recv() {
+                    match ev {
+                        Event::Done { timings, .. } => {
+                            slowest_ttft = slowest_ttft.max(timings.ttft_seconds);
+                            break;
+                        }
+                        Event::Error(e) => panic!("generation failed: {e}"),
+                        Event::Token { .. } => {}
+                    }
+                }
+            }
+            let mut longest_gap = 0f64;
+            for handle in running {
+                let stamps = handle.join().unwrap();
+                for pair in stamps.windows(2).filter(|w| w[1] > burst_at) {
+                    longest_gap = longest_gap.max((pair[1] - pair[0]).as_secs_f64());
+                }
+            }
+            println!(
+                "| {name} | {budget} | 4 × {prompt_tokens} tokens | {longest_gap:.2} | {slowest_ttft:.2} |"
+            );
         }
     }
 }

@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_contract::server::{DeviceKind, LogFormat, ServerArgs};
 
-use crate::engine::{Engine, EngineModel, Limits};
+use crate::engine::{
+    DEFAULT_CPU_PREFILL_TOKENS, DEFAULT_MAX_PREFILL_TOKENS, Engine, EngineModel, Limits,
+};
 use crate::http::listen::{self, ListenConfig};
 use crate::http::tls::{self, TlsFiles};
 use crate::http::{AppState, HttpConfig, router, routers};
@@ -146,7 +148,7 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
     if args.max_tokens == 0
         || args.max_concurrent_requests == 0
         || args.max_batch_size == 0
-        || args.max_prefill_tokens == 0
+        || args.max_prefill_tokens == Some(0)
     {
         anyhow::bail!(
             "--max-tokens, --max-concurrent-requests, --max-batch-size and --max-prefill-tokens must be at least 1"
@@ -179,7 +181,15 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         args.max_concurrent_requests,
         args.max_batch_size,
     )
-    .with_max_prefill_tokens(args.max_prefill_tokens);
+    .with_max_prefill_tokens(args.max_prefill_tokens.unwrap_or(
+        // What each prefills in well under a second: on 2 CPU cores a 1.1B model reads about
+        // 90 prompt tokens/s (docs/benchmarks.md), a GPU thousands.
+        if device.is_cpu() {
+            DEFAULT_CPU_PREFILL_TOKENS
+        } else {
+            DEFAULT_MAX_PREFILL_TOKENS
+        },
+    ));
     let engine = Engine::start(Some(EngineModel::serve(loaded)), limits, metrics, budget);
     let mut state = AppState::new(
         engine,

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::metrics::Metrics;
 
-/// The server flag's default (`--max-prefill-tokens`).
+/// Prompt tokens prefilled per step unless told otherwise (`--max-prefill-tokens`), on a GPU.
 pub const DEFAULT_MAX_PREFILL_TOKENS: usize = 512;
+/// The same on CPU, where prefill is two orders of magnitude slower.
+pub const DEFAULT_CPU_PREFILL_TOKENS: usize = 64;
 
 #[derive(Debug)]
 pub struct Limits {

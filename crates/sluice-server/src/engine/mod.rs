@@ -17,7 +17,7 @@ use sluice_contract::metrics::{ErrorReason, RequestStatus};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
 
-pub use limits::{Limits, LimitsUpdate};
+pub use limits::{DEFAULT_CPU_PREFILL_TOKENS, DEFAULT_MAX_PREFILL_TOKENS, Limits, LimitsUpdate};
 pub use runner::{LlamaRunner, StepModel};
 /// Stop-sequence matching, public for the fuzz targets (`fuzz/`).
 pub use sequence::{StopText, find_stop, held_back};

@@ -109,6 +109,28 @@ fn quantized_loads_are_smaller_and_report_their_precision() {
 }
 
 #[test]
+fn a_q4_k_m_mix_reports_its_main_type() {
+    // Q4_K with Q6_K for the output and for layers 2-3's attn_v/ffn_down (of 4): named q4k,
+    // a rung of the quantization ladder, so precision switches stay available.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        shape: TinyShape::Tiny,
+        gguf: Some(Quantization::Q4K),
+        safetensors: false,
+    };
+    super::tiny::export(dir.path(), &opts).unwrap();
+    let gguf = super::weights::Gguf::open(&dir.path().join("model.gguf")).unwrap();
+    let q6 = gguf
+        .content
+        .tensor_infos
+        .values()
+        .filter(|t| t.ggml_dtype == candle_core::quantized::GgmlDType::Q6K)
+        .count();
+    assert_eq!(q6, 5, "output + attn_v and ffn_down of layers 2 and 3");
+    assert_eq!(gguf.stored_quantization(), "q4k");
+}
+
+#[test]
 fn gguf_requantization_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let opts = ExportOptions {

@@ -294,11 +294,25 @@ impl Gguf {
     /// The precision most linear weights are stored in (reported as the effective quantization
     /// when the file is served as stored).
     pub fn stored_quantization(&self) -> String {
-        self.content
-            .tensor_infos
-            .get("blk.0.ffn_down.weight")
-            .or_else(|| self.content.tensor_infos.get("blk.0.attn_q.weight"))
-            .map(|t| ggml_name(t.ggml_dtype))
+        // The type holding most of the layers' matrix weights: a mix such as Q4_K_M (Q4_K with
+        // Q6_K for some ffn_down, attn_v and the output) is named for its main type, as
+        // llama.cpp names it, not for whichever tensor happens to be looked at.
+        let mut elements: Vec<(candle_core::quantized::GgmlDType, usize)> = Vec::new();
+        for (name, info) in &self.content.tensor_infos {
+            let dims = info.shape.dims();
+            if !(name.starts_with("blk.") && dims.len() == 2) {
+                continue;
+            }
+            let n = dims.iter().product::<usize>();
+            match elements.iter_mut().find(|(t, _)| *t == info.ggml_dtype) {
+                Some((_, count)) => *count += n,
+                None => elements.push((info.ggml_dtype, n)),
+            }
+        }
+        elements
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(t, _)| ggml_name(t))
             .unwrap_or_else(|| "unknown".into())
     }
 

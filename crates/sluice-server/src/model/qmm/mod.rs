@@ -182,45 +182,62 @@ impl BlockMatrix {
     /// [`Self::forward`] on a chosen instruction set (for tests and benchmarks); one the CPU
     /// lacks falls back to the next it has.
     pub fn forward_on(&self, x: &Tensor, isa: Isa) -> Result<Tensor> {
-        let (m, k) = x.dims2()?;
-        if k != self.k {
-            candle_core::bail!(
-                "{:?} matmul: input width {k} does not match weight width {}",
-                self.format,
-                self.k
-            );
-        }
-        let x = x
-            .to_dtype(candle_core::DType::F32)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let acts = act::Acts::quantize(&x, m, k, self.format.offset());
+        let (m, x) = input_rows(x, self.k, self.format)?;
+        let acts = act::Acts::quantize(&x, m, self.k, self.format.offset());
         let weights = kernel::Weights {
             format: self.format,
             tiles: self.n.div_ceil(COLS),
-            kb: k / QK,
+            kb: self.k / QK,
             scales: &self.scales,
             data: &self.data,
         };
-        // The tasks run on candle's own worker pool: the rest of the model runs there too, and a
-        // second pool would fight its spinning workers for the same cores.
-        let mut out = vec![0f32; m * self.n];
-        let shared = kernel::Out::new(&mut out, m, self.n);
-        let tasks = weights.tiles.div_ceil(TILES_PER_TASK);
-        candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
-            for task in range {
-                let tile0 = task * TILES_PER_TASK;
-                let count = TILES_PER_TASK.min(weights.tiles - tile0);
-                // SAFETY: each task index is handed out once, and tasks cover disjoint tiles.
-                #[allow(unsafe_code)]
-                unsafe {
-                    kernel::tiles(isa, &weights, &acts, tile0, count, &shared)
-                };
+        run_tiles(m, self.n, |tile0, count, out| {
+            // SAFETY: `run_tiles` hands each tile range to one task only.
+            #[allow(unsafe_code)]
+            unsafe {
+                kernel::tiles(isa, &weights, &acts, tile0, count, out)
             }
-        });
-        Tensor::from_vec(out, (m, self.n), &Device::Cpu)
+        })
     }
+}
+
+/// `x` (`[m, k]`, any float dtype) as `m` and its row-major f32 values; a width other than the
+/// weights' `k` is an error naming `format`.
+fn input_rows(x: &Tensor, k: usize, format: impl std::fmt::Debug) -> Result<(usize, Vec<f32>)> {
+    let (m, width) = x.dims2()?;
+    if width != k {
+        candle_core::bail!(
+            "{format:?} matmul: input width {width} does not match weight width {k}"
+        );
+    }
+    let values = x
+        .to_dtype(candle_core::DType::F32)?
+        .contiguous()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok((m, values))
+}
+
+/// Computes an `[m, n]` output whose columns come in tiles of [`COLS`]: `tiles(tile0, count,
+/// out)` fills tiles `tile0..tile0 + count`, called once per disjoint range, in parallel.
+///
+/// The tasks run on candle's own worker pool: the rest of the model runs there too, and a
+/// second pool would fight its spinning workers for the same cores.
+fn run_tiles(
+    m: usize,
+    n: usize,
+    tiles: impl Fn(usize, usize, &kernel::Out<'_>) + Sync,
+) -> Result<Tensor> {
+    let total = n.div_ceil(COLS);
+    let mut out = vec![0f32; m * n];
+    let shared = kernel::Out::new(&mut out, m, n);
+    candle_core::utils::barrier_pool().execute_chunked(total.div_ceil(TILES_PER_TASK), |range| {
+        for task in range {
+            let tile0 = task * TILES_PER_TASK;
+            tiles(tile0, TILES_PER_TASK.min(total - tile0), &shared);
+        }
+    });
+    Tensor::from_vec(out, (m, n), &Device::Cpu)
 }
 
 #[cfg(test)]

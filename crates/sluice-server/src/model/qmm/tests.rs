@@ -4,12 +4,12 @@
 use super::*;
 use candle_core::quantized::QMatMul;
 
-fn matrix(rows: usize, cols: usize, seed: u32) -> Tensor {
+pub(super) fn matrix(rows: usize, cols: usize, seed: u32) -> Tensor {
     let data = sluice_testkit::pseudo_random(rows * cols, seed);
     Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
 }
 
-fn bits(t: &Tensor) -> Vec<Vec<u32>> {
+pub(super) fn bits(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_vec2::<f32>()
         .unwrap()
         .into_iter()
@@ -17,7 +17,7 @@ fn bits(t: &Tensor) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn isas() -> Vec<Isa> {
+pub(super) fn isas() -> Vec<Isa> {
     [Isa::Scalar, Isa::Avx2, Isa::Vnni]
         .into_iter()
         .filter(|i| i.supported())
@@ -57,7 +57,7 @@ fn computes_the_exact_product_of_the_quantized_operands() {
 }
 
 /// Mean absolute difference between two tensors, relative to the mean magnitude of `exact`.
-fn relative_error(approx: &Tensor, exact: &Tensor) -> f32 {
+pub(super) fn relative_error(approx: &Tensor, exact: &Tensor) -> f32 {
     let scale = exact.abs().unwrap().mean_all().unwrap();
     let diff = (approx - exact).unwrap().abs().unwrap().mean_all().unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()

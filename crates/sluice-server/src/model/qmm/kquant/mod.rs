@@ -19,10 +19,10 @@ mod act;
 mod kernel;
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Result, Tensor};
 use half::f16;
 
-use super::{COLS, Isa, TILES_PER_TASK};
+use super::{COLS, Isa};
 
 /// Weights per super-block (ggml's `QK_K`).
 pub const QK_K: usize = 256;
@@ -332,43 +332,22 @@ impl KMatrix {
     /// [`Self::forward`] on a chosen instruction set. K-quants have no 512-bit version: on a
     /// VNNI CPU they run the AVX2 one (which every such CPU has).
     pub fn forward_on(&self, x: &Tensor, isa: Isa) -> Result<Tensor> {
-        let (m, k) = x.dims2()?;
-        if k != self.k {
-            candle_core::bail!(
-                "{:?} matmul: input width {k} does not match weight width {}",
-                self.format,
-                self.k
-            );
-        }
-        let x = x
-            .to_dtype(candle_core::DType::F32)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let acts = act::KActs::quantize(&x, m, k, self.format);
+        let (m, x) = super::input_rows(x, self.k, self.format)?;
+        let acts = act::KActs::quantize(&x, m, self.k, self.format);
         let weights = kernel::KWeights {
             format: self.format,
             tiles: self.n.div_ceil(COLS),
-            nsb: k / QK_K,
+            nsb: self.k / QK_K,
             scales: &self.scales,
             data: &self.data,
         };
-        let mut out = vec![0f32; m * self.n];
-        let shared = super::kernel::Out::new(&mut out, m, self.n);
-        let tasks = weights.tiles.div_ceil(TILES_PER_TASK);
-        // candle's own pool, as for q4_0 (see `BlockMatrix::forward_on`).
-        candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
-            for task in range {
-                let tile0 = task * TILES_PER_TASK;
-                let count = TILES_PER_TASK.min(weights.tiles - tile0);
-                // SAFETY: each task index is handed out once, and tasks cover disjoint tiles.
-                #[allow(unsafe_code)]
-                unsafe {
-                    kernel::tiles(isa, &weights, &acts, tile0, count, &shared)
-                };
+        super::run_tiles(m, self.n, |tile0, count, out| {
+            // SAFETY: `run_tiles` hands each tile range to one task only.
+            #[allow(unsafe_code)]
+            unsafe {
+                kernel::tiles(isa, &weights, &acts, tile0, count, out)
             }
-        });
-        Tensor::from_vec(out, (m, self.n), &Device::Cpu)
+        })
     }
 }
 

@@ -2,28 +2,10 @@
 //! against the decoder, the product against the exact product of the quantized operands, the
 //! SIMD version against the reference to the bit, and batch invariance.
 
+use super::super::tests::{bits, isas, matrix, relative_error};
 use super::*;
+use candle_core::Device;
 use candle_core::quantized::QMatMul;
-
-fn matrix(rows: usize, cols: usize, seed: u32) -> Tensor {
-    let data = sluice_testkit::pseudo_random(rows * cols, seed);
-    Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
-}
-
-fn bits(t: &Tensor) -> Vec<Vec<u32>> {
-    t.to_vec2::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.into_iter().map(f32::to_bits).collect())
-        .collect()
-}
-
-fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2, Isa::Vnni]
-        .into_iter()
-        .filter(|i| i.supported())
-        .collect()
-}
 
 /// Weights with a wide dynamic range across rows and blocks, so scales and mins take many
 /// values (including Q6_K's negative scales).
@@ -148,13 +130,6 @@ fn computes_the_exact_product_of_the_quantized_operands() {
             }
         }
     }
-}
-
-/// Mean absolute difference between two tensors, relative to the mean magnitude of `exact`.
-fn relative_error(approx: &Tensor, exact: &Tensor) -> f32 {
-    let scale = exact.abs().unwrap().mean_all().unwrap();
-    let diff = (approx - exact).unwrap().abs().unwrap().mean_all().unwrap();
-    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
 }
 
 #[test]

@@ -89,6 +89,26 @@ fn model_source(name: &str) -> (ModelSource, QuantizationFlag) {
     }
 }
 
+/// A greedy request for `max_tokens` tokens, generated to the end (no EOS stop), arriving now.
+fn greedy_request(prompt: Vec<u32>, max_tokens: usize, seed: u64, epoch: u64) -> ValidRequest {
+    let now = Instant::now();
+    ValidRequest {
+        prompt_ids: prompt,
+        params: GenerationParams {
+            max_tokens,
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            seed,
+            stop: vec![],
+            ignore_eos: true,
+        },
+        arrived: now,
+        deadline: now + Duration::from_secs(3600),
+        model_epoch: epoch,
+    }
+}
+
 /// One measured run: aggregate generated tokens/s (first submit to last token) and each
 /// stream's time to its first token.
 struct Measured {
@@ -102,22 +122,7 @@ fn run_prompt(engine: &Engine, prompt: &[u32], streams: usize, tokens: usize) ->
     let started = Instant::now();
     let rxs: Vec<_> = (0..streams)
         .map(|i| {
-            let now = Instant::now();
-            let req = ValidRequest {
-                prompt_ids: prompt.to_vec(),
-                params: GenerationParams {
-                    max_tokens: tokens,
-                    temperature: 0.0,
-                    top_p: None,
-                    top_k: None,
-                    seed: i as u64,
-                    stop: vec![],
-                    ignore_eos: true,
-                },
-                arrived: now,
-                deadline: now + Duration::from_secs(3600),
-                model_epoch: view.epoch,
-            };
+            let req = greedy_request(prompt.to_vec(), tokens, i as u64, view.epoch);
             engine.submit(req, tracing::Span::none())
         })
         .collect();
@@ -312,24 +317,8 @@ fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
             run(&engine, 1, 4); // warm-up
             let short = short_prompt(&engine);
             let epoch = engine.model().unwrap().epoch;
-            let request = |prompt: Vec<u32>, max_tokens: usize| {
-                let now = Instant::now();
-                ValidRequest {
-                    prompt_ids: prompt,
-                    params: GenerationParams {
-                        max_tokens,
-                        temperature: 0.0,
-                        top_p: None,
-                        top_k: None,
-                        seed: 1,
-                        stop: vec![],
-                        ignore_eos: true,
-                    },
-                    arrived: now,
-                    deadline: now + Duration::from_secs(3600),
-                    model_epoch: epoch,
-                }
-            };
+            let request =
+                |prompt: Vec<u32>, max_tokens: usize| greedy_request(prompt, max_tokens, 1, epoch);
             // Each running stream's receiver on its own thread, stamping tokens as they come.
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let running: Vec<_> = (0..4)

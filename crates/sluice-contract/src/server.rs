@@ -29,6 +29,19 @@ pub enum DeviceKind {
     Metal,
 }
 
+/// Precision the KV cache stores keys and values in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[strum(serialize_all = "lowercase")]
+pub enum KvCacheDtype {
+    /// Half the memory per token of f32 (llama.cpp's default too); attention still computes in
+    /// f32, each key and value widened as it is read.
+    #[default]
+    F16,
+    /// Exact keys and values, twice the memory.
+    F32,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -147,6 +160,13 @@ pub struct ServerArgs {
     /// what each prefills in well under a second).
     #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MAX_PREFILL_TOKENS"))]
     pub max_prefill_tokens: Option<usize>,
+    /// Precision of the KV cache: f16 holds twice the tokens (so twice the sequences) in the
+    /// same memory as f32, at a rounding of keys and values to 11 significant bits.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "SLUICE_KV_CACHE_DTYPE", value_enum, default_value = "f16")
+    )]
+    pub kv_cache_dtype: KvCacheDtype,
     /// Memory the model and KV cache may use, in MB; default: the cgroup limit, else RAM.
     #[cfg_attr(feature = "clap", arg(long, env = "SLUICE_MEMORY_BUDGET_MB"))]
     pub memory_budget_mb: Option<u64>,
@@ -232,6 +252,7 @@ impl Default for ServerArgs {
             max_concurrent_requests: 64,
             max_batch_size: 16,
             max_prefill_tokens: None,
+            kv_cache_dtype: KvCacheDtype::F16,
             memory_budget_mb: None,
             request_timeout: Duration::from_secs(60),
             drain_delay: Duration::from_secs(5),
@@ -279,6 +300,7 @@ impl ServerArgs {
             max_concurrent_requests,
             max_batch_size,
             max_prefill_tokens,
+            kv_cache_dtype,
             memory_budget_mb,
             request_timeout,
             drain_delay,
@@ -296,7 +318,7 @@ impl ServerArgs {
         // carries no stale copy of them (and a pod template no value that moves at run time).
         let unless_file = |v: String| settings_file.is_none().then_some(v);
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 25] = [
+        let flags: [(&str, Option<String>); 26] = [
             ("model", Some(model.to_string())),
             ("host", Some(host.clone())),
             ("port", Some(port.to_string())),
@@ -315,6 +337,10 @@ impl ServerArgs {
             (
                 "max-prefill-tokens",
                 max_prefill_tokens.map(|n| n.to_string()),
+            ),
+            (
+                "kv-cache-dtype",
+                Some(<&str>::from(*kv_cache_dtype).to_owned()),
             ),
             ("memory-budget-mb", memory_budget_mb.map(|n| n.to_string())),
             ("request-timeout", Some(duration(*request_timeout))),
@@ -377,6 +403,7 @@ mod tests {
             max_concurrent_requests: 5,
             max_batch_size: 2,
             max_prefill_tokens: Some(64),
+            kv_cache_dtype: KvCacheDtype::F32,
             memory_budget_mb: Some(2048),
             request_timeout: Duration::from_secs(120),
             drain_delay: Duration::from_millis(1500),

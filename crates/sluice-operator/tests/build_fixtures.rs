@@ -84,6 +84,8 @@ fn tiny_cpu_uses_defaults() {
             "64",
             "--max-batch-size",
             "16",
+            "--kv-cache-dtype",
+            "f16",
             "--request-timeout",
             "60s",
             "--drain-delay",

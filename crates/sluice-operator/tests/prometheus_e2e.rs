@@ -151,11 +151,14 @@ async fn engine_reads_real_prometheus_and_plans_the_right_remedy() {
         ],
     )
     .await;
-    // Memory scenario: 16 MB for 10 MB of f32 weights leaves 6 MB of KV cache (4 KB/token).
+    // Memory scenario: 16 MB for 10 MB of f32 weights leaves 6 MB of KV cache (4 KB/token at
+    // f32).
     let mut memory = Server::start(
         &bin,
         &[
             "--quantization",
+            "f32",
+            "--kv-cache-dtype",
             "f32",
             "--memory-budget-mb",
             "16",

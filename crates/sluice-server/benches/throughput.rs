@@ -9,6 +9,9 @@
 //! `--burst P [--budgets 512,1000000]` instead measures, per prefill budget, how long a burst
 //! of four P-token prompts stalls four running streams (their longest gap between tokens) and
 //! the burst's slowest time to first token.
+//! `--attention CONTEXTS [--streams 16]` instead measures steady decode with prompts of each
+//! context length, per KV cache precision (f32, f16) and attention path (candle's matmuls per
+//! sequence, or the batched CPU kernel).
 //! `--prefill-tokens P` also times one P-token prompt's prefill; `--json` prints one JSON object
 //! per measurement instead of the table (scripts/bench-vs-llama-cpp.sh reads it).
 //!
@@ -19,8 +22,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_contract::server::KvCacheDtype;
 use sluice_server::engine::{Engine, EngineModel, Event, GenerationParams, Limits, ValidRequest};
 use sluice_server::metrics::Metrics;
+use sluice_server::model::attention::Isa;
 use sluice_server::model::quant::{Quantization, QuantizationFlag};
 use sluice_server::model::tiny::{self, ExportOptions, TinyShape};
 use sluice_server::model::{LoadSpec, ModelSource, load};
@@ -173,17 +178,54 @@ fn run(engine: &Engine, streams: usize, tokens: usize) -> Measured {
     run_prompt(engine, &short_prompt(engine), streams, tokens)
 }
 
-/// Seconds to prefill one `tokens`-long prompt (the short prompt repeated): the time to the
-/// first generated token of a one-token generation.
-fn prefill(engine: &Engine, tokens: usize) -> f64 {
-    let short = short_prompt(engine);
+/// A `tokens`-long prompt: the short prompt repeated (its BOS only at the start).
+fn repeated_prompt(short: &[u32], tokens: usize) -> Vec<u32> {
     let mut ids = Vec::new();
     while ids.len() < tokens {
         let skip = usize::from(!ids.is_empty());
         ids.extend_from_slice(&short[skip..]);
     }
     ids.truncate(tokens);
+    ids
+}
+
+/// Seconds to prefill one `tokens`-long prompt: the time to the first generated token of a
+/// one-token generation.
+fn prefill(engine: &Engine, tokens: usize) -> f64 {
+    let ids = repeated_prompt(&short_prompt(engine), tokens);
     run_prompt(engine, &ids, 1, 1).ttft_seconds[0]
+}
+
+/// Steady decode rate of `streams` streams with `prompt`: generated tokens/s from the moment
+/// every stream has its first token (prefill done) to the last token.
+fn decode_rate(engine: &Engine, prompt: &[u32], streams: usize, tokens: usize) -> f64 {
+    let epoch = engine.model().unwrap().epoch;
+    let receivers: Vec<_> = (0..streams)
+        .map(|i| {
+            let req = greedy_request(prompt.to_vec(), tokens, i as u64, epoch);
+            let mut rx = engine.submit(req, tracing::Span::none());
+            std::thread::spawn(move || {
+                let mut stamps = Vec::new();
+                while let Some(ev) = rx.blocking_recv() {
+                    match ev {
+                        Event::Token { .. } => stamps.push(Instant::now()),
+                        Event::Done { .. } => break,
+                        Event::Error(e) => panic!("generation failed: {e}"),
+                    }
+                }
+                stamps
+            })
+        })
+        .collect();
+    let stamps: Vec<Vec<Instant>> = receivers.into_iter().map(|h| h.join().unwrap()).collect();
+    let all_started = stamps.iter().map(|s| s[0]).max().unwrap();
+    let last = stamps.iter().flatten().max().unwrap();
+    let after = stamps
+        .iter()
+        .flatten()
+        .filter(|&&t| t > all_started)
+        .count();
+    after as f64 / (*last - all_started).as_secs_f64()
 }
 
 fn main() {
@@ -208,6 +250,19 @@ fn main() {
             .collect();
         return burst(&models, p, &budgets);
     }
+    if let Some(contexts) = arg("--attention") {
+        let contexts: Vec<usize> = contexts
+            .split(',')
+            .map(|c| c.parse().expect("--attention takes context lengths"))
+            .collect();
+        let streams: Vec<usize> = arg("--streams")
+            .unwrap_or_else(|| "16".into())
+            .split(',')
+            .map(|s| s.parse().expect("--streams takes numbers"))
+            .collect();
+        let tokens: usize = arg("--tokens").and_then(|t| t.parse().ok()).unwrap_or(32);
+        return attention(&models, &contexts, &streams, tokens);
+    }
     let tokens: usize = arg("--tokens").and_then(|t| t.parse().ok()).unwrap_or(32);
     let streams: Vec<usize> = arg("--streams")
         .unwrap_or_else(|| "1,4,16".into())
@@ -229,6 +284,7 @@ fn main() {
             device: device(),
             served_name: None,
             hf_home: None,
+            kv_cache: Default::default(),
         })
         .unwrap();
         let runner = Arc::new(std::sync::Mutex::new(Some(loaded)));
@@ -305,6 +361,7 @@ fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
                 device: device(),
                 served_name: None,
                 hf_home: None,
+                kv_cache: Default::default(),
             })
             .unwrap();
             let served = EngineModel::serve(loaded);
@@ -347,12 +404,7 @@ fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
                 ready_rx.recv().unwrap();
             }
             let burst_at = Instant::now();
-            let mut long = Vec::new();
-            while long.len() < prompt_tokens {
-                let skip = usize::from(!long.is_empty());
-                long.extend_from_slice(&short[skip..]);
-            }
-            long.truncate(prompt_tokens);
+            let long = repeated_prompt(&short, prompt_tokens);
             let newcomers: Vec<_> = (0..4)
                 .map(|_| engine.submit(request(long.clone(), 1), tracing::Span::none()))
                 .collect();
@@ -383,6 +435,60 @@ fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
     }
 }
 
+/// Decode at a given context length, per KV cache precision and attention path (candle's
+/// matmuls per sequence, or the batched CPU kernel), relative to candle's on an f32 cache.
+fn attention(models: &str, contexts: &[usize], streams: &[usize], tokens: usize) {
+    println!(
+        "| model | context | streams | KV cache | attention | decode tok/s | vs candle, f32 cache |"
+    );
+    println!("|---|---:|---:|---|---|---:|---:|");
+    let variants = [
+        (KvCacheDtype::F32, None),
+        (KvCacheDtype::F32, Some(Isa::detect())),
+        (KvCacheDtype::F16, None),
+        (KvCacheDtype::F16, Some(Isa::detect())),
+    ];
+    for name in models.split(',') {
+        for &context in contexts {
+            for &n in streams {
+                let mut base = None;
+                for (kv, path) in variants {
+                    let (source, quantization) = model_source(name);
+                    let mut loaded = load(&LoadSpec {
+                        source,
+                        quantization,
+                        device: device(),
+                        served_name: None,
+                        hf_home: None,
+                        kv_cache: kv,
+                    })
+                    .unwrap();
+                    loaded.model = loaded.model.with_attention(path);
+                    let engine = Engine::start(
+                        Some(EngineModel::serve(loaded)),
+                        Limits::new(tokens, 1024, 16),
+                        Metrics::new(),
+                        u64::MAX,
+                    );
+                    run(&engine, 1, 4); // warm-up
+                    let prompt = repeated_prompt(&short_prompt(&engine), context);
+                    let rate = decode_rate(&engine, &prompt, n, tokens);
+                    let base = *base.get_or_insert(rate);
+                    let kv: &str = kv.into();
+                    let path = match path {
+                        None => "candle".to_string(),
+                        Some(isa) => format!("kernel ({isa:?})"),
+                    };
+                    println!(
+                        "| {name} | {context} | {n} | {kv} | {path} | {rate:.1} | {:.2}x |",
+                        rate / base
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The first mode reuses the loaded model; the second loads it again (an engine owns its model).
 fn load_again(
     slot: &Arc<std::sync::Mutex<Option<sluice_server::model::LoadedModel>>>,
@@ -398,6 +504,7 @@ fn load_again(
         device: device(),
         served_name: None,
         hf_home: None,
+        kv_cache: Default::default(),
     })
     .unwrap()
 }

@@ -165,6 +165,7 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
         device: device.clone(),
         served_name: args.served_model_name.clone(),
         hf_home: args.hf_home.clone(),
+        kv_cache: args.kv_cache_dtype,
     };
     let loaded = crate::model::load(&spec).context("failed to load the model")?;
     let running_quantization = match args.quantization {
@@ -202,6 +203,7 @@ fn serve(mut args: ServerArgs) -> anyhow::Result<()> {
             hf_home: args.hf_home,
             model_root: args.model_root,
             default_quantization: args.quantization,
+            kv_cache: args.kv_cache_dtype,
         },
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -52,6 +52,7 @@ pub async fn start(opts: Opts) -> Server {
         device: candle_core::Device::Cpu,
         served_name: None,
         hf_home: None,
+        kv_cache: Default::default(),
     };
     let loaded = tokio::task::spawn_blocking(move || load(&spec))
         .await
@@ -74,6 +75,7 @@ pub async fn start(opts: Opts) -> Server {
             hf_home: None,
             model_root: None,
             default_quantization: QuantizationFlag::Auto,
+            kv_cache: Default::default(),
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -27,6 +27,7 @@ fn load_on(file: &std::path::Path, device: &Device) -> LoadedModel {
         device: device.clone(),
         served_name: None,
         hf_home: None,
+        kv_cache: Default::default(),
     })
     .unwrap()
 }

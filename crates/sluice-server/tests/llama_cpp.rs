@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
+use sluice_contract::server::KvCacheDtype;
 use sluice_server::model::llama::{SeqStep, argmax_rows};
 use sluice_server::model::quant::QuantizationFlag;
 use sluice_server::model::tiny::{self, ExportOptions, TinyShape};
@@ -168,6 +169,10 @@ fn load_gguf(file: &Path) -> sluice_server::model::LoadedModel {
         device: candle_core::Device::Cpu,
         served_name: None,
         hf_home: None,
+        // llama.cpp runs with an f32 cache too (tests/node/llama_cpp.mjs): with f16 both would
+        // round keys and values, but llama.cpp also rounds queries and probabilities to f16 and
+        // Sluice does not, which adds near ties that say nothing about the weights' arithmetic.
+        kv_cache: KvCacheDtype::F32,
     })
     .unwrap()
 }

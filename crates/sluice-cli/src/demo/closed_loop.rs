@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_contract::server::ServerArgs;
+use sluice_contract::server::{KvCacheDtype, ServerArgs};
 use sluice_contract::{
     Action, AppliedSettings, BottleneckClass, Builtin, Mode, ModelRef, Quantization,
 };
@@ -148,7 +148,12 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "memory",
             about: "the f32 weights nearly fill a 14 MB budget: the loop names it memory-bound and \
                     fixes it with a lower precision (a hot swap), not replicas",
-            server: server(16, 4, Some(14)),
+            // An f32 KV cache (4 KB a token on the tiny model) so that a few streams fill the
+            // little room the weights leave; f16 would need twice the load for the same pressure.
+            server: ServerArgs {
+                kv_cache_dtype: KvCacheDtype::F32,
+                ..server(16, 4, Some(14))
+            },
             spec: spec(
                 SloTargets {
                     ttft_p95_seconds: Some(2.0),

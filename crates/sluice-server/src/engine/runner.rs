@@ -99,7 +99,7 @@ impl StepModel for LlamaRunner {
     }
 
     fn kv_bytes_per_token(&self) -> usize {
-        self.model.config().kv_bytes_per_token()
+        self.model.kv_bytes_per_token()
     }
 
     fn device_memory(&self) -> Option<(u64, u64)> {

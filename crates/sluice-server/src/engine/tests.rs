@@ -545,6 +545,7 @@ fn chunked_prefill_generates_what_whole_prefill_does() {
             device: Device::Cpu,
             served_name: None,
             hf_home: None,
+            kv_cache: Default::default(),
         })
         .unwrap();
         let prompt = loaded

@@ -94,6 +94,7 @@ pub async fn load_model(
         device: state.config.device.clone(),
         served_name: body.served_model_name,
         hf_home: state.config.hf_home.clone(),
+        kv_cache: state.config.kv_cache,
     };
     let kept = spec.clone();
     let loaded = tokio::task::spawn_blocking(move || crate::model::load(&spec))

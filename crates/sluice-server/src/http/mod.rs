@@ -46,6 +46,8 @@ pub struct HttpConfig {
     /// `POST /model/load` loads files only under this directory (when set).
     pub model_root: Option<std::path::PathBuf>,
     pub default_quantization: QuantizationFlag,
+    /// Precision of the KV cache of every model loaded.
+    pub kv_cache: sluice_contract::server::KvCacheDtype,
 }
 
 #[derive(Clone)]

@@ -69,9 +69,9 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Bytes of K and V one token occupies across all layers at f32.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * 4
+    /// Elements of K and V one token occupies across all layers.
+    pub fn kv_elements_per_token(&self) -> usize {
+        2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim
     }
 }
 

@@ -3,13 +3,16 @@
 //! new tokens (its whole prompt on the first step, one token afterwards) and owns its KV cache.
 //!
 //! The linear layers run once on the stacked rows of every sequence, which is where batching pays:
-//! each weight is read once per step for the whole batch. Attention runs per sequence because
-//! each has its own cache length.
+//! each weight is read once per step for the whole batch. Attention reads each sequence's own
+//! cache: on CPU in one parallel pass over the whole batch ([`super::attention`]), on an
+//! accelerator with candle's matmuls per sequence. The cache holds f16 (the default: half the
+//! memory per token) or f32 keys and values.
 
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::RmsNorm;
 use candle_nn::rotary_emb::{rope, rope_i};
 
+use super::attention::{self, Cache, Dims, Isa};
 use super::config::{ModelConfig, RopeStyle};
 use super::linear::{Linear, tensor_bytes};
 
@@ -50,6 +53,11 @@ pub struct Llama {
     sin: Tensor,
     weight_bytes: usize,
     device: Device,
+    /// Element type of the KV cache: F16 or F32.
+    kv_dtype: DType,
+    /// The CPU attention kernel's instruction set; `None` runs candle's matmuls (always on an
+    /// accelerator).
+    attn_isa: Option<Isa>,
 }
 
 /// The parts a loader hands over; kept as a struct so loaders cannot mix up argument order.
@@ -122,7 +130,36 @@ impl Llama {
             sin,
             weight_bytes,
             device: device.clone(),
+            kv_dtype: DType::F16,
+            attn_isa: device.is_cpu().then(Isa::detect),
         })
+    }
+
+    /// Stores keys and values as `dtype` (F16 or F32) in caches created from now on.
+    pub fn with_kv_dtype(mut self, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F16 | DType::F32) {
+            candle_core::bail!("a KV cache holds f16 or f32, not {dtype:?}");
+        }
+        self.kv_dtype = dtype;
+        Ok(self)
+    }
+
+    /// Element type of the KV cache.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
+    }
+
+    /// Bytes of K and V one token occupies across all layers.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.cfg.kv_elements_per_token() * self.kv_dtype.size_in_bytes()
+    }
+
+    /// Runs attention with this CPU kernel, or with candle's matmuls (`None`), for tests that
+    /// hold the paths to each other and benchmarks that time them side by side. A model on an
+    /// accelerator always uses candle's.
+    pub fn with_attention(mut self, isa: Option<Isa>) -> Self {
+        self.attn_isa = isa.filter(|_| self.device.is_cpu());
+        self
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -208,7 +245,8 @@ impl Llama {
         let k = block.k.forward(h)?;
         let v = block.v.forward(h)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut outs = Vec::with_capacity(seqs.len());
+        // Per sequence: rotate its queries and keys and append its keys and values to its cache.
+        let mut steps = Vec::with_capacity(seqs.len());
         let mut offset = 0;
         for s in seqs.iter_mut() {
             let t = s.tokens.len();
@@ -225,12 +263,36 @@ impl Llama {
             let qi = self.rotate(&heads(&q, n_heads)?, &cos, &sin)?.squeeze(0)?;
             let ki = self.rotate(&heads(&k, n_kv)?, &cos, &sin)?.squeeze(0)?;
             let vi = heads(&v, n_kv)?.squeeze(0)?;
-            let (k_all, v_all) = append_kv(&mut s.cache.layers[layer], &ki, &vi, past, cfg)?;
+            append_kv(
+                &mut s.cache.layers[layer],
+                &ki,
+                &vi,
+                past,
+                self.kv_dtype,
+                cfg,
+            )?;
+            steps.push((qi, past, t));
+            offset += t;
+        }
+        if let Some(isa) = self.attn_isa {
+            let dims = Dims {
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim: hd,
+                scale: scale as f32,
+            };
+            return cpu_attention(isa, dims, &steps, seqs, layer);
+        }
+        let mut outs = Vec::with_capacity(seqs.len());
+        for ((qi, past, t), s) in steps.iter().zip(seqs.iter()) {
+            let (past, t) = (*past, *t);
             let total = past + t;
+            let (k_all, v_all) = s.cache.layers[layer].view(total)?;
             // Grouped-query attention without copying K/V: the n_rep query heads that share a
-            // KV head are adjacent, so they fold into that head's row dimension.
-            let qg = qi.reshape((n_kv, n_rep * t, hd))?;
-            let scores = (qg.matmul(&k_all.t()?)? * scale)?;
+            // KV head are adjacent, so they fold into that head's row dimension. The products
+            // run in the cache's precision, the softmax in f32.
+            let qg = qi.reshape((n_kv, n_rep * t, hd))?.to_dtype(self.kv_dtype)?;
+            let scores = (qg.matmul(&k_all.t()?)?.to_dtype(DType::F32)? * scale)?;
             let scores = if t > 1 {
                 let mask = causal_mask(t, past, &self.device)?;
                 scores
@@ -240,14 +302,13 @@ impl Llama {
             } else {
                 scores
             };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let out = probs.matmul(&v_all)?; // [n_kv, n_rep*t, hd]
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.kv_dtype)?;
+            let out = probs.matmul(&v_all)?.to_dtype(DType::F32)?; // [n_kv, n_rep*t, hd]
             let out = out
                 .reshape((n_heads, t, hd))?
                 .transpose(0, 1)?
                 .reshape((t, n_heads * hd))?;
             outs.push(out);
-            offset += t;
         }
         Tensor::cat(&outs, 0)
     }
@@ -260,14 +321,25 @@ impl Llama {
     }
 }
 
-/// Writes this step's keys/values at `past` and returns views over everything cached so far.
+impl LayerKv {
+    /// Views over the first `len` cached positions.
+    fn view(&self, len: usize) -> Result<(Tensor, Tensor)> {
+        let (Some(k), Some(v)) = (&self.k, &self.v) else {
+            candle_core::bail!("kv cache was not allocated");
+        };
+        Ok((k.narrow(1, 0, len)?, v.narrow(1, 0, len)?))
+    }
+}
+
+/// Writes this step's keys/values at `past` (as `dtype`), growing the cache when it is full.
 fn append_kv(
     kv: &mut LayerKv,
     k: &Tensor,
     v: &Tensor,
     past: usize,
+    dtype: DType,
     cfg: &ModelConfig,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<()> {
     let t = k.dim(1)?;
     let needed = past + t;
     if needed > kv.capacity || kv.k.is_none() {
@@ -276,8 +348,8 @@ fn append_kv(
             .max(32)
             .min(cfg.max_position_embeddings.max(needed));
         let shape = (cfg.num_key_value_heads, capacity, cfg.head_dim);
-        let new_k = Tensor::zeros(shape, DType::F32, k.device())?;
-        let new_v = Tensor::zeros(shape, DType::F32, k.device())?;
+        let new_k = Tensor::zeros(shape, dtype, k.device())?;
+        let new_v = Tensor::zeros(shape, dtype, k.device())?;
         if let (Some(old_k), Some(old_v)) = (&kv.k, &kv.v)
             && past > 0
         {
@@ -291,9 +363,82 @@ fn append_kv(
     let (Some(ck), Some(cv)) = (&kv.k, &kv.v) else {
         candle_core::bail!("kv cache was not allocated");
     };
-    ck.slice_set(k, 1, past)?;
-    cv.slice_set(v, 1, past)?;
-    Ok((ck.narrow(1, 0, needed)?, cv.narrow(1, 0, needed)?))
+    ck.slice_set(&k.to_dtype(dtype)?, 1, past)?;
+    cv.slice_set(&v.to_dtype(dtype)?, 1, past)?;
+    Ok(())
+}
+
+/// The CPU path: every sequence's attention for this layer in one [`attention::attend`] pass,
+/// reading queries and caches in place.
+fn cpu_attention(
+    isa: Isa,
+    dims: Dims,
+    steps: &[(Tensor, usize, usize)],
+    seqs: &[SeqStep<'_>],
+    layer: usize,
+) -> Result<Tensor> {
+    // Hold every storage's read guard while the kernel borrows slices of them.
+    let mut guards = Vec::with_capacity(steps.len());
+    for ((qi, past, t), s) in steps.iter().zip(seqs) {
+        let kv = &s.cache.layers[layer];
+        let (Some(k), Some(v)) = (&kv.k, &kv.v) else {
+            candle_core::bail!("kv cache was not allocated");
+        };
+        guards.push((
+            qi.storage_and_layout(),
+            k.storage_and_layout(),
+            v.storage_and_layout(),
+            *past,
+            *t,
+            kv.capacity,
+        ));
+    }
+    let mut batch = Vec::with_capacity(guards.len());
+    for ((q, ql), (k, kl), (v, vl), past, t, capacity) in &guards {
+        let q = cpu_slice::<f32>(q, ql)?;
+        let cache = match (&**k, &**v) {
+            (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) => match k.dtype() {
+                DType::F16 => Cache::F16 {
+                    k: contiguous(kc.as_slice()?, kl)?,
+                    v: contiguous(vc.as_slice()?, vl)?,
+                },
+                _ => Cache::F32 {
+                    k: contiguous(kc.as_slice()?, kl)?,
+                    v: contiguous(vc.as_slice()?, vl)?,
+                },
+            },
+            _ => candle_core::bail!("the CPU attention path got a cache on another device"),
+        };
+        batch.push(attention::Seq {
+            q,
+            t: *t,
+            past: *past,
+            cache,
+            capacity: *capacity,
+        });
+    }
+    let rows: usize = batch.iter().map(|s| s.t).sum();
+    let out = attention::attend(isa, dims, &batch);
+    Tensor::from_vec(out, (rows, dims.n_heads * dims.head_dim), &Device::Cpu)
+}
+
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [T]> {
+    match storage {
+        candle_core::Storage::Cpu(c) => contiguous(c.as_slice::<T>()?, layout),
+        _ => candle_core::bail!("expected a CPU tensor"),
+    }
+}
+
+/// The elements a contiguous layout covers.
+fn contiguous<'a, T>(all: &'a [T], layout: &candle_core::Layout) -> Result<&'a [T]> {
+    if !layout.is_contiguous() {
+        candle_core::bail!("attention expects contiguous tensors");
+    }
+    let start = layout.start_offset();
+    Ok(&all[start..start + layout.shape().elem_count()])
 }
 
 /// `[t, past + t]` additive mask: query `i` (at position `past + i`) sees keys `0..=past + i`.

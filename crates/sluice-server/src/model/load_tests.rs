@@ -2,6 +2,9 @@
 //! checking they compute the same function, and that a batched step equals solo steps.
 
 use candle_core::Device;
+use sluice_contract::server::KvCacheDtype;
+
+use super::attention::Isa;
 
 use super::llama::{SeqStep, argmax_rows};
 use super::quant::{Quantization, QuantizationFlag};
@@ -15,6 +18,7 @@ fn spec(source: ModelSource, q: impl Into<QuantizationFlag>) -> LoadSpec {
         device: Device::Cpu,
         served_name: None,
         hf_home: None,
+        kv_cache: Default::default(),
     }
 }
 
@@ -304,4 +308,104 @@ fn a_gguf_embedding_without_dimensions_is_an_error_not_a_panic() {
     };
     let err = super::weights::gguf_config(&content, std::path::Path::new("x.gguf")).unwrap_err();
     assert!(err.to_string().contains("token_embd.weight"), "{err}");
+}
+
+/// Logits of a fixed feed: three prompts prefilled together, then four decode steps, with the
+/// model's attention on `path` (a CPU kernel, or candle's matmuls for `None`).
+fn fixed_feed_logits(kv: KvCacheDtype, path: Option<Isa>) -> Vec<Vec<f32>> {
+    let mut s = spec(
+        ModelSource::Builtin(TinyShape::Tiny),
+        QuantizationFlag::Auto,
+    );
+    s.kv_cache = kv;
+    let m = load(&s).unwrap();
+    let model = m.model.with_attention(path);
+    let prompts: [&[u32]; 3] = [
+        &[0, 17, 33, 101, 7],
+        &[0, 250],
+        &[0, 3, 4, 5, 6, 7, 8, 9, 10],
+    ];
+    let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
+    let mut out = Vec::new();
+    for step in 0..5u32 {
+        let decode: Vec<[u32; 1]> = (0..3).map(|i| [40 + 7 * step + i]).collect();
+        let mut steps: Vec<SeqStep<'_>> = caches
+            .iter_mut()
+            .enumerate()
+            .map(|(i, cache)| SeqStep {
+                tokens: if step == 0 { prompts[i] } else { &decode[i] },
+                cache,
+            })
+            .collect();
+        let logits = model.forward(&mut steps).unwrap();
+        out.extend(logits.to_vec2::<f32>().unwrap());
+    }
+    out
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_cpu_attention_kernel_computes_candles_attention() {
+    let vector = [Isa::Scalar, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.supported())
+        .collect::<Vec<_>>();
+    let candle = fixed_feed_logits(KvCacheDtype::F32, None);
+    let range = candle.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    for kv in [KvCacheDtype::F32, KvCacheDtype::F16] {
+        let runs: Vec<_> = vector
+            .iter()
+            .map(|isa| fixed_feed_logits(kv, Some(*isa)))
+            .collect();
+        // The instruction sets agree to the bit on a whole model, prefill and decode.
+        for r in &runs[1..] {
+            assert_eq!(r, &runs[0], "{kv:?}");
+        }
+        // f32: only float reassociation apart from candle. f16: keys and values rounded to
+        // 11 significant bits move logits by far less than a percent of their range.
+        let bound = match kv {
+            KvCacheDtype::F32 => 1e-4,
+            KvCacheDtype::F16 => 1e-2,
+        };
+        let diff = max_abs_diff(&runs[0], &candle);
+        assert!(diff <= bound * range, "{kv:?}: {diff} vs range {range}");
+    }
+    // Candle's path with an f16 cache (the accelerator's) agrees with the kernel's too.
+    let candle16 = fixed_feed_logits(KvCacheDtype::F16, None);
+    let kernel16 = fixed_feed_logits(KvCacheDtype::F16, Some(Isa::detect()));
+    let diff = max_abs_diff(&candle16, &kernel16);
+    assert!(diff <= 1e-2 * range, "{diff} vs range {range}");
+}
+
+#[test]
+fn an_f16_cache_takes_half_the_memory_per_token() {
+    let per_token = |kv| {
+        let mut s = spec(
+            ModelSource::Builtin(TinyShape::Tiny),
+            QuantizationFlag::Auto,
+        );
+        s.kv_cache = kv;
+        let m = load(&s).unwrap();
+        let mut cache = m.model.new_cache();
+        m.model
+            .forward(&mut [SeqStep {
+                tokens: &[0, 5, 6],
+                cache: &mut cache,
+            }])
+            .unwrap();
+        (m.info.kv_bytes_per_token, cache.bytes())
+    };
+    let (f32_token, f32_cache) = per_token(KvCacheDtype::F32);
+    let (f16_token, f16_cache) = per_token(KvCacheDtype::F16);
+    // 4 layers × K and V × 2 KV heads × 64 dims.
+    assert_eq!(f32_token, 4 * 2 * 2 * 64 * 4);
+    assert_eq!(f16_token * 2, f32_token);
+    assert_eq!(f16_cache * 2, f32_cache);
 }

@@ -1,5 +1,6 @@
 //! Models: where weights come from, how they are loaded, and the llama forward pass.
 
+pub mod attention;
 pub mod chat;
 pub mod config;
 pub mod linear;
@@ -16,7 +17,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+use sluice_contract::server::KvCacheDtype;
 use sluice_contract::{Builtin, ModelRef};
 use tokenizers::Tokenizer;
 
@@ -190,6 +192,8 @@ pub struct LoadSpec {
     pub device: Device,
     pub served_name: Option<String>,
     pub hf_home: Option<PathBuf>,
+    /// Precision of the KV caches the model creates.
+    pub kv_cache: KvCacheDtype,
 }
 
 /// Loads weights, tokenizer and chat template. Blocking: run it off the async runtime.
@@ -230,6 +234,12 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
             (m, t, c, q, repo.clone())
         }
     };
+    let model = model
+        .with_kv_dtype(match spec.kv_cache {
+            KvCacheDtype::F16 => DType::F16,
+            KvCacheDtype::F32 => DType::F32,
+        })
+        .map_err(|e| ModelError::load(spec.source.to_string(), e))?;
     let cfg = model.config().clone();
     let mut eos = cfg.eos_token_ids.clone();
     for special in [
@@ -252,7 +262,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedModel, ModelError> {
         device: device_name(device),
         context_length: cfg.max_position_embeddings,
         weight_bytes: model.weight_bytes(),
-        kv_bytes_per_token: cfg.kv_bytes_per_token(),
+        kv_bytes_per_token: model.kv_bytes_per_token(),
         load_seconds: started.elapsed().as_secs_f64(),
         eos_token_ids: eos,
     };

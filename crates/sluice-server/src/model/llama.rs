@@ -205,10 +205,26 @@ impl Llama {
             all_tokens.extend_from_slice(s.tokens);
         }
         let ids = Tensor::new(all_tokens.as_slice(), &self.device)?;
+        // Every row's rotary angles, gathered once for all layers: [rows, 1, head_dim / 2].
+        let positions: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| (s.cache.len..s.cache.len + s.tokens.len()).map(|p| p as u32))
+            .collect();
+        let positions = Tensor::new(positions.as_slice(), &self.device)?;
+        let rows = all_tokens.len();
+        let half = self.cfg.head_dim / 2;
+        let cos = self
+            .cos
+            .index_select(&positions, 0)?
+            .reshape((rows, 1, half))?;
+        let sin = self
+            .sin
+            .index_select(&positions, 0)?
+            .reshape((rows, 1, half))?;
         let mut x = self.embed.index_select(&ids, 0)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = x.apply(&block.attn_norm)?;
-            let attn = self.attention(block, layer, &h, seqs)?;
+            let attn = self.attention(block, layer, &h, (&cos, &sin), seqs)?;
             x = (x + block.o.forward(&attn)?)?;
             let h = x.apply(&block.ffn_norm)?;
             let gate = candle_nn::ops::silu(&block.gate.forward(&h)?)?;
@@ -232,6 +248,7 @@ impl Llama {
         block: &Block,
         layer: usize,
         h: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
         seqs: &mut [SeqStep<'_>],
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
@@ -241,37 +258,29 @@ impl Llama {
             cfg.head_dim,
         );
         let n_rep = n_heads / n_kv;
-        let q = block.q.forward(h)?;
-        let k = block.k.forward(h)?;
-        let v = block.v.forward(h)?;
+        let rows = h.dim(0)?;
+        // Each row is its own rope "batch" entry with one position: [rows, heads, 1, hd] is
+        // the matrix as it comes, so the whole step rotates in one op, no transposes.
+        let q = self.rotate(
+            &block.q.forward(h)?.reshape((rows, n_heads, 1, hd))?,
+            cos,
+            sin,
+        )?;
+        let k = self.rotate(&block.k.forward(h)?.reshape((rows, n_kv, 1, hd))?, cos, sin)?;
+        let q = q.reshape((rows, n_heads, hd))?;
+        let k = k.reshape((rows, n_kv, hd))?.to_dtype(self.kv_dtype)?;
+        let v = block
+            .v
+            .forward(h)?
+            .reshape((rows, n_kv, hd))?
+            .to_dtype(self.kv_dtype)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        // Per sequence: rotate its queries and keys and append its keys and values to its cache.
-        let mut steps = Vec::with_capacity(seqs.len());
+        // Each sequence's rows go to the end of its token-major cache: one contiguous copy.
         let mut offset = 0;
         for s in seqs.iter_mut() {
             let t = s.tokens.len();
-            let past = s.cache.len;
-            let heads = |m: &Tensor, n: usize| -> Result<Tensor> {
-                m.narrow(0, offset, t)?
-                    .reshape((t, n, hd))?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .unsqueeze(0)
-            };
-            let cos = self.cos.narrow(0, past, t)?;
-            let sin = self.sin.narrow(0, past, t)?;
-            let qi = self.rotate(&heads(&q, n_heads)?, &cos, &sin)?.squeeze(0)?;
-            let ki = self.rotate(&heads(&k, n_kv)?, &cos, &sin)?.squeeze(0)?;
-            let vi = heads(&v, n_kv)?.squeeze(0)?;
-            append_kv(
-                &mut s.cache.layers[layer],
-                &ki,
-                &vi,
-                past,
-                self.kv_dtype,
-                cfg,
-            )?;
-            steps.push((qi, past, t));
+            let (ki, vi) = (k.narrow(0, offset, t)?, v.narrow(0, offset, t)?);
+            append_kv(&mut s.cache.layers[layer], &ki, &vi, s.cache.len, cfg)?;
             offset += t;
         }
         if let Some(isa) = self.attn_isa {
@@ -281,17 +290,26 @@ impl Llama {
                 head_dim: hd,
                 scale: scale as f32,
             };
-            return cpu_attention(isa, dims, &steps, seqs, layer);
+            return cpu_attention(isa, dims, &q, seqs, layer);
         }
         let mut outs = Vec::with_capacity(seqs.len());
-        for ((qi, past, t), s) in steps.iter().zip(seqs.iter()) {
-            let (past, t) = (*past, *t);
+        let mut offset = 0;
+        for s in seqs.iter() {
+            let (past, t) = (s.cache.len, s.tokens.len());
             let total = past + t;
             let (k_all, v_all) = s.cache.layers[layer].view(total)?;
+            // Head-major for the matmuls: [n_kv, total, hd].
+            let k_all = k_all.transpose(0, 1)?.contiguous()?;
+            let v_all = v_all.transpose(0, 1)?.contiguous()?;
             // Grouped-query attention without copying K/V: the n_rep query heads that share a
             // KV head are adjacent, so they fold into that head's row dimension. The products
             // run in the cache's precision, the softmax in f32.
-            let qg = qi.reshape((n_kv, n_rep * t, hd))?.to_dtype(self.kv_dtype)?;
+            let qg = q
+                .narrow(0, offset, t)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((n_kv, n_rep * t, hd))?
+                .to_dtype(self.kv_dtype)?;
             let scores = (qg.matmul(&k_all.t()?)?.to_dtype(DType::F32)? * scale)?;
             let scores = if t > 1 {
                 let mask = causal_mask(t, past, &self.device)?;
@@ -309,6 +327,7 @@ impl Llama {
                 .transpose(0, 1)?
                 .reshape((t, n_heads * hd))?;
             outs.push(out);
+            offset += t;
         }
         Tensor::cat(&outs, 0)
     }
@@ -327,34 +346,34 @@ impl LayerKv {
         let (Some(k), Some(v)) = (&self.k, &self.v) else {
             candle_core::bail!("kv cache was not allocated");
         };
-        Ok((k.narrow(1, 0, len)?, v.narrow(1, 0, len)?))
+        Ok((k.narrow(0, 0, len)?, v.narrow(0, 0, len)?))
     }
 }
 
-/// Writes this step's keys/values at `past` (as `dtype`), growing the cache when it is full.
+/// Writes this step's keys/values (`[t, n_kv, head_dim]`, already in the cache's precision) at
+/// `past`, growing the cache when it is full.
 fn append_kv(
     kv: &mut LayerKv,
     k: &Tensor,
     v: &Tensor,
     past: usize,
-    dtype: DType,
     cfg: &ModelConfig,
 ) -> Result<()> {
-    let t = k.dim(1)?;
+    let t = k.dim(0)?;
     let needed = past + t;
     if needed > kv.capacity || kv.k.is_none() {
         let capacity = needed
             .next_power_of_two()
             .max(32)
             .min(cfg.max_position_embeddings.max(needed));
-        let shape = (cfg.num_key_value_heads, capacity, cfg.head_dim);
-        let new_k = Tensor::zeros(shape, dtype, k.device())?;
-        let new_v = Tensor::zeros(shape, dtype, k.device())?;
+        let shape = (capacity, cfg.num_key_value_heads, cfg.head_dim);
+        let new_k = Tensor::zeros(shape, k.dtype(), k.device())?;
+        let new_v = Tensor::zeros(shape, v.dtype(), v.device())?;
         if let (Some(old_k), Some(old_v)) = (&kv.k, &kv.v)
             && past > 0
         {
-            new_k.slice_set(&old_k.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
-            new_v.slice_set(&old_v.narrow(1, 0, past)?.contiguous()?, 1, 0)?;
+            new_k.slice_set(&old_k.narrow(0, 0, past)?, 0, 0)?;
+            new_v.slice_set(&old_v.narrow(0, 0, past)?, 0, 0)?;
         }
         kv.k = Some(new_k);
         kv.v = Some(new_v);
@@ -363,39 +382,37 @@ fn append_kv(
     let (Some(ck), Some(cv)) = (&kv.k, &kv.v) else {
         candle_core::bail!("kv cache was not allocated");
     };
-    ck.slice_set(&k.to_dtype(dtype)?, 1, past)?;
-    cv.slice_set(&v.to_dtype(dtype)?, 1, past)?;
+    ck.slice_set(&k.contiguous()?, 0, past)?;
+    cv.slice_set(&v.contiguous()?, 0, past)?;
     Ok(())
 }
 
 /// The CPU path: every sequence's attention for this layer in one [`attention::attend`] pass,
-/// reading queries and caches in place.
+/// reading the rotated queries (`[rows, n_heads, head_dim]`) and the caches in place.
 fn cpu_attention(
     isa: Isa,
     dims: Dims,
-    steps: &[(Tensor, usize, usize)],
+    q: &Tensor,
     seqs: &[SeqStep<'_>],
     layer: usize,
 ) -> Result<Tensor> {
-    // Hold every storage's read guard while the kernel borrows slices of them.
-    let mut guards = Vec::with_capacity(steps.len());
-    for ((qi, past, t), s) in steps.iter().zip(seqs) {
+    let q = q.contiguous()?;
+    let (q_storage, q_layout) = q.storage_and_layout();
+    let q_all = cpu_slice::<f32>(&q_storage, q_layout)?;
+    // Hold every cache's read guards while the kernel borrows slices of them.
+    let mut guards = Vec::with_capacity(seqs.len());
+    for s in seqs {
         let kv = &s.cache.layers[layer];
         let (Some(k), Some(v)) = (&kv.k, &kv.v) else {
             candle_core::bail!("kv cache was not allocated");
         };
-        guards.push((
-            qi.storage_and_layout(),
-            k.storage_and_layout(),
-            v.storage_and_layout(),
-            *past,
-            *t,
-            kv.capacity,
-        ));
+        guards.push((k.storage_and_layout(), v.storage_and_layout()));
     }
-    let mut batch = Vec::with_capacity(guards.len());
-    for ((q, ql), (k, kl), (v, vl), past, t, capacity) in &guards {
-        let q = cpu_slice::<f32>(q, ql)?;
+    let row = dims.n_heads * dims.head_dim;
+    let mut batch = Vec::with_capacity(seqs.len());
+    let mut offset = 0;
+    for (s, ((k, kl), (v, vl))) in seqs.iter().zip(&guards) {
+        let t = s.tokens.len();
         let cache = match (&**k, &**v) {
             (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) => match k.dtype() {
                 DType::F16 => Cache::F16 {
@@ -410,16 +427,16 @@ fn cpu_attention(
             _ => candle_core::bail!("the CPU attention path got a cache on another device"),
         };
         batch.push(attention::Seq {
-            q,
-            t: *t,
-            past: *past,
+            q: &q_all[offset * row..(offset + t) * row],
+            t,
+            past: s.cache.len,
             cache,
-            capacity: *capacity,
+            capacity: s.cache.layers[layer].capacity,
         });
+        offset += t;
     }
-    let rows: usize = batch.iter().map(|s| s.t).sum();
     let out = attention::attend(isa, dims, &batch);
-    Tensor::from_vec(out, (rows, dims.n_heads * dims.head_dim), &Device::Cpu)
+    Tensor::from_vec(out, (offset, row), &Device::Cpu)
 }
 
 fn cpu_slice<'a, T: candle_core::WithDType>(

@@ -130,23 +130,33 @@ pub fn hsum(l: [f32; LANES]) -> f32 {
     s2[0] + s2[1]
 }
 
-/// Attention of one query row over keys `0..n`: `out = softmax(scale · K q) V`. `k` and `v` hold
-/// at least `n` rows of `q.len()` elements; `scores` is scratch of at least `n`.
-#[allow(clippy::too_many_arguments)]
+/// The keys and values one query row attends to: `n` rows of `head_dim` elements, row `j` at
+/// `j * stride` in `k` and in `v` (a token-major cache interleaves the KV heads, so one head's
+/// rows are `n_kv_heads * head_dim` apart).
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a, T> {
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub n: usize,
+    pub stride: usize,
+}
+
+/// Attention of one query row over its keys: `out = softmax(scale · K q) V`. `scores` is
+/// scratch of at least `rows.n`.
 pub fn attend_row<T: KvElem>(
     isa: Isa,
     q: &[f32],
-    k: &[T],
-    v: &[T],
-    n: usize,
+    rows: Rows<'_, T>,
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let hd = q.len();
+    let (hd, n) = (q.len(), rows.n);
     assert!(n > 0, "a query sees at least its own key");
+    assert!(rows.stride >= hd, "rows overlap");
+    let span = (n - 1) * rows.stride + hd;
     assert!(
-        k.len() >= n * hd && v.len() >= n * hd,
+        rows.k.len() >= span && rows.v.len() >= span,
         "cache shorter than {n} keys"
     );
     assert!(
@@ -154,7 +164,7 @@ pub fn attend_row<T: KvElem>(
         "scratch or output mis-sized"
     );
     match isa {
-        Isa::Scalar => scalar::row(q, k, v, n, scale, &mut scores[..n], out),
+        Isa::Scalar => scalar::row(q, rows, scale, &mut scores[..n], out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             assert!(Isa::Avx2.supported(), "this CPU has no AVX2/FMA/F16C");
@@ -162,7 +172,7 @@ pub fn attend_row<T: KvElem>(
             // vector code reads only within them.
             #[allow(unsafe_code)]
             unsafe {
-                avx2::row(q, k, v, n, scale, &mut scores[..n], out)
+                avx2::row(q, rows, scale, &mut scores[..n], out)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -171,7 +181,7 @@ pub fn attend_row<T: KvElem>(
 }
 
 mod scalar {
-    use super::{KvElem, LANES, exp, hsum};
+    use super::{KvElem, LANES, Rows, exp, hsum};
 
     fn dot<T: KvElem>(q: &[f32], k: &[T]) -> f32 {
         let hd = q.len();
@@ -191,16 +201,14 @@ mod scalar {
 
     pub fn row<T: KvElem>(
         q: &[f32],
-        k: &[T],
-        v: &[T],
-        n: usize,
+        rows: Rows<'_, T>,
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
     ) {
-        let hd = q.len();
+        let (hd, n, stride, v) = (q.len(), rows.n, rows.stride, rows.v);
         for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, &k[j * hd..(j + 1) * hd]) * scale;
+            *s = dot(q, &rows.k[j * stride..j * stride + hd]) * scale;
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let full = n / LANES * LANES;
@@ -220,7 +228,7 @@ mod scalar {
         for (d, o) in out.iter_mut().enumerate() {
             let mut a = 0f32;
             for (j, &p) in scores.iter().enumerate() {
-                a = p.mul_add(v[j * hd + d].to_f32(), a);
+                a = p.mul_add(v[j * stride + d].to_f32(), a);
             }
             *o = a * inv;
         }
@@ -230,7 +238,7 @@ mod scalar {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
-    use super::{EXP_HI, EXP_LO, KvElem, LANES, LN2_HI, LN2_LO, LOG2E, P, exp};
+    use super::{EXP_HI, EXP_LO, KvElem, LANES, LN2_HI, LN2_LO, LOG2E, P, Rows, exp};
     use std::arch::x86_64::*;
 
     /// [`super::hsum`]'s tree on a register.
@@ -268,12 +276,13 @@ mod avx2 {
         _mm256_mul_ps(y, _mm256_castsi256_ps(bits))
     }
 
-    /// Dot products of `q` with 4 keys at once (4 independent accumulator chains).
+    /// Dot products of `q` with 4 keys at once (4 independent accumulator chains), `stride`
+    /// elements apart.
     ///
     /// # Safety
-    /// `k` must hold `4 * q.len()` elements from `k0`.
+    /// The 4 keys of `q.len()` elements each must be readable from `k0`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot4<T: KvElem>(q: &[f32], k0: *const T) -> [f32; 4] {
+    unsafe fn dot4<T: KvElem>(q: &[f32], k0: *const T, stride: usize) -> [f32; 4] {
         let hd = q.len();
         let full = hd / LANES * LANES;
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -282,7 +291,7 @@ mod avx2 {
             let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(c)) };
             for (i, a) in acc.iter_mut().enumerate() {
                 // SAFETY: key i's elements c..c + 8 are within the 4 keys the caller vouches for.
-                *a = _mm256_fmadd_ps(qv, unsafe { T::load8(k0.add(i * hd + c)) }, *a);
+                *a = _mm256_fmadd_ps(qv, unsafe { T::load8(k0.add(i * stride + c)) }, *a);
             }
         }
         let mut s = [0f32; 4];
@@ -290,7 +299,7 @@ mod avx2 {
             *si = hsum(acc[i]);
             for (d, qd) in q.iter().enumerate().skip(full) {
                 // SAFETY: within key i.
-                *si = qd.mul_add(unsafe { *k0.add(i * hd + d) }.to_f32(), *si);
+                *si = qd.mul_add(unsafe { *k0.add(i * stride + d) }.to_f32(), *si);
             }
         }
         s
@@ -323,23 +332,22 @@ mod avx2 {
     const OUT_BLOCK: usize = 4 * LANES;
 
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `k`/`v` hold `n` rows of `q.len()`, `scores` is
-    /// `n` long and `out` is `q.len()` long (checked by the caller).
+    /// The CPU must have AVX2, FMA and F16C; `rows` spans its `n` rows of `q.len()`, `scores`
+    /// is `n` long and `out` is `q.len()` long (checked by the caller).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn row<T: KvElem>(
         q: &[f32],
-        k: &[T],
-        v: &[T],
-        n: usize,
+        rows: Rows<'_, T>,
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
     ) {
-        let hd = q.len();
+        let (hd, n, stride) = (q.len(), rows.n, rows.stride);
+        let (k, v) = (rows.k, rows.v);
         let mut j = 0;
         while j + 4 <= n {
             // SAFETY: keys j..j + 4 are within the n rows of k.
-            let s = unsafe { dot4(q, k.as_ptr().add(j * hd)) };
+            let s = unsafe { dot4(q, k.as_ptr().add(j * stride), stride) };
             for (i, si) in s.iter().enumerate() {
                 scores[j + i] = si * scale;
             }
@@ -347,7 +355,7 @@ mod avx2 {
         }
         while j < n {
             // SAFETY: key j is within the n rows of k.
-            scores[j] = unsafe { dot1(q, k.as_ptr().add(j * hd)) } * scale;
+            scores[j] = unsafe { dot1(q, k.as_ptr().add(j * stride)) } * scale;
             j += 1;
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
@@ -376,7 +384,7 @@ mod avx2 {
             let mut a = [_mm256_setzero_ps(); OUT_BLOCK / LANES];
             for (jj, &p) in scores.iter().enumerate() {
                 let pv = _mm256_set1_ps(p);
-                let row = v[jj * hd + d0..].as_ptr();
+                let row = v[jj * stride + d0..].as_ptr();
                 for (r, ar) in a.iter_mut().enumerate().take(width) {
                     // SAFETY: columns d0 + 8r .. d0 + 8r + 8 <= vec_cols <= hd, within row jj.
                     *ar = _mm256_fmadd_ps(pv, unsafe { T::load8(row.add(r * LANES)) }, *ar);
@@ -392,7 +400,7 @@ mod avx2 {
         for (d, o) in out.iter_mut().enumerate().skip(vec_cols) {
             let mut a = 0f32;
             for (jj, &p) in scores.iter().enumerate() {
-                a = p.mul_add(v[jj * hd + d].to_f32(), a);
+                a = p.mul_add(v[jj * stride + d].to_f32(), a);
             }
             *o = a * inv;
         }

@@ -30,7 +30,8 @@ pub struct Dims {
     pub scale: f32,
 }
 
-/// One sequence's KV cache for one layer: `[n_kv_heads, capacity, head_dim]`, row-major.
+/// One sequence's KV cache for one layer: `[capacity, n_kv_heads, head_dim]`, row-major (token
+/// by token, so a step appends its rows in one contiguous copy).
 #[derive(Debug, Clone, Copy)]
 pub enum Cache<'a> {
     F32 { k: &'a [f32], v: &'a [f32] },
@@ -40,7 +41,7 @@ pub enum Cache<'a> {
 /// One sequence's share of a step.
 #[derive(Debug, Clone, Copy)]
 pub struct Seq<'a> {
-    /// Rotated queries, head-major: `[n_heads, t, head_dim]`.
+    /// Rotated queries, `[t, n_heads, head_dim]` (rows of the batch's query matrix).
     pub q: &'a [f32],
     /// New tokens this step (already written to the cache at `past..past + t`).
     pub t: usize,
@@ -142,19 +143,22 @@ fn group<T: KvElem>(
 ) {
     let hd = dims.head_dim;
     let n_rep = dims.n_heads / dims.n_kv_heads;
-    let plane = s.capacity * hd;
-    let (k, v) = (
-        &k[h * plane..(h + 1) * plane],
-        &v[h * plane..(h + 1) * plane],
-    );
+    // KV head h's row of token j is at (j * n_kv + h) * hd.
+    let (k, v) = (&k[h * hd..], &v[h * hd..]);
     scores.resize(s.past + s.t, 0.0);
     for r in 0..n_rep {
         let head = h * n_rep + r;
         for i in 0..s.t {
-            let q = &s.q[(head * s.t + i) * hd..][..hd];
+            let q = &s.q[(i * dims.n_heads + head) * hd..][..hd];
             let o = &mut block[(r * s.t + i) * hd..][..hd];
             // Causal: the query at position past + i sees keys 0..=past + i.
-            kernel::attend_row(isa, q, k, v, s.past + i + 1, dims.scale, scores, o);
+            let rows = kernel::Rows {
+                k,
+                v,
+                n: s.past + i + 1,
+                stride: dims.n_kv_heads * hd,
+            };
+            kernel::attend_row(isa, q, rows, dims.scale, scores, o);
         }
     }
 }

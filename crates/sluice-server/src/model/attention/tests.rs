@@ -1,7 +1,7 @@
 //! The vector kernel against the reference to the bit, both against exact (f64) attention, and
 //! the batch: causal rows, batch invariance and the output layout.
 
-use super::kernel::{Isa, attend_row, exp};
+use super::kernel::{Isa, Rows, attend_row, exp};
 use super::*;
 
 fn isas() -> Vec<Isa> {
@@ -60,26 +60,43 @@ fn exp_is_within_a_few_ulp_of_exact() {
 #[test]
 fn vector_rows_equal_the_reference_to_the_bit() {
     // Head widths with and without a tail past the 8 lanes, key counts around the groups of 4
-    // and of 8.
+    // and of 8, rows packed and interleaved with other heads' (stride 3 × hd, one head in).
     for hd in [8, 20, 64, 128] {
         for n in [1, 3, 4, 7, 8, 9, 33, 100] {
-            let q = values(hd, 1);
-            let k = values(n * hd, 2);
-            let v = values(n * hd, 3);
-            let (k16, v16) = (halves(&k), halves(&v));
-            let mut results = Vec::new();
-            for isa in isas() {
-                let mut scores = vec![0f32; n];
-                let mut a = vec![0f32; hd];
-                let mut b = vec![0f32; hd];
-                attend_row(isa, &q, &k, &v, n, 0.125, &mut scores, &mut a);
-                attend_row(isa, &q, &k16, &v16, n, 0.125, &mut scores, &mut b);
-                let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                results.push((isa, bits(&a), bits(&b)));
-            }
-            for (isa, a, b) in &results[1..] {
-                assert_eq!(a, &results[0].1, "f32 cache, {isa:?}, hd {hd}, n {n}");
-                assert_eq!(b, &results[0].2, "f16 cache, {isa:?}, hd {hd}, n {n}");
+            for (stride, start) in [(hd, 0), (3 * hd, hd)] {
+                let q = values(hd, 1);
+                let k = values(n * stride, 2);
+                let v = values(n * stride, 3);
+                let (k16, v16) = (halves(&k), halves(&v));
+                let mut results = Vec::new();
+                for isa in isas() {
+                    let mut scores = vec![0f32; n];
+                    let mut a = vec![0f32; hd];
+                    let mut b = vec![0f32; hd];
+                    let rows = |k, v| Rows { k, v, n, stride };
+                    attend_row(
+                        isa,
+                        &q,
+                        rows(&k[start..], &v[start..]),
+                        0.125,
+                        &mut scores,
+                        &mut a,
+                    );
+                    let half = Rows {
+                        k: &k16[start..],
+                        v: &v16[start..],
+                        n,
+                        stride,
+                    };
+                    attend_row(isa, &q, half, 0.125, &mut scores, &mut b);
+                    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    results.push((isa, bits(&a), bits(&b)));
+                }
+                for (isa, a, b) in &results[1..] {
+                    let at = format!("{isa:?}, hd {hd}, n {n}, stride {stride}");
+                    assert_eq!(a, &results[0].1, "f32 cache, {at}");
+                    assert_eq!(b, &results[0].2, "f16 cache, {at}");
+                }
             }
         }
     }
@@ -96,14 +113,26 @@ fn rows_match_exact_attention() {
     for isa in isas() {
         let mut scores = vec![0f32; n];
         let mut got = vec![0f32; hd];
-        attend_row(isa, &q, &k, &v, n, 0.125, &mut scores, &mut got);
+        let rows = Rows {
+            k: &k,
+            v: &v,
+            n,
+            stride: hd,
+        };
+        attend_row(isa, &q, rows, 0.125, &mut scores, &mut got);
         let want = exact(&q, &k, &v, n, 0.125);
         for d in 0..hd {
             let err = (f64::from(got[d]) - want[d]).abs();
             assert!(err < 1e-5, "{isa:?} f32 [{d}]: {} vs {}", got[d], want[d]);
         }
         // An f16 cache computes exactly on the rounded keys and values.
-        attend_row(isa, &q, &k16, &v16, n, 0.125, &mut scores, &mut got);
+        let rows = Rows {
+            k: &k16,
+            v: &v16,
+            n,
+            stride: hd,
+        };
+        attend_row(isa, &q, rows, 0.125, &mut scores, &mut got);
         let want = exact(&q, &widened(&k16), &widened(&v16), n, 0.125);
         for d in 0..hd {
             let err = (f64::from(got[d]) - want[d]).abs();
@@ -112,7 +141,7 @@ fn rows_match_exact_attention() {
     }
 }
 
-/// A test sequence's owned data: queries `[n_heads, t, hd]` and a `[n_kv, capacity, hd]` cache.
+/// A test sequence's owned data: queries `[t, n_heads, hd]` and a `[capacity, n_kv, hd]` cache.
 struct Owned {
     q: Vec<f32>,
     k: Vec<f32>,
@@ -180,13 +209,15 @@ fn each_output_row_is_its_heads_causal_attention() {
         for i in 0..s.t {
             for head in 0..DIMS.n_heads {
                 let kvh = head / n_rep;
-                let plane = s.capacity * hd;
-                let (k, v) = (
-                    &s.k[kvh * plane..(kvh + 1) * plane],
-                    &s.v[kvh * plane..(kvh + 1) * plane],
-                );
-                let q = &s.q[(head * s.t + i) * hd..][..hd];
-                let want = exact(q, k, v, s.past + i + 1, DIMS.scale);
+                // This head's keys and values, packed.
+                let head_rows = |x: &[f32]| -> Vec<f32> {
+                    (0..s.capacity)
+                        .flat_map(|j| x[(j * DIMS.n_kv_heads + kvh) * hd..][..hd].to_vec())
+                        .collect()
+                };
+                let (k, v) = (head_rows(&s.k), head_rows(&s.v));
+                let q = &s.q[(i * DIMS.n_heads + head) * hd..][..hd];
+                let want = exact(q, &k, &v, s.past + i + 1, DIMS.scale);
                 let got = &out[(i * DIMS.n_heads + head) * hd..][..hd];
                 for d in 0..hd {
                     assert!(

@@ -289,6 +289,9 @@ mod x86 {
         }};
     }
 
+    /// How far ahead of the block being computed the 256-bit kernels prefetch weights.
+    const PREFETCH_BYTES: usize = 2048;
+
     macro_rules! micro_256 {
         ($micro:ident, $features:literal, $start:ident, $dot:ident) => {
             /// `R` rows × one tile of 8 columns in 256-bit registers, accumulating across the
@@ -319,6 +322,17 @@ mod x86 {
                 unsafe {
                     for b in 0..kb {
                         let tb = (tile0 + t) * kb + b;
+                        // Ask for the weights PREFETCH_BYTES ahead (this tile's later blocks,
+                        // then the next tile's), so they arrive while this block computes: the
+                        // hardware prefetcher alone stops at each 4 KiB page. A prefetch never
+                        // faults, so past the end it is merely wasted.
+                        let ahead = tb + PREFETCH_BYTES / tbb;
+                        for line in (0..tbb).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                wdata.wrapping_add(ahead * tbb + line).cast(),
+                            );
+                        }
+                        _mm_prefetch::<_MM_HINT_T0>(wscale.wrapping_add(ahead * COLS).cast());
                         let wg = load_tile_block::<Q4>(wdata.add(tb * tbb));
                         let dw = _mm256_loadu_ps(wscale.add(tb * COLS));
                         for (i, row_acc) in acc.iter_mut().enumerate() {

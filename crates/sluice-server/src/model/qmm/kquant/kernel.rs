@@ -118,6 +118,9 @@ mod x86 {
     use super::super::{KFormat, NIB_BYTES, QK_K};
     use super::{KActs, KWeights, Out};
 
+    /// Super-blocks ahead that [`micro`] prefetches.
+    const PREFETCH_AHEAD: usize = 2;
+
     const fn format(f: u8) -> KFormat {
         match f {
             0 => KFormat::Q4K,
@@ -158,6 +161,45 @@ mod x86 {
         }
     }
 
+    /// Q6_K's eight groups of pair `p` at once, with immediate shifts: the pair's four nibble
+    /// registers hold two groups each (low nibble, then high), and its two high-bit registers
+    /// four groups each, in bits `2·(g % 4)..`. [`group`] computes the same bytes one group at a
+    /// time with a shift count in a register and a reload of the high bits per group, which
+    /// made Q6_K cost twice Q4_K per byte.
+    ///
+    /// # Safety
+    /// `block` must point at a whole packed Q6_K tile super-block and `p < 8`.
+    #[inline(always)]
+    unsafe fn q6k_pair(block: *const u8, p: usize) -> [__m256i; 8] {
+        // SAFETY (for the callers): the pair's registers lie inside the tile super-block.
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let keep = _mm256_set1_epi8(0x30);
+            let nib = |i: usize| _mm256_loadu_si256(block.add((p * 4 + i) * 32).cast());
+            let hb = block.add(NIB_BYTES);
+            let high = |i: usize| _mm256_loadu_si256(hb.add((2 * p + i) * 32).cast());
+            let (n, h) = ([nib(0), nib(1), nib(2), nib(3)], [high(0), high(1)]);
+            // Bits 2·(g % 4) and up of the high register, moved to bits 4 and 5.
+            let bits = |h: __m256i, j: usize| {
+                let moved = match j {
+                    0 => _mm256_slli_epi16::<4>(h),
+                    1 => _mm256_slli_epi16::<2>(h),
+                    2 => h,
+                    _ => _mm256_srli_epi16::<2>(h),
+                };
+                _mm256_and_si256(moved, keep)
+            };
+            let mut out = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let low = _mm256_and_si256(n[j], mask);
+                let upper = _mm256_and_si256(_mm256_srli_epi16::<4>(n[j]), mask);
+                out[j] = _mm256_or_si256(low, bits(h[0], j));
+                out[4 + j] = _mm256_or_si256(upper, bits(h[1], j));
+            }
+            out
+        }
+    }
+
     /// `R` rows × one tile of 8 columns; each group's weights are unpacked once for all `R`
     /// rows.
     ///
@@ -189,15 +231,32 @@ mod x86 {
             for sb in 0..nsb {
                 let tsb = t * nsb + sb;
                 let block = w.data.as_ptr().add(tsb * tb);
+                // The weights stream from memory once per step: ask for the super-block after
+                // next now, so its lines arrive while this one computes (the hardware
+                // prefetcher alone stops at each 4 KiB page). A prefetch never faults, so past
+                // the end it is merely wasted.
+                let ahead = block.wrapping_add(PREFETCH_AHEAD * tb);
+                for line in (0..tb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                }
                 let mut isc = [_mm256_setzero_si256(); R];
                 for p in 0..pairs {
                     let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(
                         block.add(scales_at + p * 2 * COLS).cast(),
                     ));
+                    let q6 = if f == KFormat::Q6K {
+                        q6k_pair(block, p)
+                    } else {
+                        [_mm256_setzero_si256(); 8]
+                    };
                     for c0 in (0..pg).step_by(chunk) {
                         let mut wg = [_mm256_setzero_si256(); 8];
                         for (i, v) in wg.iter_mut().take(chunk).enumerate() {
-                            *v = group::<F>(block, p * pg + c0 + i);
+                            *v = if f == KFormat::Q6K {
+                                q6[c0 + i]
+                            } else {
+                                group::<F>(block, p * pg + c0 + i)
+                            };
                         }
                         for (i, sum) in isc.iter_mut().enumerate() {
                             let a = acts

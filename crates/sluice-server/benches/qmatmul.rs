@@ -6,6 +6,10 @@
 //! measured in this run — the batching gain a decode step can get from the linear layers.
 //!
 //! `cargo bench -p sluice-server --bench qmatmul -- [--iters 20]`
+//!
+//! `--streaming` instead measures one row — a single-stream decode step — on 24 different
+//! matrices of that shape in turn (more than any cache holds), so the weights come from memory
+//! as in a real model, against one matrix repeated (from cache): GB/s of weights read.
 
 use std::time::Instant;
 
@@ -57,6 +61,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20usize)
         .max(1);
+    if args.iter().any(|a| a == "--streaming") {
+        return streaming();
+    }
     let w = matrix(N, K, 1);
     println!("shape [{N}, {K}], median of {iters} calls");
     println!();
@@ -121,5 +128,57 @@ fn main() {
                 );
             }
         }
+    }
+}
+
+/// One activation row through 24 distinct matrices per format: weight GB/s from memory
+/// (streaming) and from cache (one matrix repeated).
+fn streaming() {
+    const COPIES: usize = 24;
+    let x = matrix(1, K, 7);
+    println!("shape [{N}, {K}], 1 row, {COPIES} matrices");
+    println!();
+    println!("| weights | MB per matrix | from cache GB/s | from memory GB/s |");
+    println!("|---|---:|---:|---:|");
+    for ggml in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ] {
+        let mut bytes = 0;
+        let kernels: Vec<Box<dyn Fn()>> = (0..COPIES)
+            .map(|c| {
+                let qt = QTensor::quantize(&matrix(N, K, c as u32 + 1), ggml).unwrap();
+                let x = x.clone();
+                let f: Box<dyn Fn()> = match ggml {
+                    GgmlDType::Q4_0 | GgmlDType::Q8_0 => {
+                        let m = BlockMatrix::from_qtensor(&qt).unwrap();
+                        bytes += m.bytes();
+                        Box::new(move || {
+                            m.forward(&x).unwrap();
+                        })
+                    }
+                    _ => {
+                        let m = KMatrix::from_qtensor(&qt).unwrap();
+                        bytes += m.bytes();
+                        Box::new(move || {
+                            m.forward(&x).unwrap();
+                        })
+                    }
+                };
+                f
+            })
+            .collect();
+        let per = bytes as f64 / COPIES as f64;
+        let hot = time(48, || kernels[0]());
+        let cold = time(8, || kernels.iter().for_each(|k| k())) / COPIES as f64;
+        println!(
+            "| {ggml:?} | {:.2} | {:.1} | {:.1} |",
+            per / 1e6,
+            per / hot / 1e9,
+            per / cold / 1e9
+        );
     }
 }

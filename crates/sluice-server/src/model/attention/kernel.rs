@@ -252,9 +252,11 @@ mod avx2 {
     /// [`super::exp`] on 8 lanes.
     #[target_feature(enable = "avx2,fma")]
     fn exp8(x: __m256) -> __m256 {
+        // max/min return their second operand when either is NaN: x second, so a NaN stays NaN
+        // (as `f32::clamp` keeps it) rather than becoming a bound.
         let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
             _mm256_set1_ps(EXP_HI),
+            _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
         );
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),

@@ -103,6 +103,29 @@ fn vector_rows_equal_the_reference_to_the_bit() {
 }
 
 #[test]
+fn a_nan_query_gives_a_nan_row_on_every_instruction_set() {
+    // A broken row must show as broken (the engine then fails that request alone), never as
+    // plausible numbers.
+    let (hd, n) = (64, 40);
+    let mut q = values(hd, 1);
+    q[5] = f32::NAN;
+    let (k, v) = (values(n * hd, 2), values(n * hd, 3));
+    for isa in isas() {
+        let mut scores = vec![0f32; n];
+        let mut out = vec![0f32; hd];
+        let rows = Rows {
+            k: &k,
+            v: &v,
+            n,
+            stride: hd,
+        };
+        attend_row(isa, &q, rows, 0.125, &mut scores, &mut out);
+        assert!(out.iter().all(|x| x.is_nan()), "{isa:?}: {out:?}");
+    }
+    assert!(exp(f32::NAN).is_nan());
+}
+
+#[test]
 fn rows_match_exact_attention() {
     let (hd, n) = (64, 300);
     let q = values(hd, 4);

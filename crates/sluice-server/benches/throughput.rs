@@ -28,7 +28,7 @@ use sluice_server::metrics::Metrics;
 use sluice_server::model::attention::Isa;
 use sluice_server::model::quant::{Quantization, QuantizationFlag};
 use sluice_server::model::tiny::{self, ExportOptions, TinyShape};
-use sluice_server::model::{LoadSpec, ModelSource, load};
+use sluice_server::model::{LoadSpec, LoadedModel, ModelSource, load};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -277,16 +277,7 @@ fn main() {
         println!("|---|---|---:|---:|---:|---:|");
     }
     for name in models.split(',') {
-        let (source, quantization) = model_source(name);
-        let loaded = load(&LoadSpec {
-            source,
-            quantization,
-            device: device(),
-            served_name: None,
-            hf_home: None,
-            kv_cache: Default::default(),
-        })
-        .unwrap();
+        let loaded = load_model(name, KvCacheDtype::default());
         let runner = Arc::new(std::sync::Mutex::new(Some(loaded)));
         for (mode, batch) in [("on", 16usize), ("off", 1usize)] {
             if !modes.split(',').any(|m| m == mode) {
@@ -354,17 +345,7 @@ fn burst(models: &str, prompt_tokens: usize, budgets: &[usize]) {
     println!("|---|---:|---|---:|---:|");
     for name in models.split(',') {
         for &budget in budgets {
-            let (source, quantization) = model_source(name);
-            let loaded = load(&LoadSpec {
-                source,
-                quantization,
-                device: device(),
-                served_name: None,
-                hf_home: None,
-                kv_cache: Default::default(),
-            })
-            .unwrap();
-            let served = EngineModel::serve(loaded);
+            let served = EngineModel::serve(load_model(name, KvCacheDtype::default()));
             let engine = Engine::start(
                 Some(served),
                 Limits::new(128, 1024, 16).with_max_prefill_tokens(budget),
@@ -453,16 +434,7 @@ fn attention(models: &str, contexts: &[usize], streams: &[usize], tokens: usize)
             for &n in streams {
                 let mut base = None;
                 for (kv, path) in variants {
-                    let (source, quantization) = model_source(name);
-                    let mut loaded = load(&LoadSpec {
-                        source,
-                        quantization,
-                        device: device(),
-                        served_name: None,
-                        hf_home: None,
-                        kv_cache: kv,
-                    })
-                    .unwrap();
+                    let mut loaded = load_model(name, kv);
                     loaded.model = loaded.model.with_attention(path);
                     let engine = Engine::start(
                         Some(EngineModel::serve(loaded)),
@@ -490,13 +462,15 @@ fn attention(models: &str, contexts: &[usize], streams: &[usize], tokens: usize)
 }
 
 /// The first mode reuses the loaded model; the second loads it again (an engine owns its model).
-fn load_again(
-    slot: &Arc<std::sync::Mutex<Option<sluice_server::model::LoadedModel>>>,
-    name: &str,
-) -> sluice_server::model::LoadedModel {
+fn load_again(slot: &Arc<std::sync::Mutex<Option<LoadedModel>>>, name: &str) -> LoadedModel {
     if let Some(m) = slot.lock().unwrap().take() {
         return m;
     }
+    load_model(name, KvCacheDtype::default())
+}
+
+/// Loads the bench model `name` (see [`model_source`]) on `--device` with a `kv` cache.
+fn load_model(name: &str, kv: KvCacheDtype) -> LoadedModel {
     let (source, quantization) = model_source(name);
     load(&LoadSpec {
         source,
@@ -504,7 +478,7 @@ fn load_again(
         device: device(),
         served_name: None,
         hf_home: None,
-        kv_cache: Default::default(),
+        kv_cache: kv,
     })
     .unwrap()
 }
